@@ -1,0 +1,13 @@
+"""UniFL pack.
+
+This folder is three things at once:
+
+* a pip package, ``import unifl`` (``unifl.core`` is the host-free library in ``core/``);
+* a ComfyUI custom-node folder (ComfyUI imports this file and looks for ``comfy_entrypoint``);
+* an AUTOMATIC1111/Forge extension folder (A1111 runs ``install.py`` and the files in ``scripts/``).
+
+Importing it must stay cheap and must not need ComfyUI, A1111, gradio or even torch: hosts import it at
+start-up, and an import failure here shows as "(IMPORT FAILED)" for the whole pack.
+"""
+
+__version__ = "0.1.0"
