@@ -327,3 +327,22 @@ def explain(cls=TrainConfig, prefix: str = "") -> list[tuple[str, str, str]]:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append((key, repr(default), f.metadata.get("help", "")))
     return rows
+
+
+def render_reference() -> str:
+    """``docs/config-reference.md``, generated from the dataclasses (a test keeps the file current)."""
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from `unifl/core/config.py` by `python -m unifl.core.config > docs/config-reference.md`;",
+        "`unifl train --explain` prints the same. Where the paper is silent, `paper-choices.md` says why.",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{key}` | `{default}` | {text} |" for key, default, text in explain()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_reference(), end="")

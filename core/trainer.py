@@ -124,7 +124,9 @@ class UniFLTrainer:
 
         # 3. The LoRA: the only trainable weights; fp32 under autocast.
         self.lora_settings = LoRASettings(rank=config.lora.rank, alpha=config.lora.alpha, targets=config.lora.targets)
-        self.lora_params = add_lora(denoiser.lora_target, self.lora_settings)
+        with torch.random.fork_rng(devices=[]):  # peft draws lora_A from the global RNG: seed it
+            torch.manual_seed(opt.seed)
+            self.lora_params = add_lora(denoiser.lora_target, self.lora_settings)
         if config.lora.init_from:
             load_kohya_lora(config.lora.init_from, denoiser.lora_target, settings=self.lora_settings, architecture=denoiser.architecture)
 

@@ -1,0 +1,100 @@
+"""Truncated rollouts on an analytic denoiser: where gradients flow and which steps run."""
+
+import torch
+from torch import nn
+
+from unifl.core.denoiser import Conditioning, Denoiser
+from unifl.core.rollouts import adversarial_rollout, aesthetic_rollout, levels_to_positions, pefl_rollout
+from unifl.core.schedule import sampling_timesteps
+
+
+class ScaledDenoiser(Denoiser):
+    """x0 = w · x_t with one trainable scalar w; records every call and whether grad was on."""
+
+    def __init__(self):
+        self.alphas_cumprod = torch.linspace(0.9999, 0.005, 1000, dtype=torch.float64)
+        self.module = nn.Linear(1, 1)
+        self.w = nn.Parameter(torch.tensor(0.5))
+        self.calls = []
+
+    def predict_x0(self, x_t, timesteps, cond):
+        self.calls.append((timesteps.tolist(), torch.is_grad_enabled(), cond.tensors["id"].flatten().tolist()))
+        return self.w * x_t
+
+    def predict_model_output(self, x_t, timesteps, cond):
+        return self.predict_x0(x_t, timesteps, cond)
+
+    def encode_images(self, images):
+        return images
+
+    def decode_latents(self, latents):
+        return latents
+
+    def encode_prompts(self, prompts):
+        return Conditioning({"id": torch.arange(len(prompts)).float()[:, None]})
+
+    @property
+    def lora_target(self):
+        return self.module
+
+    @property
+    def prediction_type(self):
+        return "sample"
+
+
+def test_only_the_last_step_carries_gradients():
+    d = ScaledDenoiser()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 2, 4, 4, generator=g)
+    out, used = pefl_rollout(d, x0, d.encode_prompts(["a", "b", "c"]), num_steps=20, noise_level=10, grad_levels=(0, 5), generator=g)
+    grad_calls = [c for c in d.calls if c[1]]
+    assert len(grad_calls) == 1 and len(d.calls) > 1
+    assert all(not c[1] for c in d.calls[:-1])
+    out.sum().backward()
+    assert d.w.grad is not None and torch.isfinite(d.w.grad)
+    # the grad step happens at levels 0..5 of the 20-step leading schedule: timesteps 1..251
+    assert set(used.tolist()) <= {1, 51, 101, 151, 201, 251}
+
+
+def test_pefl_noises_to_level_ta_and_denoises_each_sample_to_its_own_stop():
+    d = ScaledDenoiser()
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(4, 1, 2, 2)
+    _, used = pefl_rollout(d, x0, d.encode_prompts(["a"] * 4), num_steps=20, noise_level=10, grad_levels=(0, 5), generator=g)
+    timesteps = sampling_timesteps(1000, 20, "leading")
+    start = int(levels_to_positions(torch.tensor(10), 20))
+    assert timesteps[start] == 501  # T_a = 10 of 20: the middle of the trajectory
+    prefix = [c for c in d.calls if not c[1]]
+    assert prefix[0][0][0] == 501
+    # each sample is stepped exactly from T_a down to its own grad position
+    steps_per_sample = torch.zeros(4, dtype=torch.long)
+    for _, _, ids in prefix:
+        for i in ids:
+            steps_per_sample[int(i)] += 1
+    stops = [int((timesteps == t).nonzero()) for t in used]
+    assert steps_per_sample.tolist() == [stop - start for stop in stops]
+
+
+def test_truncation_point_is_drawn_once_per_sample_and_varies():
+    d = ScaledDenoiser()
+    seen = set()
+    for seed in range(20):
+        _, used = aesthetic_rollout(d, d.encode_prompts(["a", "b"]), (2, 1, 2, 2), num_steps=20, grad_levels=(0, 5), generator=torch.Generator().manual_seed(seed))
+        seen.update(used.tolist())
+    assert len(seen) == 6
+
+
+def test_adversarial_rollout_covers_every_few_step_position():
+    d = ScaledDenoiser()
+    seen = set()
+    for seed in range(20):
+        _, used = adversarial_rollout(d, torch.randn(2, 1, 2, 2), d.encode_prompts(["a", "b"]), num_steps=4, spacing="trailing", start_level=0, grad_levels=(0, 3), generator=torch.Generator().manual_seed(seed))
+        seen.update(used.tolist())
+    assert seen == {999, 749, 499, 249}
+
+
+def test_rollouts_are_deterministic_given_the_generator():
+    d = ScaledDenoiser()
+    a, _ = aesthetic_rollout(d, d.encode_prompts(["a"]), (1, 1, 3, 3), num_steps=8, grad_levels=(0, 3), generator=torch.Generator().manual_seed(7))
+    b, _ = aesthetic_rollout(d, d.encode_prompts(["a"]), (1, 1, 3, 3), num_steps=8, grad_levels=(0, 3), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)

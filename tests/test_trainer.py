@@ -1,0 +1,107 @@
+"""End-to-end training on a tiny real diffusers model: both stages, resume, stop, divergence, bad data."""
+
+import csv
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from unifl.core.data import DataError
+from unifl.core.trainer import TrainerCallbacks, TrainingDiverged, UniFLTrainer
+
+pytestmark = pytest.mark.slow
+
+
+def rows(run_dir):
+    with (run_dir / "logs.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_stage1_then_stage2_train_only_the_lora_and_export_a_kohya_file(fast_config, tmp_path):
+    trainer = UniFLTrainer(fast_config("stage=1"))
+    base = {k: v.clone() for k, v in trainer.denoiser.unet.state_dict().items() if "lora" not in k}
+    previews = []
+    trainer.callbacks = TrainerCallbacks(on_preview=lambda step, images: previews.append((step, images)))
+    result = trainer.train()
+    after = trainer.denoiser.unet.state_dict()
+    assert all(torch.equal(base[k], after[k]) for k in base), "base weights must stay frozen"
+    assert any(not torch.all(after[k] == 0) for k in after if "lora_B" in k), "the LoRA must have moved"
+    assert previews and previews[-1][0] == 2 and previews[-1][1][0].size == (32, 32)
+    with safe_open(str(result.lora_path), "pt") as f:
+        keys, meta = list(f.keys()), f.metadata()
+    assert keys and all(k.startswith("lora_unet_") for k in keys)
+    assert meta["unifl.stage"] == "1" and meta["unifl.sampler.steps"] == "4"
+    logged = rows(result.run_dir)
+    assert [r["step"] for r in logged] == ["1", "2"] and float(logged[0]["pefl"]) > 0 and float(logged[0]["denoising"]) > 0
+
+    stage2 = UniFLTrainer(fast_config("stage=2", f"lora.init_from={result.lora_path}", f"logging.output_dir={tmp_path / 'stage2'}"))
+    start = {k: v.clone() for k, v in stage2.denoiser.unet.state_dict().items() if "lora" in k}
+    assert any(v.abs().sum() > 0 for k, v in start.items() if "lora_B" in k), "stage 2 starts from the stage-1 LoRA"
+    d_before = {k: v.clone() for k, v in stage2.discriminator.state_dict().items()}
+    result2 = stage2.train()
+    assert any(not torch.equal(d_before[k], v) for k, v in stage2.discriminator.state_dict().items()), "the discriminator is updated online"
+    logged2 = rows(result2.run_dir)
+    assert {"adv_g", "d_loss", "aesthetic"} <= set(logged2[0])
+    with safe_open(str(result2.lora_path), "pt") as f:
+        meta2 = f.metadata()
+    assert (meta2["unifl.stage"], meta2["unifl.sampler.timestep_spacing"], meta2["unifl.sampler.cfg"]) == ("2", "trailing", "1.0")
+
+
+def test_resume_latest_continues_with_the_same_loss_sequence(fast_config, tmp_path):
+    straight = fast_config("optim.max_steps=4", f"logging.output_dir={tmp_path / 'straight'}")
+    UniFLTrainer(straight).train()
+    reference = rows(tmp_path / "straight")
+
+    interrupted = fast_config("optim.max_steps=2", f"logging.output_dir={tmp_path / 'resumed'}")
+    UniFLTrainer(interrupted).train()
+    resumed = fast_config("optim.max_steps=4", f"logging.output_dir={tmp_path / 'resumed'}")
+    UniFLTrainer(resumed).train(resume="latest")
+    again = rows(tmp_path / "resumed")
+    columns = [k for k in reference[0] if k not in ("seconds",)]
+    assert [[r[k] for k in columns] for r in again] == [[r[k] for k in columns] for r in reference]
+
+
+def test_should_stop_saves_a_checkpoint_and_exports(fast_config):
+    calls = {"n": 0}
+
+    def should_stop():
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    result = UniFLTrainer(fast_config("optim.max_steps=5"), callbacks=TrainerCallbacks(should_stop=should_stop)).train()
+    assert result.stopped_early and result.steps == 1 and result.lora_path.is_file()
+    assert (result.run_dir / "checkpoints" / "step-000001" / "state.json").is_file()
+
+
+def nan_reward():
+    class NaNReward(torch.nn.Module):
+        alpha = 1.0
+
+        def forward(self, images, prompts):
+            return images.mean(dim=(1, 2, 3)) * float("nan")
+
+    return NaNReward()
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fast_config):
+    config = fast_config("optim.max_steps=3", 'rewards=[{aspect = "color", kind = "module", path = "tests.test_trainer:nan_reward"}]', "aesthetic.weight=1.0")
+    with pytest.raises(TrainingDiverged, match="aesthetic loss became nan at step 0.*no checkpoint"):
+        UniFLTrainer(config).train()
+
+
+def test_a_run_folder_is_never_silently_reused(fast_config):
+    UniFLTrainer(fast_config("optim.max_steps=1")).train()
+    with pytest.raises(FileExistsError, match="--resume latest"):
+        UniFLTrainer(fast_config("optim.max_steps=1")).train()
+
+
+def test_structure_feedback_without_masks_is_a_data_error(fast_config, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (40, 40), "red").save(folder / "a.png")
+    (folder / "a.txt").write_text("a red square")
+    config = fast_config(f"data.images={folder}", 'perception=[{aspect = "structure", kind = "module", path = "tests.test_trainer:nan_reward"}]')
+    with pytest.raises(DataError, match="instance masks.*instances.png"):
+        UniFLTrainer(config)
