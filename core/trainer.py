@@ -9,7 +9,7 @@ memory).
 from __future__ import annotations
 
 import copy
-import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,21 @@ def step_generator(seed: int, step: int, micro: int, stream: int) -> torch.Gener
     return torch.Generator().manual_seed(hash((seed, step, micro, stream)) & 0x7FFFFFFFFFFF)
 
 
+def fresh_accelerator(mixed_precision: str):
+    """An ``Accelerator`` for this run, even when an earlier run in the same process chose other settings.
+
+    Accelerate keeps its settings in a process-wide singleton and refuses to change them, but a host
+    (ComfyUI, the webui) runs many trainings in one long-lived process. The per-run part of that state is
+    reset; the process group of an ``accelerate launch`` run (``PartialState``) is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
 def sampler_contract(config: TrainConfig) -> SamplerContract:
     """How a LoRA of this stage is meant to be sampled: stage 2 is the few-step model, without CFG."""
     if config.stage == "2":
@@ -100,15 +115,13 @@ class UniFLTrainer:
     """Trains one UniFL stage as a LoRA on ``denoiser`` (or on the model that ``config.model`` names)."""
 
     def __init__(self, config: TrainConfig, denoiser: Denoiser | None = None, callbacks: TrainerCallbacks | None = None, image_dataset=None, prompts: Sequence[str] | None = None):
-        from accelerate import Accelerator
-
         self.config = config.validate()
         self.callbacks = callbacks or TrainerCallbacks()
         self.run_dir = Path(config.logging.output_dir)
         opt = config.optim
 
         # 1. Devices and precision (Accelerate: one process per GPU under `accelerate launch`).
-        self.accelerator = Accelerator(mixed_precision=opt.mixed_precision, cpu=not torch.cuda.is_available())
+        self.accelerator = fresh_accelerator(opt.mixed_precision)
         self.device = self.accelerator.device
 
         # 2. The model, seen through the seam.
@@ -405,11 +418,14 @@ class UniFLTrainer:
             self.d_optimizer.optimizer.load_state_dict(optimizers["discriminator_optimizer"])
         self.step = int(state["step"])
 
+    @property
+    def lora_path(self) -> Path:
+        return self.run_dir / f"{self.config.logging.output_name}.safetensors"
+
     def export(self, overwrite: bool = False) -> Path:
         """The deployable kohya LoRA: ``<output_dir>/<output_name>.safetensors``."""
-        path = self.run_dir / f"{self.config.logging.output_name}.safetensors"
         return save_kohya_lora(
-            path, self.denoiser.lora_target, self.lora_settings, naming=self.denoiser.module_naming, architecture=self.denoiser.architecture,
+            self.lora_path, self.denoiser.lora_target, self.lora_settings, naming=self.denoiser.module_naming, architecture=self.denoiser.architecture,
             metadata={"unifl.stage": self.config.stage, "unifl.steps_trained": str(self.step), "ss_training_comment": f"UniFL stage {self.config.stage}"},
             sampler=self.sampler_contract(), overwrite=overwrite,
         )
@@ -420,8 +436,10 @@ class UniFLTrainer:
         self.step = 0
         if resume:
             self.load_checkpoint(ckpt.resolve_resume(self.run_dir, resume))
-        elif ckpt.list_checkpoints(self.run_dir) and not overwrite:
-            raise FileExistsError(f"{self.run_dir} already holds checkpoints of another run: pass --resume latest to continue it, or choose another logging.output_dir")
+        elif not overwrite and (ckpt.list_checkpoints(self.run_dir) or self.lora_path.exists()):
+            raise FileExistsError(f"{self.run_dir} already holds another run (checkpoints or {self.lora_path.name}): pass --resume latest to continue it, --overwrite to replace it, or choose another logging.output_dir")
+        elif overwrite and self.accelerator.is_main_process:
+            shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)  # else "latest" could pick the old run's
         if self.accelerator.is_main_process:
             print(self.describe())
         logger = RunLogger(self.run_dir, c.logging.tensorboard and self.accelerator.is_main_process, resume_step=self.step if resume else None)
@@ -449,6 +467,7 @@ class UniFLTrainer:
             logger.close()
         self.save_checkpoint()
         self.validate()
+        # This run's own file (checked free, or resumed, at the start), so replacing it loses nothing.
         lora_path = self.export(overwrite=True) if self.accelerator.is_main_process else None
         self.accelerator.wait_for_everyone()
         return TrainResult(self.run_dir, lora_path, self.step, stopped, logs)

@@ -12,15 +12,6 @@ from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
 from unifl.core.models.tiny import build_tiny_pipeline
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny models on a shared 2-core machine: extra threads only spin against other processes."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def unet_inputs(unet: nn.Module, seed: int = 1) -> dict:
     """A fixed batch of UNet inputs (random latents and text embeddings) for output comparisons."""
     g = torch.Generator().manual_seed(seed)

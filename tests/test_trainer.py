@@ -105,3 +105,40 @@ def test_structure_feedback_without_masks_is_a_data_error(fast_config, tmp_path)
     config = fast_config(f"data.images={folder}", 'perception=[{aspect = "structure", kind = "module", path = "tests.test_trainer:nan_reward"}]')
     with pytest.raises(DataError, match="instance masks.*instances.png"):
         UniFLTrainer(config)
+
+
+def test_sdxl_bf16_autocast_keeps_lora_fp32_and_logs_progress(tiny_sdxl_dir, fast_config, tmp_path):
+    config = fast_config(f"model.path={tiny_sdxl_dir}", "model.dtype=bf16", "optim.mixed_precision=bf16", "optim.max_steps=1", "logging.tensorboard=true")
+    progress = []
+    trainer = UniFLTrainer(config, callbacks=TrainerCallbacks(on_progress=lambda step, total, logs: progress.append((step, total, logs))))
+    assert trainer.denoiser.architecture == "sdxl"
+    assert trainer.denoiser.unet.dtype == torch.bfloat16 and trainer.denoiser.vae.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in trainer.lora_params)
+    assert trainer.denoiser.unet.is_gradient_checkpointing and trainer.denoiser.vae.decoder.gradient_checkpointing
+    result = trainer.train()
+    assert progress and progress[-1][:2] == (1, 1) and all(torch.isfinite(torch.tensor(v)) for v in progress[-1][2].values())
+    assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    with safe_open(str(result.lora_path), "pt") as f:
+        assert f.metadata()["ss_base_model_version"] == "sdxl_base_v1-0"
+
+
+def test_bad_data_is_named(fast_config, tmp_path):
+    from PIL import Image
+
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(DataError, match="prompts.txt is empty"):
+        UniFLTrainer(fast_config(f"data.prompts={empty}"))
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (40, 40), "red").save(folder / "a.png")
+    (folder / "a.txt").write_text("a red square")
+    Image.new("L", (20, 20)).save(folder / "a.semantic.png")
+    from unifl.core.data import ImageFolderDataset
+
+    with pytest.raises(DataError, match=r"a.semantic.png is 20x20 but its image is 40x40"):
+        ImageFolderDataset(folder, 32)[0]
+    (folder / "b.png").write_bytes(b"")
+    with pytest.raises(DataError, match="b.txt"):
+        ImageFolderDataset(folder, 32)

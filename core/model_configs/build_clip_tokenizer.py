@@ -7,7 +7,7 @@ offline without a model hub::
 
     pip download open-clip-torch --no-deps -d /tmp/oc
     unzip -o /tmp/oc/open_clip_torch-*.whl 'open_clip/bpe_simple_vocab_16e6.txt.gz' -d /tmp/oc
-    python build_clip_tokenizer.py /tmp/oc/open_clip/bpe_simple_vocab_16e6.txt.gz
+    python core/model_configs/build_clip_tokenizer.py /tmp/oc/open_clip/bpe_simple_vocab_16e6.txt.gz   # with the project installed (make setup)
 
 Construction: skip the header line, keep the next 49152 - 256 - 2 merges; the vocabulary is the 256
 byte symbols, the same with ``</w>``, one token per merge, then ``<|startoftext|>`` and
@@ -22,21 +22,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from unifl.core.models.clip_bpe import bytes_to_unicode
+
 VOCAB_SIZE = 49408
 NUM_MERGES = VOCAB_SIZE - 2 * 256 - 2
-
-
-def bytes_to_unicode() -> list[str]:
-    """CLIP's reversible byte → printable character table, in byte order of the first 188 printables."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
 
 
 def build(bpe_gz: Path) -> tuple[dict[str, int], list[str]]:

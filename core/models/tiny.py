@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from .clip_bpe import bytes_to_unicode
+
 SD15_SCHEDULER = {
     "_class_name": "DDIMScheduler",
     "num_train_timesteps": 1000,
@@ -26,19 +28,6 @@ SD15_SCHEDULER = {
 }
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2/CLIP's reversible byte → printable character table (the base of every CLIP vocab)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
 def write_clip_tokenizer(folder: str | Path, words: list[str] = (), model_max_length: int = 77):
     """Write a CLIP BPE tokenizer (``vocab.json`` + ``merges.txt``) whose whole words are single tokens.
 
@@ -50,7 +39,7 @@ def write_clip_tokenizer(folder: str | Path, words: list[str] = (), model_max_le
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    symbols = _bytes_to_unicode()
+    symbols = bytes_to_unicode()
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     merges: list[str] = []
     for word in dict.fromkeys(w.lower() for w in words if w.isascii() and w.isalpha() and len(w) > 1):

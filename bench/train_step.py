@@ -1,0 +1,343 @@
+"""Training-step benchmark: the UniFL iteration against a naive full-chain ReFL baseline.
+
+For each stage, on the same randomly initialised SD1.5-architecture model and the same inputs, it
+measures two variants of one optimizer step:
+
+* ``UniFL``: the real :meth:`UniFLTrainer.train_step` (no-grad rollout prefix, one step with gradients,
+  gradient checkpointing on the UNet and the VAE decoder, one backward per feedback term);
+* ``naive``: what ReFL-style reward backprop does without UniFL's economies (AlignProp/DRaFT without
+  truncation): the *same* rollouts, losses, batch, resolution and LoRA, but every denoising step of
+  the rollout carries gradients, nothing is checkpointed, and all terms are summed before one backward.
+
+Both variants draw the same noise, images, prompts and truncation points (they are a pure function of
+the seed and the step index), so their first iteration computes the same loss values; the benchmark
+checks that and prints the difference. Each variant runs in its own subprocess so one's allocator state
+cannot inflate the other's memory figures.
+
+Run ``python bench/train_step.py`` (a few minutes on 2 CPU cores) or ``--quick`` (toy sizes, seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+STAGES = {"1": "PeFL + aesthetic + denoising regulariser", "2": "adversarial + aesthetic + denoising regulariser"}
+VARIANTS = {"naive": "naive full-chain ReFL", "unifl": "UniFL train_step"}
+RESULT_PREFIX = "BENCH-RESULT "
+MIB = 2**20
+
+
+@dataclass
+class ModelSize:
+    """Widths of the randomly initialised SD1.5-architecture model (real SD1.5: UNet (320, 640, 1280, 1280))."""
+
+    unet_channels: tuple[int, ...]
+    unet_layers_per_block: int
+    vae_channels: tuple[int, ...]  # 4 levels: 8x downsampling, like SD's VAE
+    text_width: int
+
+
+FULL = ModelSize(unet_channels=(64, 128, 256), unet_layers_per_block=2, vae_channels=(32, 64, 128, 128), text_width=128)
+QUICK = ModelSize(unet_channels=(32, 32, 64), unet_layers_per_block=1, vae_channels=(32, 32, 32, 32), text_width=32)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--resolution", type=int, default=None, help="image size in pixels (default 128; 64 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per feedback term")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps of the PeFL and aesthetic rollouts (default 20 as in the paper; 4 with --quick); the adversarial rollout keeps its 4-step schedule")
+    parser.add_argument("--repeats", type=int, default=None, help="measured iterations per variant (default 5; 1 with --quick)")
+    parser.add_argument("--warmup", type=int, default=1, help="iterations run before measuring")
+    parser.add_argument("--quick", action="store_true", help="toy sizes: checks that the benchmark runs, in seconds")
+    parser.add_argument("--child", nargs=2, metavar=("STAGE", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.device = args.device or ("cuda" if _cuda_available() else "cpu")
+    args.resolution = args.resolution or (64 if args.quick else 128)
+    args.steps = args.steps or (4 if args.quick else 20)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    if args.steps < 4:
+        parser.error("--steps must be at least 4 (PeFL noises to level steps/2 and takes its grad step at levels [0, steps/4])")
+    if args.resolution % 64:
+        parser.error("--resolution must be a multiple of 64 (8x VAE, then a 3-level UNet)")
+    return args
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# -- the model and the trainer ------------------------------------------------------------------------
+
+
+def build_denoiser(size: ModelSize, resolution: int, device: str):
+    """A randomly initialised SD1.5-architecture denoiser from diffusers/transformers configs (seeded)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
+    from unifl.core.models.tiny import SD15_SCHEDULER, write_clip_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = write_clip_tokenizer(tempfile.mkdtemp(prefix="unifl-bench-tok-"), words=["a", "photo"])
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        hidden_size=size.text_width, intermediate_size=2 * size.text_width, num_attention_heads=4, num_hidden_layers=2,
+        vocab_size=len(tokenizer), max_position_embeddings=77,
+    ))
+    unet = UNet2DConditionModel(
+        block_out_channels=size.unet_channels, layers_per_block=size.unet_layers_per_block, sample_size=resolution // 8,
+        in_channels=4, out_channels=4, norm_num_groups=32, attention_head_dim=8, cross_attention_dim=size.text_width,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        block_out_channels=size.vae_channels, layers_per_block=1, in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * len(size.vae_channels), up_block_types=("UpDecoderBlock2D",) * len(size.vae_channels),
+        sample_size=resolution,
+    )
+    for module in (unet, vae, text_encoder):
+        module.to(device)
+    return DiffusersDenoiser(unet, vae, [text_encoder], [tokenizer], SD15_SCHEDULER)
+
+
+def build_trainer(args, stage: str, variant: str):
+    """The real trainer on the benchmark model; the naive variant only switches checkpointing off."""
+    from unifl.core.config import load_config
+    from unifl.core.trainer import UniFLTrainer
+
+    s = args.steps
+    overrides = [
+        f"stage={stage}", f"data.resolution={args.resolution}", "data.images=pocket", "data.num_pocket_images=64",
+        f"pefl.inference_steps={s}", f"pefl.noise_level={s // 2}", f"pefl.grad_levels=[0, {s // 4}]",
+        f"aesthetic.inference_steps={s}", f"aesthetic.grad_levels=[0, {s // 4}]",
+        "lora.rank=16", "lora.alpha=16.0",
+        f"optim.batch_size={args.batch_size}", "optim.gradient_accumulation_steps=1",
+        f"optim.gradient_checkpointing={str(variant == 'unifl').lower()}",
+        f"logging.output_dir={tempfile.mkdtemp(prefix='unifl-bench-run-')}",
+    ]
+    config = load_config(None, overrides, preset="tiny")
+    denoiser = build_denoiser(QUICK if args.quick else FULL, args.resolution, args.device)
+    trainer = UniFLTrainer(config, denoiser=denoiser)
+    denoiser.lora_target.train()  # as UniFLTrainer.train() does before its loop
+    return trainer
+
+
+# -- the two variants of one iteration ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def full_chain_rollouts():
+    """The same rollout code with the no-grad prefix switched off: every denoising step keeps its graph.
+
+    :func:`unifl.core.rollouts.denoise_until` is the prefix of all three rollouts, wrapped in
+    ``torch.no_grad``; its undecorated function is the full-chain (DRaFT-full / untruncated AlignProp)
+    rollout with the same steps, noise and stop positions.
+    """
+    from unifl.core import rollouts
+
+    truncated = rollouts.denoise_until
+    rollouts.denoise_until = truncated.__wrapped__
+    try:
+        yield
+    finally:
+        rollouts.denoise_until = truncated
+
+
+def naive_step(trainer) -> dict[str, float]:
+    """One ReFL-style optimizer step: the trainer's own loss terms, all graphs alive, one backward of the sum."""
+    from unifl.core.trainer import step_generator
+
+    opt = trainer.config.optim
+    gen = lambda stream: step_generator(opt.seed, trainer.step, 0, stream)  # noqa: E731  (the trainer's streams)
+    batch = trainer._real_batch(trainer.step)
+    terms, fake = {}, None
+    with full_chain_rollouts(), trainer.accelerator.autocast():
+        if trainer.uses_pefl:
+            terms["pefl"] = trainer.pefl_loss(batch, gen(0))[0]
+        if trainer.uses_adversarial:
+            terms["adv_g"], _, fake = trainer.adversarial_loss(batch, gen(2))
+        if trainer.uses_aesthetic:
+            terms["aesthetic"] = trainer.aesthetic_loss(trainer._prompt_batch(trainer.step), gen(1))[0]
+        terms["regularizer"] = trainer.regularizer_loss(batch, gen(3))[0]
+    trainer.accelerator.backward(sum(terms.values()))
+    trainer.accelerator.clip_grad_norm_(trainer.lora_params, opt.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.scheduler.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    if fake is not None:
+        trainer.discriminator_step(batch["image"].to(trainer.device), fake, batch["caption"])
+    return {name: float(value) for name, value in terms.items()}
+
+
+def unifl_step(trainer) -> dict[str, float]:
+    return trainer.train_step()
+
+
+# -- measuring one variant (in a subprocess) --------------------------------------------------------------
+
+
+def allocator_peak(step, device: str) -> int:
+    """Bytes the tensor allocator held at the peak of ``step()`` above what it held when the step began.
+
+    CUDA: the caching allocator's own counters. CPU: torch's CPU allocator reports every allocation and
+    free to the profiler (``profile_memory=True``); the running sum of those events in time order is the
+    live tensor memory, and its maximum is the same quantity ``torch.cuda.max_memory_allocated`` gives.
+    """
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - start
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def measure(args, stage: str, variant: str) -> dict:
+    """Warm up, time ``repeats`` iterations, then replay the same iterations to measure peak memory."""
+    import torch
+
+    trainer = build_trainer(args, stage, variant)
+    step_fn = {"unifl": unifl_step, "naive": naive_step}[variant]
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+
+    def iteration(index: int) -> dict:
+        trainer.step = index
+        return step_fn(trainer)
+
+    # 1. Warm-up (allocator pools, optimizer state, lazy inits). Its first iteration is step 0 of both
+    #    variants, the same forward computation: its losses are the equivalence check.
+    first_losses = {k: float(v) for k, v in iteration(0).items() if k in ("pefl", "aesthetic", "adv_g", "regularizer")}
+    for index in range(1, args.warmup):
+        iteration(index)
+    measured = range(args.warmup, args.warmup + args.repeats)
+
+    # 2. Wall time of each measured iteration.
+    seconds = []
+    for index in measured:
+        sync()
+        start = time.perf_counter()
+        iteration(index)
+        sync()
+        seconds.append(time.perf_counter() - start)
+
+    # 3. Peak memory of the same iterations (same truncation points), replayed under the memory meter.
+    peaks = [allocator_peak(lambda: iteration(index), args.device) for index in measured]
+
+    unet, vae = trainer.denoiser.unet, trainer.denoiser.vae
+    return {
+        "seconds": seconds, "peak_bytes": peaks, "first_losses": first_losses,
+        "unet_params": sum(p.numel() for p in unet.parameters()), "vae_params": sum(p.numel() for p in vae.parameters()),
+        "lora_params": sum(p.numel() for p in trainer.lora_params), "threads": torch.get_num_threads(),
+    }
+
+
+# -- the parent: one subprocess per (stage, variant), then the tables --------------------------------------
+
+
+def run_child(args, stage: str, variant: str) -> dict:
+    forwarded = ["--device", args.device, "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
+                 "--steps", str(args.steps), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    command = [sys.executable, __file__, *forwarded, *(["--quick"] if args.quick else []), "--child", stage, variant]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # the trainer's Accelerator picks a GPU whenever it sees one
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"stage {stage} {variant} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    text = f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name()}"
+    return text
+
+
+def load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def print_stage(stage: str, results: dict[str, dict], args) -> None:
+    naive = results["naive"]
+    base_s, base_mem = statistics.median(naive["seconds"]), max(naive["peak_bytes"])
+    print(f"\n### Stage {stage}: {STAGES[stage]}\n")
+    print(f"| variant | s / iteration (median of {args.repeats}) | peak memory (MiB) | time vs naive | memory vs naive |")
+    print("|---|---:|---:|---:|---:|")
+    for variant, label in VARIANTS.items():
+        r = results[variant]
+        s, mem = statistics.median(r["seconds"]), max(r["peak_bytes"])
+        print(f"| {label} | {s:.3f} | {mem / MIB:.1f} | {s / base_s:.2f}x | {mem / base_mem:.2f}x |")
+    a, b = results["unifl"]["first_losses"], naive["first_losses"]
+    diff = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) for k in b)
+    print(f"\nfirst-iteration losses, UniFL vs naive (same computation): "
+          + ", ".join(f"{k} {a[k]:.6g} / {b[k]:.6g}" for k in b) + f"; max relative difference {diff:.1e}")
+    u = results["unifl"]
+    mem_ok = max(u["peak_bytes"]) <= 0.5 * base_mem
+    time_ok = statistics.median(u["seconds"]) <= base_s
+    print(f"target (UniFL memory <= 0.5x naive, time <= 1.0x): memory {'met' if mem_ok else 'MISSED'}, time {'met' if time_ok else 'MISSED'}")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.child:
+        stage, variant = args.child
+        print(RESULT_PREFIX + json.dumps(measure(args, stage, variant)), flush=True)
+        return
+
+    size = QUICK if args.quick else FULL
+    print("# UniFL training-step benchmark\n")
+    print(f"machine: {machine()}; device: {args.device}")
+    print(f"model: random SD1.5-architecture, UNet {size.unet_channels} x{size.unet_layers_per_block} layers/block, "
+          f"VAE {size.vae_channels} (8x), CLIP text width {size.text_width}; {args.resolution} px images "
+          f"({args.resolution // 8}x{args.resolution // 8} latents), batch {args.batch_size}, LoRA rank 16 on attention, fp32")
+    print(f"rollouts: PeFL and aesthetic {args.steps} DDIM steps (PeFL from level {args.steps // 2}, grad at levels [0, {args.steps // 4}]); "
+          f"adversarial 4 trailing steps; {args.warmup} warm-up + {args.repeats} measured iterations per variant, each variant in its own process")
+    meter = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "torch CPU allocator events (torch.profiler, profile_memory=True)"
+    print(f"peak memory: most tensor memory live during the iteration above its start, max over the measured iterations, from {meter}")
+    print(f"load average at start: {load()}", flush=True)
+    started = time.perf_counter()
+    for stage in STAGES:
+        results = {variant: run_child(args, stage, variant) for variant in VARIANTS}
+        if stage == "1":
+            r = results["unifl"]
+            print(f"parameters: UNet {r['unet_params'] / 1e6:.1f} M, VAE {r['vae_params'] / 1e6:.1f} M, LoRA {r['lora_params'] / 1e3:.0f} k; torch threads {r['threads']}")
+        print_stage(stage, results, args)
+    print(f"\nload average at end: {load()}; total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
