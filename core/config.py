@@ -36,7 +36,7 @@ def doc(default: Any, help: str, **kw) -> Any:
 class ModelConfig:
     """The base model that receives the LoRA."""
 
-    path: str = doc("", "A diffusers pipeline folder or a single-file checkpoint (.safetensors) in the layout ComfyUI/A1111 keep in their models folder. Loaded offline.")
+    path: str = doc("", "A diffusers pipeline folder or a single-file checkpoint (.safetensors) in the layout ComfyUI/A1111 keep in their models folder, or 'pocket' for the embedded pocket-world model. Loaded offline.")
     architecture: str = doc("", "'sd15' or 'sdxl'; empty = detect from the file.")
     dtype: str = doc("fp32", "Storage dtype of the frozen UNet and text encoders: 'fp32', 'fp16' or 'bf16'. LoRA parameters always stay fp32.")
     vae_dtype: str = doc("fp32", "Storage dtype of the VAE. fp32 by default because the SDXL VAE overflows in fp16.")
@@ -60,6 +60,7 @@ class DataConfig:
     prompts: str = doc("", "Text file with one prompt per line for aesthetic rollouts (ideally the output of `unifl select-prompts`). Empty = the captions of `images`.")
     resolution: int = doc(512, "Training resolution in pixels (square; images are resized on the short side and centre-cropped). 1024 for SDXL.")
     num_pocket_images: int = doc(4096, "How many procedural images when images = 'pocket'.")
+    pocket_seed: int = doc(1, "Dataset seed of the pocket images (the pocket model was pretrained on seed 0, the held-out evaluators use 101+).")
 
 
 @dataclass

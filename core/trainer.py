@@ -199,7 +199,7 @@ class UniFLTrainer:
         if not data.images:
             return None
         if data.images == "pocket":
-            return PocketImages(data.num_pocket_images, self.config.optim.seed, data.resolution)
+            return PocketImages(data.num_pocket_images, data.pocket_seed, data.resolution)
 
         return ImageFolderDataset(data.images, data.resolution)
 

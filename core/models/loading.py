@@ -73,7 +73,7 @@ def detect_architecture(path: str | Path) -> str:
     ``"StableDiffusionXLPipeline"``), or for a single file ``"sd15"`` (SD1.x), ``"sdxl"``, and also
     ``"sd2"`` / ``"sdxl-refiner"``, which are recognised but cannot be loaded from single files.
     """
-    path = _existing(path)
+    path = _existing(resolve_model_path(path))
     if path.is_dir():
         return _pipeline_class_name(path)
     return _architecture_from_keys(path, _checkpoint_shapes(path))
@@ -103,7 +103,7 @@ def load_pipeline(
     Raises:
         ModelLoadError: for anything about ``path`` that prevents loading, with the fix in the message.
     """
-    path = _existing(path)
+    path = _existing(resolve_model_path(path))
     if path.is_dir():
         pipe = _load_folder(path, dtype)
     else:
@@ -111,10 +111,24 @@ def load_pipeline(
     return pipe.to(device)
 
 
+POCKET_MODEL_DIR = Path(__file__).resolve().parents[1] / "pocket" / "weights" / "ldm"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """``"pocket"`` names the embedded pocket-world model shipped in the package; anything else is a path."""
+    if str(path) != "pocket":
+        return Path(path)
+    if not (POCKET_MODEL_DIR / "model_index.json").is_file():
+        raise ModelLoadError(f"the pocket model is missing from {POCKET_MODEL_DIR}: rebuild it with `unifl pocket build --only ldm`")
+    return POCKET_MODEL_DIR
+
+
 def load_denoiser(path: str | Path, **kwargs) -> DiffusersDenoiser:
     """:func:`load_pipeline` wrapped as the :class:`~unifl.core.denoiser.Denoiser` UniFL trains."""
     pipe = load_pipeline(path, **kwargs)
-    return DiffusersDenoiser.from_pipeline(pipe, architecture=pipeline_architecture(pipe))
+    # The pocket model is SD1.5-shaped but not SD1.5: its LoRAs must say so, or they would be offered for SD1.5.
+    architecture = "pocket" if resolve_model_path(path) == POCKET_MODEL_DIR else pipeline_architecture(pipe)
+    return DiffusersDenoiser.from_pipeline(pipe, architecture=architecture)
 
 
 def pipeline_architecture(pipe) -> str:
