@@ -68,9 +68,10 @@ class TrainResult:
     last_logs: dict = field(default_factory=dict)
 
 
-def step_generator(seed: int, step: int, micro: int, stream: int) -> torch.Generator:
-    """Noise and truncation points are a pure function of (seed, step, micro, stream): exact resumes."""
-    return torch.Generator().manual_seed(hash((seed, step, micro, stream)) & 0x7FFFFFFFFFFF)
+def step_generator(seed: int, step: int, micro: int, stream: int, rank: int = 0) -> torch.Generator:
+    """Noise and truncation points are a pure function of (seed, step, micro, stream, rank): exact
+    resumes, and different draws on each process of a multi-GPU run."""
+    return torch.Generator().manual_seed(hash((seed, step, micro, stream, rank)) & 0x7FFFFFFFFFFF)
 
 
 def fresh_accelerator(mixed_precision: str):
@@ -351,7 +352,7 @@ class UniFLTrainer:
             if self.callbacks.should_stop and self.callbacks.should_stop():
                 raise TrainingStopped
             micro_step = self.step * opt.gradient_accumulation_steps + micro
-            gen = lambda stream: step_generator(opt.seed, self.step, micro, stream)  # noqa: E731
+            gen = lambda stream: step_generator(opt.seed, self.step, micro, stream, self.accelerator.process_index)  # noqa: E731
             batch = self._real_batch(micro_step) if self.needs_real_images else None
             with self.accelerator.autocast():
                 if self.uses_pefl:

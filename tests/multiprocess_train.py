@@ -1,0 +1,27 @@
+"""Run under `torchrun --nproc_per_node 2`: train briefly, then write this rank's LoRA checksum.
+
+Used by tests/test_multiprocess.py to check that gradients are averaged across processes: each rank
+sees different data and noise, so without the all-reduce their LoRAs would drift apart.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import FAST  # noqa: E402
+
+from unifl.core.config import load_config  # noqa: E402
+from unifl.core.lora import lora_state_dict  # noqa: E402
+from unifl.core.trainer import UniFLTrainer  # noqa: E402
+
+model_dir, run_dir, stage = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+config = load_config(None, [f"model.path={model_dir}", f"logging.output_dir={run_dir}", *FAST, f"stage={stage}"], preset="tiny")
+trainer = UniFLTrainer(config)
+trainer.train()
+state = lora_state_dict(trainer.denoiser.lora_target)
+checksum = sum(float(v.double().abs().sum()) for v in state.values())
+moved = sum(float(v.double().abs().sum()) for k, v in state.items() if "lora_B" in k)
+rank = trainer.accelerator.process_index
+(run_dir / f"rank{rank}.txt").write_text(f"{checksum!r} {moved!r} {trainer.accelerator.num_processes}")

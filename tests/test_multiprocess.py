@@ -1,0 +1,19 @@
+"""Two processes with torchrun (gloo on the CPU): the path `accelerate launch -m unifl train` takes on GPUs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("stage", ["1", "2"])
+def test_two_processes_keep_identical_loras(tiny_sd15_dir, tmp_path, stage):
+    script = Path(__file__).with_name("multiprocess_train.py")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tiny_sd15_dir), str(tmp_path), stage], check=True, capture_output=True, timeout=600)
+    ranks = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert ranks[0][2] == ranks[1][2] == "2"
+    assert float(ranks[0][1]) > 0, "the LoRA must have trained"
+    assert ranks[0][:2] == ranks[1][:2], "gradients must be averaged so every process holds the same LoRA"
