@@ -31,6 +31,20 @@ PRESETS: dict[str, dict] = {
         "optim": {"learning_rate": 3e-5, "batch_size": 1, "gradient_accumulation_steps": 4, "max_steps": 2000, "mixed_precision": "bf16", "warmup_steps": 50},
         "logging": {"validation_cfg": 6.0, "checkpoint_every": 200, "validate_every": 200},
     },
+    # The embedded pocket world: its pretrained model, perception models and aspect reward models.
+    "pocket": {
+        "model": {"path": "pocket"},
+        "data": {"images": "pocket", "resolution": 64, "num_pocket_images": 8192, "pocket_seed": 1},
+        "rewards": [{"aspect": aspect, "kind": "pocket-reward", "path": aspect} for aspect in ("color", "layout", "detail", "lighting")],
+        "perception": [
+            {"aspect": "structure", "kind": "pocket-instance"},
+            {"aspect": "layout", "kind": "pocket-semantic"},
+            {"aspect": "style", "kind": "pocket-features"},
+        ],
+        "lora": {"rank": 16, "alpha": 16.0, "targets": "attention+ff"},
+        "optim": {"learning_rate": 2e-4, "batch_size": 4, "max_steps": 120, "warmup_steps": 10},
+        "logging": {"validation_cfg": 3.0, "checkpoint_every": 50, "validate_every": 0, "keep_checkpoints": 1},
+    },
     # A tiny random SD1.5-architecture model (tests, benchmarks, the fallback demo): every code path, seconds on a CPU.
     "tiny": {
         "data": {"images": "pocket", "resolution": 64, "num_pocket_images": 256},
