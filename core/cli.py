@@ -115,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     from .score import add_score_command
+    from .train_reward import add_train_reward_command
 
     add_score_command(sub)
+    add_train_reward_command(sub)
 
     p = sub.add_parser("demo", help="train stage 1 and stage 2 on the embedded default model, offline, on a CPU")
     p.add_argument("--quick", action="store_true", help="the same path in a few minutes' fraction (for tests)")
