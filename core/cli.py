@@ -114,11 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=_export)
 
+    from .prompts import add_select_prompts_command
     from .score import add_score_command
     from .train_reward import add_train_reward_command
 
     add_score_command(sub)
     add_train_reward_command(sub)
+    add_select_prompts_command(sub)
 
     p = sub.add_parser("demo", help="train stage 1 and stage 2 on the embedded default model, offline, on a CPU")
     p.add_argument("--quick", action="store_true", help="the same path in a few minutes' fraction (for tests)")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
         print(f"unifl {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
