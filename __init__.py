@@ -11,3 +11,11 @@ start-up, and an import failure here shows as "(IMPORT FAILED)" for the whole pa
 """
 
 __version__ = "0.1.0"
+
+
+async def comfy_entrypoint():
+    """ComfyUI's V3 entry point. The node package is imported only when ComfyUI calls this, so
+    ``import unifl`` (the CLI, A1111) never needs ComfyUI."""
+    from .comfyui_nodes import comfy_entrypoint as entrypoint
+
+    return await entrypoint()

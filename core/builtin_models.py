@@ -45,3 +45,7 @@ class RandomFeatureNet(nn.Module):
 
 
 register_perception_model("random-features")(lambda path="": RandomFeatureNet(int(path) if path else 0))
+from . import perception_models as _perception_models  # noqa: F401,E402  (vgg16, efficientnet-lite0, deeplabv3-*, torchscript)
+from .rewards import hps as _hps, imagereward as _imagereward, laion as _laion, pickscore as _pickscore  # noqa: F401,E402
+from .pocket import rewards as _pocket_rewards  # noqa: F401,E402  (pocket-reward, pocket-evaluator)
+from . import train_reward as _train_reward  # noqa: F401,E402  (clip-reward)

@@ -65,7 +65,7 @@ def _export(args) -> int:
     settings = LoRASettings(rank=config.lora.rank, alpha=config.lora.alpha, targets=config.lora.targets)
     add_lora(denoiser.lora_target, settings)
     load_lora_state_dict(denoiser.lora_target, tensors["lora"])
-    out = save_kohya_lora(args.out, denoiser.lora_target, settings, naming=denoiser.module_naming, architecture=denoiser.architecture,
+    out = save_kohya_lora(args.out, denoiser.lora_target, settings, naming=denoiser.module_naming, name_map=denoiser.lora_name_map, architecture=denoiser.architecture,
                           metadata={"unifl.stage": config.stage, "unifl.steps_trained": str(state["step"])}, sampler=sampler_contract(config), overwrite=args.overwrite)
     print(f"exported {path} → {out}")
     return 0
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=_export)
 
+    from ..webui_extension.standalone import add_webui_command
     from .prompts import add_select_prompts_command
     from .score import add_score_command
     from .train_reward import add_train_reward_command
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_command(sub)
     add_train_reward_command(sub)
     add_select_prompts_command(sub)
+    add_webui_command(sub)
 
     p = sub.add_parser("demo", help="train stage 1 and stage 2 on the embedded default model, offline, on a CPU")
     p.add_argument("--quick", action="store_true", help="the same path in a few minutes' fraction (for tests)")

@@ -76,8 +76,14 @@ class Denoiser(ABC):
     #: How the host names the LoRA-target module's submodules: ``"diffusers"`` or ``"ldm"``
     #: (ComfyUI/A1111). The kohya exporter maps either to ``lora_unet_…`` keys.
     module_naming: str = "diffusers"
+    #: For ``module_naming = "ldm"``: maps a host module path to its diffusers path (kohya key names).
+    lora_name_map = None
     #: A short architecture tag written into LoRA metadata (``"sd15"``, ``"sdxl"``, ``"pocket"``).
     architecture: str = "sd15"
+    #: Which host's model objects this wraps (LoRA metadata ``unifl.host``).
+    host: str = "diffusers"
+    #: The base model's file or folder, when known (LoRA metadata ``ss_sd_model_name``).
+    source: str = ""
 
     # -- what a host implements -------------------------------------------------------------------
 

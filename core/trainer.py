@@ -74,7 +74,7 @@ def step_generator(seed: int, step: int, micro: int, stream: int, rank: int = 0)
     return torch.Generator().manual_seed(hash((seed, step, micro, stream, rank)) & 0x7FFFFFFFFFFF)
 
 
-def fresh_accelerator(mixed_precision: str):
+def fresh_accelerator(mixed_precision: str, cpu: bool):
     """An ``Accelerator`` for this run, even when an earlier run in the same process chose other settings.
 
     Accelerate keeps its settings in a process-wide singleton and refuses to change them, but a host
@@ -86,7 +86,7 @@ def fresh_accelerator(mixed_precision: str):
 
     AcceleratorState._reset_state(reset_partial_state=False)
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
 def sampler_contract(config: TrainConfig) -> SamplerContract:
@@ -119,10 +119,12 @@ class UniFLTrainer:
         self.config = config.validate()
         self.callbacks = callbacks or TrainerCallbacks()
         self.run_dir = Path(config.logging.output_dir)
+        self.step, self.started_at = 0, time.time()
         opt = config.optim
 
         # 1. Devices and precision (Accelerate: one process per GPU under `accelerate launch`).
-        self.accelerator = fresh_accelerator(opt.mixed_precision)
+        # A host hands us its model on the device it chose (ComfyUI --cpu on a GPU machine stays on the CPU).
+        self.accelerator = fresh_accelerator(opt.mixed_precision, cpu=denoiser.device.type == "cpu" if denoiser is not None else not torch.cuda.is_available())
         self.device = self.accelerator.device
 
         # 2. The model, seen through the seam.
@@ -142,7 +144,7 @@ class UniFLTrainer:
             torch.manual_seed(opt.seed)
             self.lora_params = add_lora(denoiser.lora_target, self.lora_settings)
         if config.lora.init_from:
-            load_kohya_lora(config.lora.init_from, denoiser.lora_target, settings=self.lora_settings, architecture=denoiser.architecture)
+            load_kohya_lora(config.lora.init_from, denoiser.lora_target, settings=self.lora_settings, name_map=denoiser.lora_name_map, architecture=denoiser.architecture)
 
         # 4. Feedback models: frozen rewards and perception models; stage 2's discriminator is a
         #    trainable copy of one reward model (paper: the detail one).
@@ -423,11 +425,26 @@ class UniFLTrainer:
     def lora_path(self) -> Path:
         return self.run_dir / f"{self.config.logging.output_name}.safetensors"
 
+    def training_metadata(self) -> dict[str, str]:
+        """What the A1111 Lora card and kohya tools show about how the file was trained."""
+        c, d = self.config, self.denoiser
+        return {
+            "unifl.stage": c.stage,
+            "unifl.steps_trained": str(self.step),
+            "unifl.host": d.host,
+            "ss_sd_model_name": Path(d.source).name if d.source else "",
+            "ss_resolution": f"({c.data.resolution}, {c.data.resolution})",
+            "ss_learning_rate": repr(c.optim.learning_rate),
+            "ss_max_train_steps": str(c.optim.max_steps),
+            "ss_training_started_at": repr(self.started_at),
+            "ss_training_finished_at": repr(time.time()),
+        }
+
     def export(self, overwrite: bool = False) -> Path:
         """The deployable kohya LoRA: ``<output_dir>/<output_name>.safetensors``."""
         return save_kohya_lora(
-            self.lora_path, self.denoiser.lora_target, self.lora_settings, naming=self.denoiser.module_naming, architecture=self.denoiser.architecture,
-            metadata={"unifl.stage": self.config.stage, "unifl.steps_trained": str(self.step), "ss_training_comment": f"UniFL stage {self.config.stage}"},
+            self.lora_path, self.denoiser.lora_target, self.lora_settings, naming=self.denoiser.module_naming, name_map=self.denoiser.lora_name_map, architecture=self.denoiser.architecture,
+            metadata=self.training_metadata(),
             sampler=self.sampler_contract(), overwrite=overwrite,
         )
 
@@ -447,6 +464,7 @@ class UniFLTrainer:
         self.denoiser.lora_target.train()
         bar = tqdm(total=c.optim.max_steps, initial=self.step, desc=f"UniFL stage {c.stage}", disable=not self.accelerator.is_main_process, dynamic_ncols=True)
         logs, stopped, started = {}, False, time.time()
+        self.started_at = started
         try:
             while self.step < c.optim.max_steps:
                 logs = self.train_step()

@@ -13,7 +13,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_every_package_folder_is_listed_in_pyproject():
-    found = {"unifl"} | {"unifl." + ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "core").rglob("__init__.py")}
+    found = {"unifl"} | {"unifl." + ".".join(p.parent.relative_to(ROOT).parts) for top in ("core", "comfyui_nodes", "webui_extension") for p in (ROOT / top).rglob("__init__.py")}
     assert found == set(PYPROJECT["tool"]["setuptools"]["packages"])
 
 

@@ -128,7 +128,9 @@ def load_denoiser(path: str | Path, **kwargs) -> DiffusersDenoiser:
     pipe = load_pipeline(path, **kwargs)
     # The pocket model is SD1.5-shaped but not SD1.5: its LoRAs must say so, or they would be offered for SD1.5.
     architecture = "pocket" if resolve_model_path(path) == POCKET_MODEL_DIR else pipeline_architecture(pipe)
-    return DiffusersDenoiser.from_pipeline(pipe, architecture=architecture)
+    denoiser = DiffusersDenoiser.from_pipeline(pipe, architecture=architecture)
+    denoiser.source = str(path)
+    return denoiser
 
 
 def pipeline_architecture(pipe) -> str:

@@ -1,0 +1,136 @@
+"""Where UniFL's files live inside ComfyUI: model folders, the LoRA folder, run folders.
+
+Imported when ComfyUI starts, so it touches nothing heavier than ``folder_paths`` (no torch).
+
+* ``models/unifl/rewards`` (``unifl_rewards``) and ``models/unifl/perception`` (``unifl_perception``)
+  hold reward and perception model files. Both names can be extended in ``extra_model_paths.yaml``.
+* Trained LoRAs go to the first ``loras`` folder (``models/loras/unifl/…`` by default), so the stock
+  ``LoraLoader`` lists them after a refresh.
+* Training runs (checkpoints, logs, samples) go to ``output/unifl_runs/<name>-<time>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import folder_paths
+
+REWARD_FOLDER = "unifl_rewards"
+PERCEPTION_FOLDER = "unifl_perception"
+MODEL_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
+
+#: Weight-free models every install has, shown first in the loaders as ``builtin/<kind>``.
+BUILTIN_REWARDS = {"colorfulness": "color", "sharpness": "detail", "exposure": "lighting"}
+BUILTIN_PERCEPTION = {"random-features": "style"}
+BUILTIN_PREFIX = "builtin/"
+#: The pocket world's shipped models (64 px, for the pocket model), shown as ``pocket/<name>``.
+POCKET_PREFIX = "pocket/"
+POCKET_WEIGHTS = Path(__file__).resolve().parent.parent / "core" / "pocket" / "weights"
+
+
+def register_model_folders() -> None:
+    """Register ``models/unifl/{rewards,perception}`` (idempotent; keeps paths a user configured)."""
+    for name, sub in ((REWARD_FOLDER, "rewards"), (PERCEPTION_FOLDER, "perception")):
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, "unifl", sub))
+        # A newly registered name accepts every file; list model files only.
+        folder_paths.folder_names_and_paths[name][1].update(MODEL_SUFFIXES)
+
+
+def _pocket_names(sub: str) -> list[str]:
+    folder = POCKET_WEIGHTS / sub
+    return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def reward_choices() -> list[str]:
+    """Options of the reward loader: built-ins, shipped pocket rewards, then files in ``models/unifl/rewards``."""
+    return (
+        [BUILTIN_PREFIX + k for k in BUILTIN_REWARDS]
+        + [POCKET_PREFIX + n for n in _pocket_names("rewards")]
+        + folder_paths.get_filename_list(REWARD_FOLDER)
+    )
+
+
+def perception_choices() -> list[str]:
+    return (
+        [BUILTIN_PREFIX + k for k in BUILTIN_PERCEPTION]
+        + [POCKET_PREFIX + n for n in _pocket_names("perception")]
+        + folder_paths.get_filename_list(PERCEPTION_FOLDER)
+    )
+
+
+def lora_choices() -> list[str]:
+    return folder_paths.get_filename_list("loras")
+
+
+def lora_file(name: str) -> str:
+    """Full path of a file listed in ``loras``; the error names the folders searched and the fix."""
+    path = folder_paths.get_full_path("loras", name)
+    if path is None:
+        raise FileNotFoundError(f"LoRA {name!r} is not in {folder_paths.get_folder_paths('loras')}; put it there (or pick one from the list) and press Refresh")
+    return path
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+
+
+def new_lora_path(name: str, overwrite: bool) -> Path:
+    """``models/loras/<name>.safetensors`` for a LoRA about to be trained; checked *before* training.
+
+    ``name`` may contain sub-folders (``unifl/portrait_s1``) but must stay inside the LoRA folder.
+    An existing file is refused unless ``overwrite`` is set, so a long run never ends in a surprise.
+    """
+    name = name.strip().replace("\\", "/")
+    if name.endswith(".safetensors"):
+        name = name[: -len(".safetensors")]
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p in (".", "..") or not _SAFE_NAME.match(p) for p in parts):
+        raise ValueError(f"lora_name {name!r}: use letters, digits, '_', '-', '.' and '/' for sub-folders, e.g. 'unifl/my_style_s1'")
+    root = Path(folder_paths.get_folder_paths("loras")[0]).resolve()
+    path = root.joinpath(*parts).with_name(parts[-1] + ".safetensors")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists: choose another lora_name, or set overwrite to true to replace it")
+    return path
+
+
+def run_folder(lora_path: Path) -> Path:
+    """A fresh run folder ``output/unifl_runs/<stem>-<YYYYmmdd-HHMMSS>`` (checkpoints, logs.csv, samples)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(folder_paths.get_output_directory()) / "unifl_runs"
+    folder, n = base / f"{lora_path.stem}-{stamp}", 1
+    while folder.exists():
+        n += 1
+        folder = base / f"{lora_path.stem}-{stamp}-{n}"
+    return folder
+
+
+def input_folder(text: str) -> Path | None:
+    """An image folder: absolute, or relative to ComfyUI's input directory; ``""`` = none."""
+    if not text.strip():
+        return None
+    path = input_path(text)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; give a folder inside ComfyUI's input directory ({folder_paths.get_input_directory()}) or an absolute path")
+    return path
+
+
+def input_path(text: str) -> Path:
+    """A file or folder: absolute, or relative to ComfyUI's input directory; it must exist."""
+    path = Path(text.strip()).expanduser()
+    if not path.is_absolute():
+        path = Path(folder_paths.get_input_directory()) / path
+    if not text.strip() or not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; give a path inside ComfyUI's input directory ({folder_paths.get_input_directory()}) or an absolute path")
+    return path
+
+
+def relative_lora_name(path: Path) -> str:
+    """The name ``LoraLoader`` shows for a file in a ``loras`` folder (``unifl/x.safetensors``)."""
+    for root in folder_paths.get_folder_paths("loras"):
+        try:
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            continue
+    return Path(path).name

@@ -1,0 +1,250 @@
+"""The nodes' ``execute`` on tiny real models, through the ComfyUI adapter.
+
+ComfyUI itself is absent in CI: its own modules come from the minimal stand-in in
+``tests/comfyui_stub`` (see its README), and the models are tiny diffusers/transformers modules dressed
+as ComfyUI's MODEL/CLIP/VAE objects, built under ``torch.inference_mode()`` as ComfyUI's loaders build
+theirs. ``tests/test_comfyui_real.py`` runs the same nodes in a real ComfyUI (opt-in).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+STUB = Path(__file__).resolve().parent / "comfyui_stub"
+if str(STUB) not in sys.path:
+    sys.path.insert(0, str(STUB))
+
+import comfy.model_management as mm  # noqa: E402
+import comfy.sd  # noqa: E402
+import comfy.utils  # noqa: E402
+import folder_paths  # noqa: E402
+import tiny_host  # noqa: E402
+
+# Shortest honest training run (the same schedule shortening as tests/conftest.py's FAST).
+FAST = "\n".join([
+    "pefl.inference_steps=4", "pefl.noise_level=2", "pefl.grad_levels=[0, 1]",
+    "aesthetic.inference_steps=4", "aesthetic.grad_levels=[0, 1]",
+    "adversarial.inference_steps=2", "adversarial.grad_levels=[0, 1]",
+    "logging.checkpoint_every=1", "logging.validate_every=0", "logging.validation_prompts=['a red cat']",
+])
+
+
+@pytest.fixture(scope="module")
+def comfy_base(tmp_path_factory):
+    """A ComfyUI base folder (models/, input/, output/) with a captioned image folder in input/."""
+    from PIL import Image
+
+    base = tmp_path_factory.mktemp("comfy-base")
+    folder_paths.set_base(str(base))
+    from unifl.comfyui_nodes import paths
+
+    paths.register_model_folders()
+    data = base / "input" / "data"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text("a red cat")
+    return base
+
+
+@pytest.fixture(scope="module")
+def host(comfy_base):
+    """(MODEL, CLIP, VAE) with inference-mode weights, as ComfyUI's CheckpointLoader returns them."""
+    from unifl.core.models.tiny import build_tiny_pipeline
+
+    with torch.inference_mode():
+        return tiny_host.comfy_objects(build_tiny_pipeline("sd15", seed=0))
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    from unifl.comfyui_nodes import NODES
+
+    return {n.define_schema().node_id: n for n in NODES}
+
+
+def run(node, **inputs):
+    with torch.inference_mode():  # ComfyUI executes every node under inference mode
+        return node.run(**inputs)
+
+
+def reward(nodes, name):
+    return run(nodes["UniFLLoadRewardModel"], model_name=name, aspect="auto", weight=1.0, use_model_threshold=True, threshold=0.0, kind="auto")[0]
+
+
+def train(nodes, host, **overrides):
+    model, clip, vae = host
+    inputs = dict(
+        model=model, clip=clip, vae=vae, stage="1", lora_name="unifl/s1", prompts="a red cat\na blue dog", image_folder="data",
+        steps=2, learning_rate=1e-3, rank=4, alpha=4.0, lora_targets="attention", resolution=32, batch_size=1, gradient_accumulation=1,
+        seed=0, mixed_precision="no", gradient_checkpointing=True, init_lora="(none)", overwrite=False, extra_settings=FAST,
+        reward_1=reward(nodes, "builtin/colorfulness"), reward_2=reward(nodes, "builtin/sharpness"),
+        perception_1=run(nodes["UniFLLoadPerceptionModel"], model_name="builtin/random-features", aspect="auto", weight=1.0, kind="auto")[0],
+    )
+    return run(nodes["UniFLTrainLoRA"], **(inputs | overrides))
+
+
+def test_denoiser_is_the_diffusers_model_in_sigma_space(host):
+    """Same weights, two hosts: the ComfyUI seam predicts what the diffusers implementation predicts."""
+    from unifl.comfyui_nodes.denoiser import ComfyDenoiser
+    from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
+    from unifl.core.models.tiny import build_tiny_pipeline
+
+    reference = DiffusersDenoiser.from_pipeline(build_tiny_pipeline("sd15", seed=0))
+    model, clip, vae = host
+    with torch.inference_mode(False):
+        seam = ComfyDenoiser(model, clip, vae, ["a red cat"])
+        assert (seam.architecture, seam.prediction_type, seam.module_naming) == ("sd15", "epsilon", "ldm")
+        torch.testing.assert_close(seam.alphas_cumprod, reference.alphas_cumprod, atol=1e-7, rtol=0)
+        cond, ref_cond = seam.encode_prompts(["a red cat"] * 2), reference.encode_prompts(["a red cat"] * 2)
+        x, t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([999, 20])
+        torch.testing.assert_close(seam.predict_x0(x, t, cond), reference.predict_x0(x, t, ref_cond), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(seam.predict_model_output(x, t, cond), reference.predict_model_output(x, t, ref_cond), atol=1e-5, rtol=1e-5)
+        images = torch.rand(1, 3, 16, 16)
+        torch.testing.assert_close(seam.encode_images(images), reference.encode_images(images))
+        z = torch.randn(1, 4, 8, 8, requires_grad=True)
+        decoded = seam.decode_latents(z)
+        assert decoded.requires_grad
+        decoded.mean().backward()
+        assert z.grad.abs().sum() > 0
+
+
+def test_lora_goes_on_a_copy_and_trains_through_inference_weights(host):
+    from unifl.comfyui_nodes.denoiser import ComfyDenoiser
+    from unifl.core.lora import LoRASettings, add_lora
+
+    model, clip, vae = host
+    with torch.inference_mode(False):
+        seam = ComfyDenoiser(model, clip, vae, ["a red cat"])
+        params = add_lora(seam.lora_target, LoRASettings(rank=2, alpha=2.0))
+        loss = seam.predict_x0(torch.randn(1, 4, 8, 8), torch.tensor([500]), seam.encode_prompts(["a red cat"])).pow(2).mean()
+        loss.backward()
+    assert params and all(p.grad is not None for p in params)
+    original = model.model.diffusion_model.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q
+    assert type(original) is torch.nn.Linear, "peft must never wrap ComfyUI's own module tree"
+    assert seam.lora_name_map("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q") == "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
+
+
+def test_unsupported_models_are_refused_by_name(host):
+    from unifl.comfyui_nodes.denoiser import UnsupportedModel, architecture_of
+
+    model = host[0].clone()
+
+    class Flux:
+        unet_config = {}
+
+    saved = model.model.model_config
+    model.model.model_config = Flux()
+    try:
+        with pytest.raises(UnsupportedModel, match="Flux.*Stable Diffusion 1.x/2.x and SDXL"):
+            architecture_of(model)
+    finally:
+        model.model.model_config = saved
+
+
+def test_score_images_per_aspect(nodes, host):
+    images = torch.rand(3, 32, 32, 3)
+    out = run(nodes["UniFLScoreImages"], images=images, prompt="a cat", reward_1=reward(nodes, "builtin/colorfulness"), reward_3=reward(nodes, "builtin/exposure"))
+    score_1, score_2, score_3, score_4, table = out.args
+    assert score_2 == score_4 == 0.0 and isinstance(score_1, float) and isinstance(score_3, float)
+    assert "color (colorfulness)" in table and "lighting (exposure)" in table and table.count("\n") == 6
+    assert out.ui.as_dict() == {"text": (table,)}
+    with pytest.raises(ValueError, match="2 lines for 3 images"):
+        run(nodes["UniFLScoreImages"], images=images, prompt="a\nb", reward_1=reward(nodes, "builtin/colorfulness"))
+
+
+def test_sigmas_and_sampler_are_the_contract(nodes, host):
+    from unifl.core.schedule import sampling_timesteps
+
+    model = host[0]
+    sigmas = run(nodes["UniFLFewStepSigmas"], model=model, steps=4, spacing="trailing")[0]
+    table = model.model.model_sampling.sigmas
+    torch.testing.assert_close(sigmas, torch.cat([table[[999, 749, 499, 249]], torch.zeros(1)]))
+    leading = run(nodes["UniFLFewStepSigmas"], model=model, steps=20, spacing="leading")[0]
+    torch.testing.assert_close(leading[:-1], table[sampling_timesteps(1000, 20, "leading")])
+    assert run(nodes["UniFLFewStepSampler"], sampler="ddim")[0].name == "euler"  # ComfyUI's ddim = Euler in sigma space
+
+
+def test_train_stage_1_then_2_into_models_loras(nodes, host, comfy_base):
+    from unifl.core.export import SamplerContract, read_lora_metadata
+
+    comfy.sd.NOT_LOADED.clear()
+    progress_before = len(comfy.utils.PROGRESS)
+    patched, name, curve = train(nodes, host).args
+    path = comfy_base / "models" / "loras" / "unifl" / "s1.safetensors"
+    assert name == "unifl/s1.safetensors" and path.is_file()
+    meta = read_lora_metadata(path)
+    assert meta["unifl.stage"] == "1" and meta["unifl.host"] == "comfyui" and meta["ss_base_model_version"] == "sd_v1"
+    assert SamplerContract.from_metadata(meta) is not None
+    from safetensors.torch import load_file
+
+    keys = load_file(str(path))
+    assert keys and all(k.startswith("lora_unet_down_blocks_") or k.startswith("lora_unet_up_blocks_") or k.startswith("lora_unet_mid_block_") for k in keys)
+    assert len(patched.patches) == len(keys) // 3 and comfy.sd.NOT_LOADED == []  # ComfyUI's loader takes every key
+    assert curve.shape[0] == 1 and curve.shape[-1] == 3 and curve.dtype == torch.float32
+    assert [p[0] for p in comfy.utils.PROGRESS[progress_before:] if p[2] is None] == [1, 2]
+    assert list((comfy_base / "output" / "unifl_runs").glob("s1-*/checkpoints"))
+
+    with pytest.raises(FileExistsError, match="overwrite"):
+        train(nodes, host)  # refused before any training
+
+    patched2, name2, _ = train(nodes, host, stage="2", lora_name="unifl/s2", init_lora="unifl/s1.safetensors").args
+    meta2 = read_lora_metadata(comfy_base / "models" / "loras" / "unifl" / "s2.safetensors")
+    assert meta2["unifl.stage"] == "2" and meta2["unifl.sampler.steps"] == "2" and meta2["unifl.sampler.cfg"] == "1.0"
+
+    model, sampler, sigmas, cfg, steps, info = run(nodes["UniFLLoadLoRA"], model=host[0], lora_name=name2, strength=1.0).args
+    assert (cfg, steps, sampler.name) == (1.0, 2, "euler") and len(sigmas) == 3 and "trailing" in info
+    assert len(model.patches) == len(patched2.patches) and comfy.sd.NOT_LOADED == []
+
+
+def test_interrupt_stops_training_cleanly(nodes, host, comfy_base):
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            train(nodes, host, lora_name="unifl/cancelled")
+    finally:
+        mm.interrupt_current_processing(False)
+    assert not (comfy_base / "models" / "loras" / "unifl" / "cancelled.safetensors").exists()
+    run_dir = next((comfy_base / "output" / "unifl_runs").glob("cancelled-*"))
+    assert (run_dir / "cancelled.safetensors").is_file()  # the run folder keeps what was trained
+
+
+def test_lora_names_stay_inside_the_lora_folder(comfy_base):
+    from unifl.comfyui_nodes import paths
+
+    for bad in ("../escape", "a/../../b", "", "x:y"):
+        with pytest.raises(ValueError, match="lora_name"):
+            paths.new_lora_path(bad, overwrite=False)
+    assert paths.new_lora_path("unifl/ok.safetensors", overwrite=False).name == "ok.safetensors"
+
+
+def test_train_reward_models_from_pairs(nodes, comfy_base):
+    import json
+
+    from PIL import Image
+
+    folder = comfy_base / "input" / "pairs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(6):
+        for side in "ab":
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}{side}.png")
+        rows.append({"prompt": "a red cat", "image_a": f"{i}a.png", "image_b": f"{i}b.png", "preferred": "a", "aspect": "color" if i % 2 else "detail"})
+    (folder / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    inputs = dict(pairs="pairs", backbone="pocket", output_folder="mine", steps=2, learning_rate=1e-3, batch_size=2, val_fraction=0.3, global_model=False, seed=0, overwrite=False)
+    out = run(nodes["UniFLTrainRewardModel"], **inputs)
+    report = out.args[0]
+    assert "| color |" in report and "| detail |" in report
+    files = sorted(p.name for p in (comfy_base / "models" / "unifl" / "rewards" / "mine").glob("*.safetensors"))
+    assert files == ["color.safetensors", "detail.safetensors"]
+    loaded = reward(nodes, "mine/color.safetensors")  # listed by the loader, kind and aspect from the file
+    assert (loaded.kind, loaded.aspect) == ("pocket-reward", "color") and loaded.threshold is not None
+    with pytest.raises(FileExistsError):
+        run(nodes["UniFLTrainRewardModel"], **inputs)
