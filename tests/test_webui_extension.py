@@ -1,0 +1,238 @@
+"""The A1111/Forge extension against the documented stand-in for the webui (``tests/webui_stub``).
+
+The scripts/ shim is loaded by file path as the webui loads it; the tab is built and rendered inside
+a host Blocks as ``modules/ui.py`` does; training runs as a webui job (queue lock, ``shared.state``,
+the progress task, the live preview, Interrupt, VRAM hand-off) and the LoRA lands in the Lora folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+STUB = Path(__file__).resolve().parent / "webui_stub"
+gr = pytest.importorskip("gradio", reason="the webui tab needs gradio (pip install gradio)")
+
+
+class FakeModel:
+    """The webui's loaded model, reduced to where it lives (the extension must never train on it)."""
+
+    def __init__(self):
+        self.device = "cuda"
+
+    def to(self, device):
+        self.device = device
+        return self
+
+
+def _drop_stub_modules():
+    for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def webui(tmp_path, monkeypatch, tiny_sd15_dir):
+    """The stand-in webui with one checkpoint (a tiny SD1.5 folder) loaded, and the shim imported."""
+    monkeypatch.syspath_prepend(str(STUB))
+    _drop_stub_modules()
+    from modules import call_queue, paths, progress, script_callbacks, sd_models, shared
+
+    paths.models_path = str(tmp_path / "models")
+    shared.cmd_opts.lora_dir = str(tmp_path / "models" / "Lora")
+    info = sd_models.CheckpointInfo(str(tiny_sd15_dir))
+    sd_models.checkpoints_list[info.title] = info
+    shared.opts.sd_model_checkpoint = info.title
+    sd_models.model_data.sd_model = FakeModel()
+    # As modules/script_loading.py::load_module does for every file in an extension's scripts/.
+    spec = importlib.util.spec_from_file_location("unifl_webui.py", ROOT / "scripts" / "unifl_webui.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    script_callbacks.ui_settings_callback()
+    yield SimpleNamespace(shared=shared, sd_models=sd_models, call_queue=call_queue, progress=progress, script_callbacks=script_callbacks,
+                          checkpoint=info.title, lora_dir=tmp_path / "models" / "Lora", models=tmp_path / "models")
+    _drop_stub_modules()
+
+
+def _component(blocks, elem_id):
+    return next(c for c in blocks.blocks.values() if getattr(c, "elem_id", None) == elem_id)
+
+
+def test_the_shim_registers_one_tab_and_the_settings(webui):
+    assert len(webui.script_callbacks.callbacks_ui_tabs) == 1
+    opts = webui.shared.opts
+    assert opts.data_labels["unifl_unload_model"].section == ("unifl", "UniFL")
+    assert opts.unifl_unload_model is True and opts.unifl_dir == ""
+
+    tabs = webui.script_callbacks.ui_tabs_callback()
+    assert [(title, elem_id) for _, title, elem_id in tabs] == [("UniFL", "unifl")]
+    blocks = tabs[0][0]
+    assert isinstance(blocks, gr.Blocks)
+    assert _component(blocks, "unifl_checkpoint").value == webui.checkpoint
+    # Rendered the way modules/ui.py::create_ui renders extension tabs.
+    with gr.Blocks(analytics_enabled=False):
+        with gr.Tabs():
+            with gr.TabItem("UniFL", id="unifl", elem_id="tab_unifl"):
+                blocks.render()
+
+
+def test_a_tab_that_cannot_be_built_says_why_instead_of_vanishing(webui, monkeypatch):
+    from unifl.webui_extension import ui
+
+    def broken(host):
+        raise RuntimeError("gradio said no")
+
+    monkeypatch.setattr(ui, "build_tab", broken)
+    (blocks, title, _), = webui.script_callbacks.ui_tabs_callback()
+    assert title == "UniFL"
+    assert "RuntimeError: gradio said no" in _component(blocks, "unifl_error").value
+
+
+def test_missing_requirements_are_shown_in_the_tab(webui, monkeypatch):
+    from unifl.webui_extension import requirements_check
+
+    found = requirements_check.Findings(to_install=("peft>=0.15",), problems=("transformers 4.30.2 is installed but UniFL needs transformers>=4.46; ...",))
+    monkeypatch.setattr(requirements_check, "check", lambda: found)
+    (blocks, _, _), = webui.script_callbacks.ui_tabs_callback()
+    message = _component(blocks, "unifl_error").value
+    assert "peft>=0.15 is not installed: restart the webui without --skip-install" in message
+    assert "transformers 4.30.2" in message
+
+
+def test_the_shim_imports_the_extension_folder_as_unifl_and_nothing_bare():
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('unifl_webui.py', {str(ROOT / 'scripts' / 'unifl_webui.py')!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "import unifl, modules.script_callbacks as cb\n"
+        "print(unifl.__file__, len(cb.callbacks_ui_tabs), sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'webui_extension', 'torch', 'gradio')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(STUB)}).stdout.split(" ", 2)
+    assert out[0] == str(ROOT / "__init__.py") and out[1] == "1"
+    assert out[2].strip() == "[]"  # registering imports no torch or gradio; no bare core/webui_extension
+
+
+def _fast_form(checkpoint_title: str, name: str, steps: int) -> dict:
+    from unifl.webui_extension import form
+
+    config = form.preset_config("tiny", "")
+    values = form.form_values(config) | {"logging.output_name": name, "optim.max_steps": steps, "data.resolution": 32}
+    rewards, perception = form.feedback_values(config)
+    extra = "\n".join(line for line in FAST if not line.startswith(("optim.max_steps", "data.resolution")))
+    return dict(checkpoint_title=checkpoint_title, preset_name="tiny", init_label=form.NO_LORA, resume_wanted=True, replace=False,
+                extra=extra, values=values, reward_labels=rewards, perception_labels=perception)
+
+
+def _wait(job, timeout=600):
+    deadline = time.time() + timeout
+    while job.snapshot().active:
+        assert time.time() < deadline, f"the job did not end: {job.snapshot()}"
+        time.sleep(0.2)
+    return job.snapshot()
+
+
+@pytest.mark.slow
+def test_training_runs_as_a_webui_job_and_the_lora_lands_in_the_lora_folder(webui, monkeypatch):
+    from unifl.core.export import read_lora_metadata
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import start_job
+
+    model, state = webui.sd_models.model_data.sd_model, webui.shared.state
+    seen = []
+    report = WebuiHost.report_progress
+
+    def spy(self, step, total, text):
+        report(self, step, total, text)
+        seen.append((webui.call_queue.queue_lock.locked(), webui.progress.current_task, state.job_no, state.job_count, state.textinfo, model.device))
+
+    monkeypatch.setattr(WebuiHost, "report_progress", spy)
+    job = start_job(WebuiHost(), "task(unifl-test)", **_fast_form(webui.checkpoint, "webui-job", steps=2))
+    snapshot = _wait(job)
+
+    assert snapshot.state == "finished", snapshot.message
+    assert [(locked, task, no, count, text.split(":")[0], device) for locked, task, no, count, text, device in seen] == [
+        (True, "task(unifl-test)", 1, 2, "UniFL step 1/2", "cpu"), (True, "task(unifl-test)", 2, 2, "UniFL step 2/2", "cpu")]
+    assert model.device == "cuda"  # the webui's model went back to the GPU afterwards
+    assert "task(unifl-test)" in webui.progress.finished_tasks and webui.progress.current_task is None
+    assert state.id_live_preview >= 1 and state.current_image is not None  # the final previews reached the live preview
+    lora = webui.lora_dir / "webui-job.safetensors"
+    assert snapshot.lora_path == lora
+    metadata = read_lora_metadata(lora)
+    assert metadata["ss_output_name"] == "webui-job" and metadata["ss_base_model_version"] == "sd_v1"
+    assert (webui.models / "unifl" / "runs" / "webui-job" / "logs.csv").is_file()
+
+
+@pytest.mark.slow
+def test_the_webui_interrupt_stops_training_and_keeps_a_lora(webui, monkeypatch):
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import start_job
+
+    report = WebuiHost.report_progress
+
+    def interrupt_after_first_step(self, step, total, text):
+        report(self, step, total, text)
+        webui.shared.state.interrupt()  # the webui's Interrupt button (or /sdapi/v1/interrupt)
+
+    monkeypatch.setattr(WebuiHost, "report_progress", interrupt_after_first_step)
+    snapshot = _wait(start_job(WebuiHost(), "task(unifl-interrupt)", **_fast_form(webui.checkpoint, "interrupted", steps=50)))
+    assert snapshot.state == "stopped" and snapshot.step == 1, snapshot.message
+    assert (webui.lora_dir / "interrupted.safetensors").is_file()
+    assert webui.shared.state.interrupted is False  # the webui's own reset after a job
+
+
+def test_a_run_waits_for_the_webui_queue_and_stop_cancels_it_there(webui, tmp_path):
+    from unifl.webui_extension import jobs
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import start_job
+
+    host = WebuiHost()
+    with webui.call_queue.queue_lock:  # txt2img is generating
+        job = start_job(host, "task(unifl-queued)", **_fast_form(webui.checkpoint, "queued", steps=2))
+        deadline = time.time() + 10
+        while "task(unifl-queued)" not in webui.progress.pending_tasks and time.time() < deadline:
+            time.sleep(0.05)
+        assert job.snapshot().state == "queued" and "task(unifl-queued)" in webui.progress.pending_tasks
+        with pytest.raises(jobs.JobBusy, match="already training 'queued'"):
+            start_job(host, "task(unifl-second)", **_fast_form(webui.checkpoint, "second", steps=2))
+        job.request_stop()
+    snapshot = _wait(job)
+    assert snapshot.state == "stopped" and snapshot.message == "cancelled before it started"
+    assert webui.sd_models.model_data.sd_model.device == "cuda"  # never unloaded
+    assert not (webui.lora_dir / "queued.safetensors").exists()
+
+
+def test_an_existing_lora_is_never_replaced_unasked(webui):
+    from unifl.webui_extension import form
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import start_job
+
+    webui.lora_dir.mkdir(parents=True)
+    (webui.lora_dir / "mine.safetensors").write_bytes(b"a user's LoRA")
+    with pytest.raises(form.FormError, match="mine.safetensors already exists: choose another LoRA name, or tick"):
+        start_job(WebuiHost(), "task(unifl-x)", **_fast_form(webui.checkpoint, "mine", steps=2))
+    assert (webui.lora_dir / "mine.safetensors").read_bytes() == b"a user's LoRA"
+
+
+def test_the_host_sees_webui_checkpoints_folders_and_settings(webui, tmp_path):
+    from unifl.webui_extension.host import WebuiHost
+
+    host = WebuiHost()
+    assert host.default_checkpoint() == webui.checkpoint
+    assert host.lora_dir() == webui.lora_dir
+    assert host.unifl_dir() == webui.models / "unifl"
+    webui.shared.opts.unifl_dir = str(tmp_path / "elsewhere")
+    assert host.unifl_dir() == tmp_path / "elsewhere"
+    webui.sd_models.model_dir = str(tmp_path / "Stable-diffusion")
+    (tmp_path / "Stable-diffusion").mkdir()
+    (tmp_path / "Stable-diffusion" / "new.safetensors").write_bytes(b"")
+    assert [Path(p).name for p in host.checkpoints(refresh=True).values()] == ["new.safetensors"]
+    webui.shared.opts.unifl_unload_model = False
+    assert host.release_gpu()() is None and webui.sd_models.model_data.sd_model.device == "cuda"
