@@ -4,9 +4,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.unifl-installed
+# A second venv with A1111's gradio 3.41.2, for the browser test of the UniFL tab (make test-webui-341).
+VENV341 ?= .venv-gradio341
+STAMP341 := $(VENV341)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench clean browser
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,10 +18,22 @@ $(STAMP): pyproject.toml requirements.txt
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+$(STAMP341): pyproject.toml requirements.txt
+	test -x $(VENV341)/bin/python || python3 -m venv $(VENV341)
+	$(VENV341)/bin/python -c "import torch" 2>/dev/null || $(VENV341)/bin/python -m pip install --quiet torch==2.13.0
+	$(VENV341)/bin/python -m pip install --quiet "gradio==3.41.2" "gradio_client==0.5.0" "fastapi==0.94.0" "starlette==0.26.1" \
+		"pydantic==1.10.21" "httpx==0.24.1" "uvicorn==0.30.6" "numpy==1.26.4" "pillow<11" "websockets<12"
+	$(VENV341)/bin/python -m pip install --quiet -e . "huggingface_hub<1.0"
+	touch $(STAMP341)
+
 setup: $(STAMP)
 
-test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The browser tests need Debian's chromium (Playwright drives it; it never downloads a browser).
+browser:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser tests will skip"
+
+test: setup browser $(STAMP341)
+	UNIFL_WEBUI_PYTHONS=$(CURDIR)/$(VENV341)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
