@@ -113,7 +113,9 @@ class PocketImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         s = self.world[index]
-        return {"image": s.image, "caption": s.caption, "instance_masks": s.instance_masks, "instance_labels": s.instance_labels, "semantic_mask": s.semantic_mask}
+        # Instance labels in the pocket instance segmenter's class space (0-based shape index, no background);
+        # the semantic mask keeps 0 = background, k = shape k - 1, as the semantic segmenter predicts it.
+        return {"image": s.image, "caption": s.caption, "instance_masks": s.instance_masks, "instance_labels": s.instance_labels - 1, "semantic_mask": s.semantic_mask}
 
 
 def collate(items: Sequence[dict]) -> dict:
