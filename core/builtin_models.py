@@ -49,3 +49,4 @@ from . import perception_models as _perception_models  # noqa: F401,E402  (vgg16
 from .rewards import hps as _hps, imagereward as _imagereward, laion as _laion, pickscore as _pickscore  # noqa: F401,E402
 from .pocket import rewards as _pocket_rewards  # noqa: F401,E402  (pocket-reward, pocket-evaluator)
 from . import train_reward as _train_reward  # noqa: F401,E402  (clip-reward)
+from .pocket import perception as _pocket_perception  # noqa: F401,E402  (pocket-features, pocket-instance, pocket-semantic)
