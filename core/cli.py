@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     from ..webui_extension.standalone import add_webui_command
+    from .pocket.build import add_pocket_command
     from .prompts import add_select_prompts_command
     from .score import add_score_command
     from .train_reward import add_train_reward_command
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_reward_command(sub)
     add_select_prompts_command(sub)
     add_webui_command(sub)
+    add_pocket_command(sub)
 
     p = sub.add_parser("demo", help="train stage 1 and stage 2 on the embedded default model, offline, on a CPU")
     p.add_argument("--quick", action="store_true", help="the same path in a few minutes' fraction (for tests)")
