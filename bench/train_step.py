@@ -14,7 +14,7 @@ the seed and the step index), so their first iteration computes the same loss va
 checks that and prints the difference. Each variant runs in its own subprocess so one's allocator state
 cannot inflate the other's memory figures.
 
-Run ``python bench/train_step.py`` (a few minutes on 2 CPU cores) or ``--quick`` (toy sizes, seconds).
+Run ``python bench/train_step.py`` (a few minutes on 2 CPU cores) or ``--quick`` (toy sizes, to check that it runs).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps of the PeFL and aesthetic rollouts (default 20 as in the paper; 4 with --quick); the adversarial rollout keeps its 4-step schedule")
     parser.add_argument("--repeats", type=int, default=None, help="measured iterations per variant (default 5; 1 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="iterations run before measuring")
-    parser.add_argument("--quick", action="store_true", help="toy sizes: checks that the benchmark runs, in seconds")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice, one per core)")
+    parser.add_argument("--quick", action="store_true", help="toy sizes: checks that the benchmark runs (under a minute on an idle 2-core machine)")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.device = args.device or ("cuda" if _cuda_available() else "cpu")
@@ -68,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.repeats = args.repeats or (1 if args.quick else 5)
     if args.steps < 4:
         parser.error("--steps must be at least 4 (PeFL noises to level steps/2 and takes its grad step at levels [0, steps/4])")
-    if args.resolution % 64:
-        parser.error("--resolution must be a multiple of 64 (8x VAE, then a 3-level UNet)")
+    if args.resolution % 32:
+        parser.error("--resolution must be a multiple of 32 (the VAE downsamples 8x, then the UNet 4x)")
     return args
 
 
@@ -82,7 +83,7 @@ def _cuda_available() -> bool:
 # -- the model and the trainer ------------------------------------------------------------------------
 
 
-def build_denoiser(size: ModelSize, resolution: int, device: str):
+def build_denoiser(size: ModelSize, resolution: int, device: str, scratch: str):
     """A randomly initialised SD1.5-architecture denoiser from diffusers/transformers configs (seeded)."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -92,7 +93,7 @@ def build_denoiser(size: ModelSize, resolution: int, device: str):
     from unifl.core.models.tiny import SD15_SCHEDULER, write_clip_tokenizer
 
     torch.manual_seed(0)
-    tokenizer = write_clip_tokenizer(tempfile.mkdtemp(prefix="unifl-bench-tok-"), words=["a", "photo"])
+    tokenizer = write_clip_tokenizer(os.path.join(scratch, "tokenizer"), words=["a", "photo"])
     text_encoder = CLIPTextModel(CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         hidden_size=size.text_width, intermediate_size=2 * size.text_width, num_attention_heads=4, num_hidden_layers=2,
@@ -114,7 +115,7 @@ def build_denoiser(size: ModelSize, resolution: int, device: str):
     return DiffusersDenoiser(unet, vae, [text_encoder], [tokenizer], SD15_SCHEDULER)
 
 
-def build_trainer(args, stage: str, variant: str):
+def build_trainer(args, stage: str, variant: str, scratch: str):
     """The real trainer on the benchmark model; the naive variant only switches checkpointing off."""
     from unifl.core.config import load_config
     from unifl.core.trainer import UniFLTrainer
@@ -127,10 +128,10 @@ def build_trainer(args, stage: str, variant: str):
         "lora.rank=16", "lora.alpha=16.0",
         f"optim.batch_size={args.batch_size}", "optim.gradient_accumulation_steps=1",
         f"optim.gradient_checkpointing={str(variant == 'unifl').lower()}",
-        f"logging.output_dir={tempfile.mkdtemp(prefix='unifl-bench-run-')}",
+        f"logging.output_dir={os.path.join(scratch, 'run')}",
     ]
     config = load_config(None, overrides, preset="tiny")
-    denoiser = build_denoiser(QUICK if args.quick else FULL, args.resolution, args.device)
+    denoiser = build_denoiser(QUICK if args.quick else FULL, args.resolution, args.device, scratch)
     trainer = UniFLTrainer(config, denoiser=denoiser)
     denoiser.lora_target.train()  # as UniFLTrainer.train() does before its loop
     return trainer
@@ -180,10 +181,11 @@ def naive_step(trainer) -> dict[str, float]:
     trainer.optimizer.zero_grad(set_to_none=True)
     if fake is not None:
         trainer.discriminator_step(batch["image"].to(trainer.device), fake, batch["caption"])
-    return {name: float(value) for name, value in terms.items()}
+    return {name: float(value.detach()) for name, value in terms.items()}
 
 
 def unifl_step(trainer) -> dict[str, float]:
+    """The UniFL iteration: the trainer's own step, unchanged."""
     return trainer.train_step()
 
 
@@ -196,6 +198,8 @@ def allocator_peak(step, device: str) -> int:
     CUDA: the caching allocator's own counters. CPU: torch's CPU allocator reports every allocation and
     free to the profiler (``profile_memory=True``); the running sum of those events in time order is the
     live tensor memory, and its maximum is the same quantity ``torch.cuda.max_memory_allocated`` gives.
+    (Those events are read from ``prof.profiler.kineto_results``, the profiler's raw record: the public
+    ``key_averages`` sums memory per operator and loses the order of allocations and frees.)
     """
     import torch
 
@@ -218,11 +222,24 @@ def allocator_peak(step, device: str) -> int:
     return peak
 
 
-def measure(args, stage: str, variant: str) -> dict:
+def peak_rss() -> int | None:
+    """This process's peak resident set size so far, in bytes (None on Windows, which has no getrusage)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def measure(args, stage: str, variant: str, scratch: str) -> dict:
     """Warm up, time ``repeats`` iterations, then replay the same iterations to measure peak memory."""
+    import psutil
     import torch
 
-    trainer = build_trainer(args, stage, variant)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = build_trainer(args, stage, variant, scratch)
+    rss_after_setup = psutil.Process().memory_info().rss
     step_fn = {"unifl": unifl_step, "naive": naive_step}[variant]
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
 
@@ -237,21 +254,28 @@ def measure(args, stage: str, variant: str) -> dict:
         iteration(index)
     measured = range(args.warmup, args.warmup + args.repeats)
 
-    # 2. Wall time of each measured iteration.
-    seconds = []
+    # 2. Wall and process CPU time of each measured iteration. On a shared machine, CPU time is the
+    #    figure other processes disturb least (they delay this one without adding to its CPU time).
+    wall, cpu = [], []
     for index in measured:
         sync()
-        start = time.perf_counter()
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
         iteration(index)
         sync()
-        seconds.append(time.perf_counter() - start)
+        wall.append(time.perf_counter() - wall_start)
+        cpu.append(time.process_time() - cpu_start)
 
-    # 3. Peak memory of the same iterations (same truncation points), replayed under the memory meter.
+    # 3. The OS view, as a cross-check: peak RSS so far (set-up, warm-up, timed iterations) above the
+    #    RSS after set-up. It also counts what the C allocator caches and libraries' own workspaces.
+    rss_peak = peak_rss()
+
+    # 4. Peak memory of the same iterations (same truncation points), replayed under the memory meter.
     peaks = [allocator_peak(lambda: iteration(index), args.device) for index in measured]
 
     unet, vae = trainer.denoiser.unet, trainer.denoiser.vae
     return {
-        "seconds": seconds, "peak_bytes": peaks, "first_losses": first_losses,
+        "wall_seconds": wall, "cpu_seconds": cpu, "peak_bytes": peaks, "first_losses": first_losses,
+        "rss_increase_bytes": None if rss_peak is None else rss_peak - rss_after_setup,
         "unet_params": sum(p.numel() for p in unet.parameters()), "vae_params": sum(p.numel() for p in vae.parameters()),
         "lora_params": sum(p.numel() for p in trainer.lora_params), "threads": torch.get_num_threads(),
     }
@@ -263,6 +287,7 @@ def measure(args, stage: str, variant: str) -> dict:
 def run_child(args, stage: str, variant: str) -> dict:
     forwarded = ["--device", args.device, "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
                  "--steps", str(args.steps), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    forwarded += ["--threads", str(args.threads)] if args.threads else []
     command = [sys.executable, __file__, *forwarded, *(["--quick"] if args.quick else []), "--child", stage, variant]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     if args.device == "cpu":
@@ -291,31 +316,42 @@ def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
+def summary(result: dict) -> dict[str, float]:
+    """Median wall and CPU seconds and the largest peak over the measured iterations."""
+    return {"wall": statistics.median(result["wall_seconds"]), "cpu": statistics.median(result["cpu_seconds"]), "memory": max(result["peak_bytes"])}
+
+
 def print_stage(stage: str, results: dict[str, dict], args) -> None:
-    naive = results["naive"]
-    base_s, base_mem = statistics.median(naive["seconds"]), max(naive["peak_bytes"])
+    base = summary(results["naive"])
     print(f"\n### Stage {stage}: {STAGES[stage]}\n")
-    print(f"| variant | s / iteration (median of {args.repeats}) | peak memory (MiB) | time vs naive | memory vs naive |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| variant | wall s / iteration | CPU s / iteration | peak memory (MiB) | wall time vs naive | CPU time vs naive | memory vs naive |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for variant, label in VARIANTS.items():
+        m = summary(results[variant])
+        print(f"| {label} | {m['wall']:.2f} | {m['cpu']:.2f} | {m['memory'] / MIB:.1f} | "
+              f"{m['wall'] / base['wall']:.2f}x | {m['cpu'] / base['cpu']:.2f}x | {m['memory'] / base['memory']:.2f}x |")
+    print(f"\ntimes: medians over {args.repeats} measured iteration(s); memory: the largest of their peaks")
     for variant, label in VARIANTS.items():
         r = results[variant]
-        s, mem = statistics.median(r["seconds"]), max(r["peak_bytes"])
-        print(f"| {label} | {s:.3f} | {mem / MIB:.1f} | {s / base_s:.2f}x | {mem / base_mem:.2f}x |")
-    a, b = results["unifl"]["first_losses"], naive["first_losses"]
+        rss = "" if r["rss_increase_bytes"] is None or args.device == "cuda" else f"; cross-check, peak RSS above RSS after set-up: {r['rss_increase_bytes'] / MIB:.0f} MiB"
+        print(f"{label}: wall seconds {', '.join(f'{x:.2f}' for x in r['wall_seconds'])}{rss}")
+    a, b = results["unifl"]["first_losses"], results["naive"]["first_losses"]
     diff = max(abs(a[k] - b[k]) / max(abs(b[k]), 1e-12) for k in b)
-    print(f"\nfirst-iteration losses, UniFL vs naive (same computation): "
+    print("first-iteration losses, UniFL / naive (the same forward computation): "
           + ", ".join(f"{k} {a[k]:.6g} / {b[k]:.6g}" for k in b) + f"; max relative difference {diff:.1e}")
-    u = results["unifl"]
-    mem_ok = max(u["peak_bytes"]) <= 0.5 * base_mem
-    time_ok = statistics.median(u["seconds"]) <= base_s
-    print(f"target (UniFL memory <= 0.5x naive, time <= 1.0x): memory {'met' if mem_ok else 'MISSED'}, time {'met' if time_ok else 'MISSED'}")
+    u = summary(results["unifl"])
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    print(f"target (UniFL peak memory <= 0.5x naive, time <= 1.0x): memory {verdict(u['memory'] <= 0.5 * base['memory'])}, "
+          f"wall time {verdict(u['wall'] <= base['wall'])}, CPU time {verdict(u['cpu'] <= base['cpu'])}")
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.child:
         stage, variant = args.child
-        print(RESULT_PREFIX + json.dumps(measure(args, stage, variant)), flush=True)
+        with tempfile.TemporaryDirectory(prefix="unifl-bench-") as scratch:
+            result = measure(args, stage, variant, scratch)
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
     size = QUICK if args.quick else FULL
@@ -327,7 +363,7 @@ def main(argv=None) -> None:
     print(f"rollouts: PeFL and aesthetic {args.steps} DDIM steps (PeFL from level {args.steps // 2}, grad at levels [0, {args.steps // 4}]); "
           f"adversarial 4 trailing steps; {args.warmup} warm-up + {args.repeats} measured iterations per variant, each variant in its own process")
     meter = "torch.cuda.max_memory_allocated" if args.device == "cuda" else "torch CPU allocator events (torch.profiler, profile_memory=True)"
-    print(f"peak memory: most tensor memory live during the iteration above its start, max over the measured iterations, from {meter}")
+    print(f"peak memory: the most tensor memory live during an iteration, above what was live when it began; max over the measured iterations (replayed), from {meter}")
     print(f"load average at start: {load()}", flush=True)
     started = time.perf_counter()
     for stage in STAGES:
