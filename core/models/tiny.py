@@ -54,7 +54,7 @@ def write_clip_tokenizer(folder: str | Path, words: list[str] = (), model_max_le
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("\n".join(["#version: 0.2", *merges]) + "\n", encoding="utf-8")  # no blank line: the loader rejects it
     config = {"model_max_length": model_max_length, "tokenizer_class": "CLIPTokenizer", "pad_token": "<|endoftext|>"}
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     return CLIPTokenizer.from_pretrained(str(folder))
