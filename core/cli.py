@@ -72,7 +72,11 @@ def _export(args) -> int:
 
 
 def _demo(args) -> int:
+    import torch
+
     from .demo import run_demo
+
+    torch.set_num_threads(args.threads)
 
     run_demo(quick=args.quick, out_dir=args.out)
     return 0
@@ -129,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train stage 1 and stage 2 on the embedded default model, offline, on a CPU")
     p.add_argument("--quick", action="store_true", help="the same path in a few minutes' fraction (for tests)")
     p.add_argument("--out", default="out/demo", help="output folder")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads. The demo's models are tiny: one thread loses little on an idle machine, "
+                   "while two threads stall 10-100x as soon as another process holds a core (measured: 90 s vs 1.1 s per step)")
     p.set_defaults(func=_demo)
     return parser
 
