@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train stage 1 and stage 2 on the embedded default model, offline, on a CPU")
     p.add_argument("--quick", action="store_true", help="the same path in a few minutes' fraction (for tests)")
     p.add_argument("--out", default="out/demo", help="output folder")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads. The demo's models are tiny: one thread loses little on an idle machine, "
-                   "while two threads stall 10-100x as soon as another process holds a core (measured: 90 s vs 1.1 s per step)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the demo's models are tiny, and on a 2-core machine two threads "
+                   "stalled whenever another process held a core: 90 s vs 1.1 s per stage-1 step, measured)")
     p.set_defaults(func=_demo)
     return parser
 
