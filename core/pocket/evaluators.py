@@ -64,7 +64,7 @@ from .perception import (
     shipped_weights,
     upsample_to,
 )
-from .world import _UNIT_AREA, _UNIT_EXTENT, _unit_sdf, NUM_CLASSES, SHAPES, Scene
+from .world import NUM_CLASSES, SHAPES, UNIT_AREA, UNIT_EXTENT, Scene, unit_sdf
 
 MIN_COMPONENT_PIXELS = 8
 """At 64 px: the world's ``min_visible_pixels``, so a smaller blob is noise, not an object."""
@@ -259,8 +259,8 @@ def _template_iou(component: np.ndarray, shape: str) -> float:
     """
     rows, cols = np.nonzero(component)
     cy, cx = rows.mean() + 0.5, cols.mean() + 0.5
-    radius = math.sqrt(len(rows) / _UNIT_AREA[shape])
-    reach = max(_SCALES) * radius * _UNIT_EXTENT[shape] + 1
+    radius = math.sqrt(len(rows) / UNIT_AREA[shape])
+    reach = max(_SCALES) * radius * UNIT_EXTENT[shape] + 1
     height, width = component.shape
     top, bottom = max(0, min(rows.min(), int(cy - reach))), min(height, max(rows.max() + 1, int(math.ceil(cy + reach))))
     left, right = max(0, min(cols.min(), int(cx - reach))), min(width, max(cols.max() + 1, int(math.ceil(cx + reach))))
@@ -273,6 +273,6 @@ def _template_iou(component: np.ndarray, shape: str) -> float:
         c, s = math.cos(rotation), math.sin(rotation)
         u, v = c * dx + s * dy, -s * dx + c * dy
         for scale in _SCALES:
-            template = _unit_sdf(shape, u / (scale * radius), v / (scale * radius)) < 0
+            template = unit_sdf(shape, u / (scale * radius), v / (scale * radius)) < 0
             best = max(best, np.count_nonzero(template & window) / np.count_nonzero(template | window))
     return best

@@ -85,12 +85,13 @@ _POLYGONS = {
          (0.35, 1), (-0.35, 1), (-0.35, 0.35), (-1, 0.35), (-1, -0.35), (-0.35, -0.35)]
     ),
 }
-_UNIT_EXTENT = {"circle": 1.0, "ring": 1.0, **{name: float(np.hypot(*v.T).max()) for name, v in _POLYGONS.items()}}
+# Unit-shape geometry (radius 1), public for judges that fit shape templates (evaluators.py).
+UNIT_EXTENT = {"circle": 1.0, "ring": 1.0, **{name: float(np.hypot(*v.T).max()) for name, v in _POLYGONS.items()}}
 _EDGES = {  # per polygon: edge starts and edge vectors, [V, 1, 1] each, ready to broadcast over a pixel window
     name: tuple(c.astype(np.float32)[:, None, None] for c in (*v.T, *(np.roll(v, -1, axis=0) - v).T))
     for name, v in _POLYGONS.items()
 }
-_UNIT_AREA = {
+UNIT_AREA = {
     "circle": math.pi,
     "ring": math.pi * (1 - _RING_INNER**2),
     **{name: 0.5 * abs(float(np.dot(v[:, 0], np.roll(v[:, 1], -1)) - np.dot(v[:, 1], np.roll(v[:, 0], -1))))
@@ -155,12 +156,12 @@ class ObjectSpec:
     @property
     def area(self) -> float:
         """Analytic area as a fraction of the image area (ignores the frame and occlusion)."""
-        return _UNIT_AREA[self.shape] * self.radius**2
+        return UNIT_AREA[self.shape] * self.radius**2
 
     @property
     def extent(self) -> float:
         """Radius of the bounding circle, fraction of the image side."""
-        return self.radius * _UNIT_EXTENT[self.shape]
+        return self.radius * UNIT_EXTENT[self.shape]
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
@@ -348,13 +349,13 @@ def _footprints(scene: Scene, resolution: int) -> tuple[int, list[_Footprint]]:
         c, s = math.cos(obj.rotation), math.sin(obj.rotation)
         u, v = c * dx + s * dy, -s * dx + c * dy  # rotate the pixel grid back into the shape's frame
         scale = obj.radius * res
-        distance = _unit_sdf(obj.shape, u / scale, v / scale) * scale
+        distance = unit_sdf(obj.shape, u / scale, v / scale) * scale
         coverage = np.clip(0.5 - distance, 0.0, 1.0).astype(np.float32)
         footprints.append(_Footprint(slice(y0, y1), slice(x0, x1), coverage, u, v))
     return pad, footprints
 
 
-def _unit_sdf(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def unit_sdf(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Signed distance to the unit shape (negative inside)."""
     if shape == "circle":
         return np.hypot(x, y) - 1.0
