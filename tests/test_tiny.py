@@ -9,3 +9,16 @@ def test_clip_tokenizer_with_and_without_whole_words(tmp_path):
     words = write_clip_tokenizer(tmp_path / "words", ["cat", "red"])
     assert len(words("a red cat").input_ids) == 5  # bos, a, red, cat, eos: each listed word is one token
     assert len(plain("a red cat").input_ids) > 5
+
+
+def test_every_pocket_word_is_one_token_in_the_slow_and_fast_tokenizer(tmp_path):
+    """Words sharing letter pairs ("right", "triangle") once split into pieces, pushing captions past the limit."""
+    from transformers import CLIPTokenizerFast
+
+    from unifl.core.pocket.world import VOCABULARY
+
+    slow = write_clip_tokenizer(tmp_path, VOCABULARY)
+    fast = CLIPTokenizerFast.from_pretrained(str(tmp_path))
+    for tokenizer in (slow, fast):
+        split = [w for w in VOCABULARY if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
+        assert not split, f"{type(tokenizer).__name__} splits {split}"

@@ -28,6 +28,24 @@ SD15_SCHEDULER = {
 }
 
 
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's byte-pair encoding of one word: join every occurrence of the lowest-ranked adjacent pair, repeat."""
+    while len(pieces) > 1:
+        pair = min(zip(pieces, pieces[1:]), key=lambda p: ranks.get(p, float("inf")))
+        if pair not in ranks:
+            break
+        joined, i = [], 0
+        while i < len(pieces):
+            if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == pair:
+                joined.append(pieces[i] + pieces[i + 1])
+                i += 2
+            else:
+                joined.append(pieces[i])
+                i += 1
+        pieces = joined
+    return pieces
+
+
 def write_clip_tokenizer(folder: str | Path, words: list[str] = (), model_max_length: int = 77):
     """Write a CLIP BPE tokenizer (``vocab.json`` + ``merges.txt``) whose whole words are single tokens.
 
@@ -41,16 +59,17 @@ def write_clip_tokenizer(folder: str | Path, words: list[str] = (), model_max_le
     folder.mkdir(parents=True, exist_ok=True)
     symbols = bytes_to_unicode()
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
-    merges: list[str] = []
+    ranks: dict[tuple[str, str], int] = {}
     for word in dict.fromkeys(w.lower() for w in words if w.isascii() and w.isalpha() and len(w) > 1):
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(pieces) > 1:  # merge left to right: "red" → r e → re d</w>
-            merged = pieces[0] + pieces[1]
-            rule = f"{pieces[0]} {pieces[1]}"
-            if rule not in merges:
-                merges.append(rule)
-            vocab.setdefault(merged, len(vocab))
-            pieces = [merged] + pieces[2:]
+        # Tokenize the word with the merges so far, then join its pieces left to right with new, lower-priority
+        # merges. Merging only the raw letters would fail whenever an earlier word's merge (the "r i" of "right")
+        # fires first inside this one ("t ri a n g l e"); appended merges never change how earlier words split.
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+        while len(pieces) > 1:
+            ranks.setdefault((pieces[0], pieces[1]), len(ranks))
+            vocab.setdefault(pieces[0] + pieces[1], len(vocab))
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+    merges = [f"{a} {b}" for a, b in ranks]
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
