@@ -129,13 +129,16 @@ def add_lora(module: nn.Module, settings: LoRASettings, adapter_name: str = "uni
             f"LoRA targets {settings.targets!r} match no Linear/Conv2d layer of {type(module).__name__} "
             f"(looked for module paths ending in {TARGET_PRESETS[settings.targets]}); is this the UNet?"
         )
+    if unsupported:
+        # Excluded in the regex itself (peft full-matches a str target_modules against each module path):
+        # LoraConfig(exclude_modules=...) needs peft >= 0.14, and Forge pins peft 0.13.2.
+        pattern = rf"(?!(?:{'|'.join(re.escape(name) for name in unsupported)})$){pattern}"
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         init_lora_weights=INITIALISATIONS[settings.init],
         target_modules=pattern,
-        exclude_modules=unsupported or None,
     )
     inject_adapter_in_model(config, module, adapter_name=adapter_name)
 
