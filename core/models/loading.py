@@ -222,13 +222,25 @@ def _load_single_file(path: Path, architecture: str | None, config_dir: str | Pa
         )
     except (SingleFileComponentError, NotImplementedError, *_LOAD_FAILURES) as err:
         # Parameters the file lacks stay on the meta device, and diffusers' dtype cast then fails on them.
-        cause = "some parameters have no weights in the file" if "meta tensor" in str(err) else _first_line(err)
-        raise ModelLoadError(
-            f"{path}: could not be loaded as an {architecture} checkpoint with the configs in {config_dir} ({cause}). "
-            "If it is another architecture pass architecture='sd15' or 'sdxl'; if it is incomplete, copy it again; if it "
-            "is a full checkpoint of a differently shaped model, pass config_dir= a local diffusers folder of its base model."
-        ) from err
+        cause = _MISSING_WEIGHTS if "meta tensor" in str(err) else _first_line(err)
+        raise _single_file_error(path, architecture, config_dir, cause) from err
+    # diffusers < 0.35 (Forge pins 0.31) does not cast at load time, so nothing fails there: the
+    # parameters the file lacks are still on the meta device, and would fail later in ``pipe.to``.
+    if any(t.is_meta for module in pipe.components.values() if isinstance(module, torch.nn.Module)
+           for t in (*module.parameters(), *module.buffers())):
+        raise _single_file_error(path, architecture, config_dir, _MISSING_WEIGHTS)
     return pipe
+
+
+_MISSING_WEIGHTS = "some parameters have no weights in the file"
+
+
+def _single_file_error(path: Path, architecture: str, config_dir: Path, cause: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{path}: could not be loaded as an {architecture} checkpoint with the configs in {config_dir} ({cause}). "
+        "If it is another architecture pass architecture='sd15' or 'sdxl'; if it is incomplete, copy it again; if it "
+        "is a full checkpoint of a differently shaped model, pass config_dir= a local diffusers folder of its base model."
+    )
 
 
 def _architecture_from_keys(path: Path, shapes: dict[str, tuple[int, ...]]) -> str:
