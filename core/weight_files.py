@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+#: Buffers a module may have that a file need not hold (see :func:`load_exactly`).
+_OPTIONAL_BUFFERS = ("num_batches_tracked", "embeddings.position_ids")
 _SHOWN_KEYS = 4
 
 
@@ -93,10 +95,12 @@ def load_exactly(module: nn.Module, state: Mapping[str, torch.Tensor], path: str
     """Load ``state`` into ``module``: every key must be present with its shape, and no key left over.
 
     ``num_batches_tracked`` counters may be absent (older torchvision files lack them); they only matter
-    for training batch norm, which a frozen judge never does.
+    for training batch norm, which a frozen judge never does. So may ``embeddings.position_ids``: a
+    constant ``arange`` the constructor fills, which transformers < 4.31 (A1111 1.10 pins 4.30.2) keeps
+    in the state dict and newer versions do not, so files from either side load on both.
     """
     own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state and not k.endswith(_OPTIONAL_BUFFERS)]
     unexpected = [k for k in state if k not in own]
     wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in own if k in state and state[k].shape != own[k].shape]
     problems = [f"{label}: {_few(keys)}" for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]

@@ -101,6 +101,7 @@ def clip_to_ldm(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str = "conditioner.embedders.1.model.") -> dict[str, torch.Tensor]:
     """HF ``CLIPTextModelWithProjection`` keys → OpenCLIP names (SDXL's CLIP-G: fused ``in_proj``, transposed projection)."""
     state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    state.pop("embeddings.position_ids", None)  # a saved buffer in transformers < 4.31 (A1111 pins 4.30.2); OpenCLIP has none
     out = {
         prefix + "token_embedding.weight": state.pop("embeddings.token_embedding.weight"),
         prefix + "positional_embedding": state.pop("embeddings.position_embedding.weight"),

@@ -225,7 +225,7 @@ def clip_folder(tmp_path, tiny_clip, clip_tokenizer_dir):
     folder = tmp_path / "PickScore_v1"
     tiny_clip.save_pretrained(str(folder))
     torch.save(_with_old_position_ids(tiny_clip.state_dict()), folder / "pytorch_model.bin")
-    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").unlink(missing_ok=True)  # transformers < 4.35 saves only pytorch_model.bin
     for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
         (folder / name).write_bytes((clip_tokenizer_dir / name).read_bytes())
     return folder
@@ -274,7 +274,8 @@ def test_pickscore_rejects_a_vision_only_folder_and_missing_weights(tmp_path, ti
 
     broken = tmp_path / "broken"
     tiny_clip.save_pretrained(str(broken))
-    state = load_file(str(broken / "model.safetensors"))
+    (broken / "pytorch_model.bin").unlink(missing_ok=True)  # what transformers < 4.35 saves instead
+    state = {k: v.contiguous() for k, v in tiny_clip.state_dict().items()}
     del state["text_projection.weight"]
     save_file(state, str(broken / "model.safetensors"))
     with pytest.raises(WeightFileError, match=r"broken.*missing: text_projection\.weight"):
@@ -375,7 +376,7 @@ def test_the_real_vit_h_14_layout_becomes_laions_clip_h_config():
     """HPSv2's checkpoint is OpenCLIP ViT-H-14: its keys (a few written out below) map onto exactly that CLIPModel."""
     from transformers import CLIPModel
 
-    from unifl.core.rewards.clip_models import clip_config_from_state, load_clip_tokenizer
+    from unifl.core.rewards.clip_models import clip_config_from_state, load_clip_tokenizer, without_position_ids
     from unifl.core.rewards.hps import openclip_to_transformers
 
     with torch.device("meta"):
@@ -403,7 +404,7 @@ def test_the_real_vit_h_14_layout_becomes_laions_clip_h_config():
     assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.intermediate_size, text.max_position_embeddings, text.vocab_size) == (1024, 24, 16, 4096, 77, 49408)
     assert config.projection_dim == 1024 and text.eos_token_id == 49407
     with torch.device("meta"):
-        expected = {key: tuple(value.shape) for key, value in CLIPModel(config).state_dict().items()}
+        expected = {key: tuple(value.shape) for key, value in without_position_ids(CLIPModel(config).state_dict()).items()}
     assert {key: tuple(value.shape) for key, value in converted.items()} == expected
 
 
