@@ -18,6 +18,8 @@ PARTS = {
     "ldm": ("unifl.core.pocket.ldm", "ldm"),
     "perception": ("unifl.core.pocket.build_perception", "."),
     "rewards": ("unifl.core.pocket.rewards", "."),
+    "controlnet": ("unifl.core.pocket.controlnet", "controlnet"),
+    "motion": ("unifl.core.pocket.motion", "motion_adapter"),
 }
 
 
