@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent
 def _load_checker():
     spec = importlib.util.spec_from_file_location("unifl_requirements_check", ROOT / "webui_extension" / "requirements_check.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # @dataclass looks its module up there while the file executes
     spec.loader.exec_module(module)
     return module
 
