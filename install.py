@@ -1,10 +1,11 @@
 """Install hook run by the hosts: A1111/Forge (``launch.py`` runs it at start-up) and ComfyUI-Manager.
 
 Installs only requirements that are missing (checked with ``importlib.metadata``), never torch, and
-never changes an installed torch, gradio, fastapi, pydantic, transformers or huggingface_hub: pip runs
-with those held at their installed versions. A too-old package is reported, not upgraded. Honours the
-webui's ``--skip-install``. Runs as a subprocess, so it loads its helper by file path instead of
-importing the pack (whose dependencies may be the very thing missing).
+never changes anything installed (torch, gradio, fastapi, pydantic, transformers, huggingface_hub and
+every other package): pip runs with each installed distribution held at its version, and a missing
+package is kept below releases that would not import next to the host's pins. A too-old package is
+reported, not upgraded. Honours the webui's ``--skip-install``. Runs as a subprocess, so it loads its
+helper by file path instead of importing the pack (whose dependencies may be the very thing missing).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def main() -> int:
     for problem in findings.problems:
         print(f"UniFL: {problem}")
     if findings.to_install:
+        for note in findings.notes:
+            print(f"UniFL: {note}")
         print(f"UniFL: installing missing requirements: {', '.join(findings.to_install)}")
         try:
             pip_install(list(findings.to_install), checker.pinned_constraints(), launch)
