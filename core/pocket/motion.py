@@ -12,7 +12,7 @@ layers with the UNet's ``norm_num_groups`` whatever the adapter says, so the ada
 groups, or its config would describe another network than the one that runs. Heads are 32 channels wide at
 every level, like the UNet's own attention. There is no motion module in the middle block (AnimateDiff v1
 had none either): the 4×4 level already has one in ``down_blocks.2`` and ``up_blocks.0``, and leaving it out
-keeps the file at 5.7 MB. Every motion module's ``proj_out`` starts at zero (AnimateDiff's
+keeps the file at 5.8 MB. Every motion module's ``proj_out`` starts at zero (AnimateDiff's
 ``zero_initialize``), so the untrained adapter *is* the image model applied frame by frame, which is the
 "without" of the measurement.
 
@@ -86,7 +86,7 @@ class BuildSettings:
     """Held-out clips (stream 2) measured; the grid shows the first 3."""
 
 
-FULL = BuildSettings(num_clips=800, steps=500, batch=4, lr=1e-3, warmup_steps=20, caption_dropout=0.1, num_holdout=12)
+FULL = BuildSettings(num_clips=800, steps=450, batch=4, lr=2e-3, warmup_steps=20, caption_dropout=0.1, num_holdout=12)
 QUICK = replace(FULL, num_clips=4, steps=3, batch=2, warmup_steps=1, num_holdout=1)
 GRID_CLIPS = 3
 
