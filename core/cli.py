@@ -72,13 +72,12 @@ def _export(args) -> int:
 
 
 def _demo(args) -> int:
-    import torch
+    from dataclasses import replace
 
-    from .demo import run_demo
+    from .demo import DemoSettings, run_demo
 
-    torch.set_num_threads(args.threads)
-
-    run_demo(quick=args.quick, out_dir=args.out)
+    settings = DemoSettings.quick() if args.quick else DemoSettings()
+    run_demo(out_dir=args.out, settings=replace(settings, workers=args.workers, threads=args.threads))
     return 0
 
 
@@ -133,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train stage 1 and stage 2 on the embedded default model, offline, on a CPU")
     p.add_argument("--quick", action="store_true", help="the same path in a few minutes' fraction (for tests)")
     p.add_argument("--out", default="out/demo", help="output folder")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the demo's models are tiny, and on a 2-core machine two threads "
+    p.add_argument("--workers", type=int, default=2, help="processes training and sampling side by side (default 2, one per core of a small machine)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (default 1: the demo's models are tiny, and on a 2-core machine two threads "
                    "stalled whenever another process held a core: 90 s vs 1.1 s per stage-1 step, measured)")
     p.set_defaults(func=_demo)
     return parser

@@ -7,12 +7,19 @@
 4. Every model sampled on the same held-out prompts and seeds and measured by judges that training never
    touches (:mod:`unifl.core.pocket.evaluate`); then ``report.md`` (tables, grids, curves, the claims
    checked plainly), ``metrics.json`` and the LoRA files.
+
+The runs are independent except that stage 2 starts from stage 1, so they go through a small pool of
+worker processes (:class:`DemoSettings` ``workers``), one torch thread each: on 2 cores that halves the
+wall time. Each worker's own output goes to ``<run>/train.log``; the terminal shows one progress bar.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,19 +30,23 @@ from .checkpoint import atomic_write_text
 from .config import load_config
 from .images import save_grid
 from .sampling import generate
-from .trainer import UniFLTrainer
+from .trainer import TrainerCallbacks, UniFLTrainer
 
 
 @dataclass
 class DemoSettings:
     """Sizes of one demo run. The default fits the 15-minute budget on 2 CPU cores."""
 
-    stage1_steps: int = 120
-    stage2_steps: int = 120
+    stage1_steps: int = 100
+    stage2_steps: int = 100
     num_prompts: int = 64
     images_per_prompt: int = 4
     num_real: int = 1024
     ablations: bool = True
+    workers: int = 2
+    """Worker processes running trainings and samplings side by side."""
+    threads: int = 1
+    """torch CPU threads per worker."""
 
     @classmethod
     def quick(cls) -> "DemoSettings":
@@ -45,9 +56,92 @@ class DemoSettings:
 BASE_CFG = 3.0  # the pocket model's usual guidance; stage 2's contract is CFG 1 (no second UNet call)
 
 
-def _train(out: Path, name: str, overrides: list[str]) -> Path:
-    config = load_config(None, [f"logging.output_dir={out / name}", f"logging.output_name=unifl-{name}", "logging.tensorboard=false", *overrides], preset="pocket")
-    return UniFLTrainer(config).train(overwrite=True).lora_path
+@dataclass(frozen=True)
+class Job:
+    """One unit of demo work for the pool: train a LoRA, or sample a model on the evaluation prompts."""
+
+    name: str
+    work: tuple  # (function, *arguments), run in a worker
+    after: tuple[str, ...] = ()  # jobs that must finish first (stage 2 reads stage 1's LoRA)
+    steps: int = 1  # progress units (optimizer steps for a training, 1 for a sampling)
+
+
+_progress = None  # the worker's end of the progress queue
+
+
+def _init_worker(threads: int, progress) -> None:
+    import diffusers
+    import transformers
+
+    global _progress
+    torch.set_num_threads(threads)
+    _progress = progress
+    # Loading bars from two workers would garble the demo's own bar.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _train(out: Path, name: str, overrides: list[str]) -> str:
+    """Train one LoRA of the demo (in a worker; its console output goes to ``<run>/train.log``)."""
+    run_dir = out / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = load_config(None, [f"logging.output_dir={run_dir}", f"logging.output_name=unifl-{name}", "logging.tensorboard=false", *overrides], preset="pocket")
+    callbacks = TrainerCallbacks(on_progress=lambda step, total, logs: _progress.put((name, step)))
+    with open(run_dir / "train.log", "w", encoding="utf-8") as log, redirect_stdout(log), redirect_stderr(log):
+        return str(UniFLTrainer(config, callbacks=callbacks).train(overwrite=True).lora_path)
+
+
+def _sample(lora: str | None, prompts: list[str], seeds: list[int], steps: int, spacing: str, cfg: float) -> torch.Tensor:
+    """Images (uint8, to keep the transfer small) of the pocket model with ``lora`` on the evaluation prompts."""
+    from .export import load_kohya_lora
+    from .models.loading import load_denoiser
+
+    denoiser = load_denoiser("pocket")
+    if lora is not None:
+        load_kohya_lora(lora, denoiser.lora_target, architecture=denoiser.architecture)
+    images = generate(denoiser, prompts, seeds, height=64, width=64, steps=steps, spacing=spacing, cfg=cfg, batch_size=64)
+    return (images * 255).round().to(torch.uint8)
+
+
+def _downstream(lora: str, out: Path):
+    """The stage-2 LoRA beside the pocket ControlNet and AnimateDiff motion adapter, in plain diffusers."""
+    from .pocket.downstream import downstream_grids
+
+    return downstream_grids(lora, out, steps=4)
+
+
+def run_jobs(jobs: list[Job], workers: int, threads: int, on_result, desc: str = "UniFL demo") -> None:
+    """Run ``jobs`` on ``workers`` processes in dependency order; ``on_result(name, value)`` in this process.
+
+    One bar counts every job's progress (training steps as they happen); its postfix names what runs.
+    """
+    context = multiprocessing.get_context("spawn")  # no fork of a process that already holds torch threads
+    progress = context.Queue()
+    done_steps: dict[str, int] = {}
+    total = sum(job.steps for job in jobs)
+    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    pending, running, finished = list(jobs), {}, set()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads, progress)) as pool:
+        while pending or running:
+            for job in [j for j in pending if set(j.after) <= finished][: workers - len(running)]:
+                pending.remove(job)
+                function, *args = job.work
+                running[pool.submit(function, *args)] = job
+            bar.set_postfix_str(", ".join(j.name for j in running.values()), refresh=False)
+            completed, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+            while not progress.empty():
+                name, step = progress.get()
+                done_steps[name] = step
+            for future in completed:
+                job = running.pop(future)
+                if future.exception() is not None:
+                    raise RuntimeError(f"demo job {job.name!r} failed (its log: the run folder's train.log)") from future.exception()
+                done_steps[job.name] = job.steps
+                finished.add(job.name)
+                on_result(job.name, future.result())
+            bar.n = sum(done_steps.values())
+            bar.refresh()
+    bar.close()
 
 
 def _plot_curves(log_csv: Path, out_png: Path, title: str) -> Path | None:
@@ -110,82 +204,113 @@ def pocket_world_missing() -> list[str]:
 
     weights = POCKET_MODEL_DIR.parent
     needed = {"pocket model": POCKET_MODEL_DIR / "model_index.json", "perception models": weights / "perception",
-              "reward models": weights / "rewards" / "detail.safetensors", "held-out evaluators": weights / "evaluators" / "aspect_detail.safetensors"}
+              "reward models": weights / "rewards" / "detail.safetensors", "held-out evaluators": weights / "evaluators" / "aspect_detail.safetensors",
+              "pocket ControlNet": weights / "controlnet" / "diffusion_pytorch_model.safetensors",
+              "pocket motion adapter": weights / "motion_adapter" / "diffusion_pytorch_model.safetensors"}
     return [name for name, path in needed.items() if not path.exists() or (path.is_dir() and not any(path.glob("*.safetensors")))]
 
 
 def run_demo(quick: bool = False, out_dir: str | Path = "out/demo", settings: DemoSettings | None = None) -> dict:
-    missing = pocket_world_missing()
-    if missing:
-        print(f"unifl demo: the pocket world is incomplete ({', '.join(missing)} not built yet); running the tiny fallback demo instead")
-        return run_tiny_demo(quick, out_dir)
-    return run_pocket_demo(quick, out_dir, settings)
-
-
-def run_pocket_demo(quick: bool = False, out_dir: str | Path = "out/demo", settings: DemoSettings | None = None) -> dict:
-    from .export import load_kohya_lora
-    from .models.loading import load_denoiser
+    """Train, sample and measure everything (see the module docstring); returns ``metrics.json``'s content."""
     from .pocket.evaluate import AspectJudges, evaluation_set, measure, measure_real
 
+    missing = pocket_world_missing()
+    if missing:
+        raise FileNotFoundError(f"the pocket world is incomplete ({', '.join(missing)} missing under {Path(__file__).parent / 'pocket' / 'weights'}); rebuild it with `unifl pocket build`")
     settings = settings or (DemoSettings.quick() if quick else DemoSettings())
     out = Path(out_dir)
     started = time.time()
-    phases = tqdm(total=4 + (3 if settings.ablations else 0), desc="UniFL demo", position=0)
-
-    # 1. Training: stage 1, stage 2 from it, and the ablations.
-    loras = {"stage1": _train(out, "stage1", ["stage=1", f"optim.max_steps={settings.stage1_steps}"])}
-    phases.update(1)
-    loras["stage2"] = _train(out, "stage2", ["stage=2", f"optim.max_steps={settings.stage2_steps}", f"lora.init_from={loras['stage1']}"])
-    phases.update(1)
-    if settings.ablations:
-        loras["stage1_no_pefl"] = _train(out, "stage1_no_pefl", ["stage=1", f"optim.max_steps={settings.stage1_steps}", "perception=[]"])
-        phases.update(1)
-        loras["stage1_global_reward"] = _train(out, "stage1_global_reward", ["stage=1", f"optim.max_steps={settings.stage1_steps}", 'rewards=[{aspect = "global", kind = "pocket-reward", path = "global"}]'])
-        phases.update(1)
-        loras["stage2_no_adversarial"] = _train(out, "stage2_no_adversarial", ["stage=2", f"optim.max_steps={settings.stage2_steps}", f"lora.init_from={loras['stage1']}", "adversarial.weight=0"])
-        phases.update(1)
-
-    # 2. Sampling and measuring, same prompts and seeds for every model.
     eval_set = evaluation_set(settings.num_prompts, settings.images_per_prompt, settings.num_real)
-    judges = AspectJudges()
-    plan = [("base_20", None, 20, "leading", BASE_CFG), ("stage1_20", "stage1", 20, "leading", BASE_CFG), ("base_4", None, 4, "trailing", BASE_CFG), ("stage2_4", "stage2", 4, "trailing", 1.0)]
+
+    # 1. The plan: trainings, then each model sampled on the same prompts and seeds.
+    def lora(name: str) -> str:
+        return str(out / name / f"unifl-{name}.safetensors")
+
+    s1, s2 = settings.stage1_steps, settings.stage2_steps
+    stage2_from_stage1 = [f"lora.init_from={lora('stage1')}"]
+    trainings = {"stage1": ("1", s1, [], ()), "stage2": ("2", s2, stage2_from_stage1, ("stage1",))}  # stage, steps, overrides, after
+    samplings = {"base_20": (None, 20, "leading", BASE_CFG), "stage1_20": ("stage1", 20, "leading", BASE_CFG),
+                 "base_4": (None, 4, "trailing", BASE_CFG), "stage2_4": ("stage2", 4, "trailing", 1.0)}
     if settings.ablations:
-        plan += [("stage1_no_pefl_20", "stage1_no_pefl", 20, "leading", BASE_CFG), ("stage1_global_reward_20", "stage1_global_reward", 20, "leading", BASE_CFG), ("stage2_no_adversarial_4", "stage2_no_adversarial", 4, "trailing", 1.0)]
-    models, grids = {}, {}
-    for name, lora, steps, spacing, cfg in tqdm(plan, desc="sampling + measuring", position=1, leave=False):
-        denoiser = load_denoiser("pocket")
-        if lora is not None:
-            load_kohya_lora(loras[lora], denoiser.lora_target, architecture=denoiser.architecture)
-        images = generate(denoiser, eval_set.prompts, eval_set.seeds, height=64, width=64, steps=steps, spacing=spacing, cfg=cfg, batch_size=64)
-        models[name] = measure(images, eval_set, judges) | {"steps": steps, "spacing": spacing, "cfg": cfg}
-        grids[name] = save_grid(images[:: settings.images_per_prompt][:16], out / f"grid_{name}.png", columns=8)
-    phases.update(1)
+        trainings |= {"stage1_no_pefl": ("1", s1, ["perception=[]"], ()),
+                      "stage1_global_reward": ("1", s1, ['rewards=[{aspect = "global", kind = "pocket-reward", path = "global"}]'], ()),
+                      "stage2_no_adversarial": ("2", s2, stage2_from_stage1 + ["adversarial.weight=0"], ("stage1",))}
+        samplings |= {"stage1_no_pefl_20": ("stage1_no_pefl", 20, "leading", BASE_CFG), "stage1_global_reward_20": ("stage1_global_reward", 20, "leading", BASE_CFG),
+                      "stage2_no_adversarial_4": ("stage2_no_adversarial", 4, "trailing", 1.0)}
+    jobs = [Job(name, (_train, out, name, [f"stage={stage}", f"optim.max_steps={steps}", *overrides]), after, steps)
+            for name, (stage, steps, overrides, after) in trainings.items()]
+    for name, (run, steps, spacing, cfg) in samplings.items():
+        # Cost in units of about one training step: UNet calls per image × images.
+        units = max(1, round(steps * (1 if cfg == 1.0 else 2) * len(eval_set) / 256))
+        jobs.append(Job(name, (_sample, run and lora(run), eval_set.prompts, eval_set.seeds, steps, spacing, cfg), (run,) if run else (), units))
+    jobs.append(Job("downstream", (_downstream, lora("stage2"), out), ("stage2",), 20))
+    # Longest chains first, so the second worker is never idle waiting for stage 1.
+    order = ["stage1", "stage1_no_pefl", "stage2", "base_20", "stage1_global_reward", "stage2_no_adversarial", "base_4"]
+    jobs.sort(key=lambda j: order.index(j.name) if j.name in order else len(order))
+
+    # 2. Run it; measure each model as its images arrive, with judges that training never touches.
+    judges, models, grids, loras, downstream = AspectJudges(), {}, {}, {}, {}
+
+    def on_result(name: str, value) -> None:
+        if name == "downstream":
+            downstream.update(result=value)
+        elif name in trainings:
+            loras[name] = value
+        else:
+            images = value.float() / 255
+            models[name] = measure(images, eval_set, judges) | dict(zip(("steps", "spacing", "cfg"), samplings[name][1:]))
+            grids[name] = save_grid(images[:: settings.images_per_prompt][:16], out / f"grid_{name}.png", columns=8)
+
+    run_jobs(jobs, settings.workers, settings.threads, on_result)
     reference = measure_real(eval_set, judges)
-    phases.update(1)
 
     # 3. Report.
     claims = check_claims(models)
     core = {k: models[k] for k in ("base_20", "stage1_20", "base_4", "stage2_4")}
     metrics = {
         "models": core,
-        "ablations": {k: v for k, v in models.items() if k not in core},
+        "ablations": {k: models[k] for k in samplings if k not in core},
         "real_reference": reference,
         "claims": [{"claim": c, "holds": bool(h), "numbers": n} for c, h, n in claims],
         "settings": asdict(settings),
         "images_per_model": len(eval_set),
-        "loras": {k: str(v) for k, v in loras.items()},
+        "loras": loras,
+        "downstream": downstream["result"].metrics,
         "seconds": round(time.time() - started, 1),
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     curves = [c for c in (_plot_curves(out / s / "logs.csv", out / f"curves_{s}.png", s) for s in ("stage1", "stage2")) if c]
-    _write_report(out, metrics, claims, grids, curves, settings)
-    phases.update(1)
-    phases.close()
+    grids = {name: grids[name] for name in samplings}  # report order, not finishing order
+    _write_report(out, metrics, claims, grids, curves, settings, downstream["result"])
     print(f"demo report: {out / 'report.md'} ({metrics['seconds']:.0f} s)")
     return metrics
 
 
-def _write_report(out: Path, metrics: dict, claims, grids: dict, curves: list, settings: DemoSettings) -> None:
+def _downstream_section(result) -> list[str]:
+    m = result.metrics
+    rows = [("control class IoU ↑ (objects where the control map puts them, of the right shape)", "control_class_iou"),
+            ("control foreground IoU ↑", "control_foreground_iou"),
+            ("mean change between consecutive frames", "frame_change"),
+            ("object IoU between consecutive frames ↑ (steady clips)", "frame_object_iou")]
+    return [
+        "## Downstream: the stage-2 LoRA beside ControlNet and AnimateDiff",
+        "",
+        "Plain diffusers, nothing of ours in the loop: the pocket model with the pocket ControlNet in a",
+        "`StableDiffusionControlNetPipeline` and with the pocket motion adapter in an `AnimateDiffPipeline`, the",
+        "stage-2 LoRA loaded with `pipe.load_lora_weights`, 4 DDIM steps (trailing), CFG 1, same seeds in both rows.",
+        "",
+        "| measure | without LoRA | with LoRA |",
+        "|---|---|---|",
+        *[f"| {label} | {m[f'{key}_without_lora']:.3f} | {m[f'{key}_with_lora']:.3f} |" for label, key in rows],
+        "",
+        "**ControlNet** (rows: control map, without the LoRA, with the LoRA)\n",
+        f"![controlnet]({result.grids['controlnet'].name})\n",
+        "**AnimateDiff** (per prompt: a clip without, then with the LoRA; frames left to right)\n",
+        f"![animatediff]({result.grids['animatediff'].name})\n",
+    ]
+
+
+def _write_report(out: Path, metrics: dict, claims, grids: dict, curves: list, settings: DemoSettings, downstream) -> None:
     lines = [
         "# UniFL on the pocket world",
         "",
@@ -211,72 +336,7 @@ def _write_report(out: Path, metrics: dict, claims, grids: dict, curves: list, s
         lines += ["## Ablations (each against the full method)", "", *_metrics_table(rows, None), ""]
     lines += ["## Samples (same prompts and seeds in every grid)", ""]
     lines += [f"**{name}**\n\n![{name}]({path.name})\n" for name, path in grids.items()]
+    lines += _downstream_section(downstream)
     lines += ["## Training curves", ""] + [f"![{c.stem}]({c.name})\n" for c in curves]
     lines += ["## Files", "", *[f"- `{name}`: `{path}`" for name, path in metrics["loras"].items()], f"- metrics: `metrics.json`; total time {metrics['seconds']:.0f} s", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
-
-
-TINY_PROMPTS = ["a red striped circle", "a blue square on a dark background", "a small green triangle above a yellow ring", "a purple star lit from the left"]
-
-
-def run_tiny_demo(quick: bool = False, out_dir: str | Path = "out/demo") -> dict:
-    """The smallest honest end-to-end run: a tiny *random* SD1.5-shaped model, weight-free statistic rewards.
-
-    Every code path of both stages runs (loader, LoRA, the three rollouts, the discriminator, checkpoints,
-    kohya export, few-step sampling); the report says plainly that it shows the pipeline, not quality.
-    """
-    from .export import load_kohya_lora
-    from .models.loading import load_denoiser
-    from .models.tiny import build_tiny_pipeline
-    from .presets import STATISTIC_REWARDS
-    from .registry import load_reward_model
-
-    out = Path(out_dir)
-    base = out / "tiny-base-model"
-    if not (base / "model_index.json").is_file():
-        build_tiny_pipeline("sd15", seed=0).save_pretrained(str(base))
-    common = [f"model.path={base}", f"optim.max_steps={4 if quick else 60}", "logging.tensorboard=false"]
-    stage1 = load_config(None, common + ["stage=1", f"logging.output_dir={out / 'stage1'}", "logging.output_name=unifl-stage1"], preset="tiny")
-    lora1 = UniFLTrainer(stage1).train(overwrite=True).lora_path
-    stage2 = load_config(None, common + ["stage=2", f"logging.output_dir={out / 'stage2'}", "logging.output_name=unifl-stage2", f"lora.init_from={lora1}"], preset="tiny")
-    lora2 = UniFLTrainer(stage2).train(overwrite=True).lora_path
-
-    scorers = {spec["aspect"]: load_reward_model(spec["kind"]) for spec in STATISTIC_REWARDS}
-    prompts = [p for p in TINY_PROMPTS for _ in range(2 if quick else 16)]
-    seeds = list(range(len(prompts)))
-    models, grids = {}, {}
-    for name, lora, steps, spacing in (("base_20", None, 20, "leading"), ("stage1_20", lora1, 20, "leading"), ("base_4", None, 4, "trailing"), ("stage2_4", lora2, 4, "trailing")):
-        denoiser = load_denoiser(base)
-        if lora is not None:
-            load_kohya_lora(lora, denoiser.lora_target, architecture=denoiser.architecture)
-        images = generate(denoiser, prompts, seeds, height=64, width=64, steps=steps, spacing=spacing)
-        with torch.no_grad():
-            models[name] = {"aesthetic": {aspect: float(model(images, prompts).mean()) for aspect, model in scorers.items()}, "steps": steps}
-        grids[name] = save_grid(images[:: max(1, len(prompts) // 8)][:8], out / f"grid_{name}.png", columns=4)
-
-    metrics = {"world": "tiny-random (fallback: the pocket world is not built)", "models": models, "loras": {"stage1": str(lora1), "stage2": str(lora2)}}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    curves = [c for c in (_plot_curves(out / s / "logs.csv", out / f"curves_{s}.png", s) for s in ("stage1", "stage2")) if c]
-    aspects = list(scorers)
-    lines = [
-        "# UniFL demo (tiny fallback)",
-        "",
-        "The pocket world's weights are not built in this checkout, so this run trains stage 1 and stage 2 LoRAs on a",
-        "tiny *randomly initialised* SD1.5-architecture model with weight-free statistic rewards. It shows the whole",
-        "pipeline working offline; it is not evidence of image quality, and the scores are the training rewards",
-        "themselves (no held-out judge).",
-        "",
-        "| model | " + " | ".join(aspects) + " |",
-        "|---|" + "---|" * len(aspects),
-        *[f"| {name} | " + " | ".join(f"{m['aesthetic'][a]:.4f}" for a in aspects) + " |" for name, m in models.items()],
-        "",
-        "## Samples (same prompts and seeds)",
-        "",
-        *[f"**{name}**\n\n![{name}]({path.name})\n" for name, path in grids.items()],
-        "## Training curves",
-        "",
-        *[f"![{c.stem}]({c.name})\n" for c in curves],
-    ]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    print(f"demo report: {out / 'report.md'}")
-    return metrics
