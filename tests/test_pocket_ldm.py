@@ -1,0 +1,102 @@
+"""The pocket LDM: the shipped folder is a plain diffusers pipeline that loads offline and has learned something,
+and the build script makes such a folder end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
+from unifl.core.models.loading import load_denoiser
+from unifl.core.pocket import ldm
+from unifl.core.pocket.world import VOCABULARY, PocketDataset, WorldConfig, sample_prompts
+
+SHIPPED = ldm.pocket_model_dir()
+
+
+@pytest.fixture(scope="module")
+def shipped_denoiser() -> DiffusersDenoiser:
+    if not (SHIPPED / "model_index.json").is_file():
+        pytest.fail(f"{SHIPPED} has no pipeline; build it with `python -m unifl.core.pocket.ldm --out {SHIPPED}`")
+    return load_denoiser(SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def holdout():
+    """Held-out images (stream 2, as in BUILD.md) and their captions."""
+    samples = [PocketDataset(16, seed=2, config=WorldConfig(resolution=64))[i] for i in range(16)]
+    return torch.stack([s.image for s in samples]), [s.caption for s in samples]
+
+
+def test_plain_diffusers_loads_the_shipped_folder_offline_and_generates(monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = StableDiffusionPipeline.from_pretrained(str(SHIPPED))
+    assert pipe.safety_checker is None and pipe.unet.dtype == torch.float32
+    assert pipe.vae.config.scaling_factor != 0.18215  # measured on the pocket world, not SD's default
+    out = pipe("a large red circle on a light grey grainy background lit from the left", num_inference_steps=3,
+               generator=torch.Generator().manual_seed(0), output_type="np")
+    image = out.images[0]
+    assert image.shape == (64, 64, 3) and (0 <= image).all() and (image <= 1).all()
+    assert image.std() > 0.02  # a picture, not a flat field
+
+
+def test_scheduler_is_sd15_ddim():
+    config = json.loads((SHIPPED / "scheduler" / "scheduler_config.json").read_text())
+    for key, value in {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                       "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1, "set_alpha_to_one": False}.items():
+        assert config[key] == value, key
+
+
+def test_our_loader_gives_fp32_denoiser_with_factor_4_latents(shipped_denoiser):
+    assert shipped_denoiser.vae_scale_factor == 4 and shipped_denoiser.latent_channels == 4
+    assert all(p.dtype == torch.float32 for m in (shipped_denoiser.unet, shipped_denoiser.vae, *shipped_denoiser.text_encoders) for p in m.parameters())
+    assert ldm.load_pocket_pipeline().unet.config.sample_size == 16
+
+
+def test_tokenizer_keeps_every_vocabulary_word_whole_and_every_caption_fits(shipped_denoiser):
+    tokenizer = shipped_denoiser.tokenizers[0]
+    split = [w for w in VOCABULARY if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
+    assert not split, f"words split into several tokens: {split}"
+    longest = max(len(tokenizer(p).input_ids) for p in sample_prompts(2000, seed=0))
+    assert longest <= tokenizer.model_max_length == ldm.MAX_TOKENS
+
+
+def test_vae_round_trip_keeps_detail_and_latents_have_unit_scale(shipped_denoiser, holdout):
+    images, _ = holdout
+    with torch.no_grad():
+        latents = shipped_denoiser.encode_images(images)
+        decoded = shipped_denoiser.decode_latents(latents).clamp(0, 1)
+    assert latents.shape == (16, 4, 16, 16)
+    assert 0.75 < latents.std().item() < 1.33
+    psnr = 10 * torch.log10(1 / ((decoded - images) ** 2).mean(dim=(1, 2, 3)))
+    assert psnr.mean() > 24.0
+
+
+def test_denoiser_uses_the_caption(shipped_denoiser, holdout):
+    """With the true caption the held-out noise is predicted better than with another image's caption."""
+    images, captions = holdout
+    d = shipped_denoiser
+    with torch.no_grad():
+        x0 = d.encode_images(images)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+        t = torch.full((len(x0),), 500)
+        x_t = x0 * d.alphas_cumprod[500].sqrt().float() + noise * (1 - d.alphas_cumprod[500]).sqrt().float()
+
+        def error(prompts):
+            return ((d.predict_model_output(x_t, t, d.encode_prompts(prompts)) - noise) ** 2).mean().item()
+
+        matched, shuffled = error(captions), error(captions[1:] + captions[:1])
+    assert matched < 0.9 * shuffled
+
+
+def test_quick_build_writes_a_loadable_pipeline_folder(tmp_path):
+    out = ldm.build_pocket_pipeline(tmp_path / "ldm", quick=True)
+    assert {"model_index.json", "BUILD.md", "samples.png", "unet", "vae", "text_encoder", "tokenizer", "scheduler"} <= {p.name for p in out.iterdir()}
+    assert "--quick" in (out / "BUILD.md").read_text()
+    denoiser = load_denoiser(out)
+    assert denoiser.vae_scale_factor == 4 and denoiser.scaling_factor != 0.18215
+    assert not list(tmp_path.glob(".ldm*"))  # no temporary or replaced folder left behind
