@@ -50,7 +50,7 @@ def read_weights(path: str | Path, expected: str) -> tuple[dict[str, torch.Tenso
         raise WeightFileError(f"{path}: expected {expected} as a {'/'.join(WEIGHT_SUFFIXES)} file.")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    return _read_pickle(path, expected), {}
+    return read_pickled_tensors(path, expected), {}
 
 
 def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
@@ -139,23 +139,26 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise WeightFileError(f"{path}: is not a readable safetensors file ({_first_line(err)}); it is probably truncated. Copy it again.") from None
 
 
-def _read_pickle(path: Path, expected: str) -> dict[str, torch.Tensor]:
+def read_pickled_tensors(path: Path, expected: str, *, error: type[Exception] = WeightFileError,
+                         resave: str = "Load it where you trust it, save its state_dict() with safetensors, and pass that file.") -> dict[str, torch.Tensor]:
+    """The named tensors of a PyTorch pickle (``.pt``/``.bin``/``.ckpt``), read with ``weights_only=True``.
+
+    Nested ``state_dict`` wrappers (Lightning, old SD checkpoints) are unwrapped. Every failure raises ``error``
+    with a message naming the file and what to do: ``resave`` for a pickle holding Python objects.
+    """
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         if "global" in str(err).lower():
-            raise WeightFileError(
-                f"{path}: holds Python objects besides tensors, which UniFL will not unpickle (that can run arbitrary "
-                "code). Load it where you trust it, save its state_dict() with safetensors, and pass that file."
-            ) from None
-        raise WeightFileError(f"{path}: is not a readable PyTorch file; it is probably truncated. Copy it again.") from None
+            raise error(f"{path}: holds Python objects besides tensors, which UniFL will not unpickle (that can run arbitrary code). {resave}") from None
+        raise error(f"{path}: is not a readable PyTorch file; it is probably truncated or corrupt. Copy it again.") from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise WeightFileError(f"{path}: is not a readable PyTorch file ({_first_line(err)}). Copy it again.") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        raise error(f"{path}: is not a readable PyTorch file ({_first_line(err)}). Copy it again.") from None
+    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)} if isinstance(state, dict) else {}
     if not tensors:
-        raise WeightFileError(f"{path}: holds no tensors by name (a {type(state).__name__}); expected {expected}.")
+        raise error(f"{path}: holds no tensors by name (a {type(state).__name__}); expected {expected}.")
     return tensors
 
 

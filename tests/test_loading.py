@@ -337,7 +337,7 @@ def test_pickle_with_python_objects_is_not_unpickled(tmp_path):
 
 def test_corrupt_ckpt_and_wrong_suffix(tmp_path):
     (tmp_path / "bad.ckpt").write_bytes(b"\x00garbage" * 8)
-    expect_error(tmp_path / "bad.ckpt", "not a readable PyTorch checkpoint")
+    expect_error(tmp_path / "bad.ckpt", "not a readable PyTorch file")
     (tmp_path / "notes.txt").write_text("hello")
     expect_error(tmp_path / "notes.txt", ".safetensors")
 

@@ -15,12 +15,11 @@ Checkpoints are read as safetensors or with ``torch.load(weights_only=True)``; n
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
+from ..weight_files import read_pickled_tensors
 from .diffusers_denoiser import DiffusersDenoiser
 
 MODEL_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "model_configs"
@@ -53,6 +52,9 @@ _SKIPPED_COMPONENTS = {
 }
 # What diffusers raises when a checkpoint does not fit the configs (missing keys, wrong shapes).
 _LOAD_FAILURES = (ValueError, OSError, RuntimeError, KeyError, IndexError)
+
+
+_RESAVE = "Re-save it as .safetensors (e.g. with a checkpoint-save node in ComfyUI) and load that."
 
 
 class ModelLoadError(ValueError):
@@ -270,26 +272,7 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
                 f"{path}: is not a readable safetensors file ({_first_line(err)}); it is probably truncated or "
                 "corrupt. Download or copy it again."
             ) from None
-    return {key: tuple(value.shape) for key, value in _load_tensors_only(path).items() if isinstance(value, torch.Tensor)}
-
-
-def _load_tensors_only(path: Path) -> dict:
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        if "global" in str(err).lower():
-            raise ModelLoadError(
-                f"{path}: holds Python objects besides tensors, which UniFL will not unpickle (that can run "
-                "arbitrary code). Re-save it as .safetensors (e.g. with a checkpoint-save node in ComfyUI) and load that."
-            ) from None
-        raise ModelLoadError(f"{path}: is not a readable PyTorch checkpoint; it is probably truncated or corrupt. Download or copy it again.") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ModelLoadError(f"{path}: is not a readable PyTorch checkpoint ({_first_line(err)}). Download or copy it again.") from None
-    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelLoadError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors. Pass a model checkpoint.")
-    return state
+    return {key: tuple(value.shape) for key, value in read_pickled_tensors(path, "a model checkpoint", error=ModelLoadError, resave=_RESAVE).items()}
 
 
 # -- helpers ----------------------------------------------------------------------------------------
