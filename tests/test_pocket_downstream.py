@@ -134,7 +134,7 @@ def test_motion_adapter_makes_clips_steadier(pipe, shipped_adapter):
     seeds = list(range(len(captions)))
     change = {name: motion.consecutive_difference(motion.generate_clips(motion.animatediff_pipeline(pipe, adapter, scheduler), captions, seeds, steps=4, cfg=1.0))
               for name, adapter in (("without", motion.new_motion_adapter()), ("with", shipped_adapter))}
-    assert change["with"] < 0.8 * change["without"]
+    assert change["with"] < 0.6 * change["without"]
 
 
 @pytest.mark.slow
