@@ -1,8 +1,10 @@
 """``unifl pocket build``: rebuild every pocket-world model from scratch, reproducibly, in dependency order.
 
 Each part is its own module with its own ``--quick`` smoke mode and ``BUILD.md`` (what was run, on what
-machine, how long, how good). The parts are independent of each other: the pocket model is pretrained on
-dataset seed 0, the perception models and rewards on seed 1, the held-out evaluators on seed 101.
+machine, how long, how good). The pocket model is pretrained on dataset seed 0, the perception models
+and rewards on seed 1, the held-out evaluators on seed 101; the ControlNet and the motion adapter are
+trained beside the pocket model's UNet, so they come after it (``PARTS`` is in build order) and must be
+rebuilt whenever it is.
 """
 
 from __future__ import annotations
