@@ -144,6 +144,14 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, on_result, desc: str =
     bar.close()
 
 
+def _running_mean(values: list[float], window: int) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        recent = [v for v in values[max(0, i - window + 1): i + 1] if v == v]  # v == v: not NaN
+        out.append(sum(recent) / len(recent) if recent else float("nan"))
+    return out
+
+
 def _plot_curves(log_csv: Path, out_png: Path, title: str) -> Path | None:
     import csv
 
@@ -160,8 +168,10 @@ def _plot_curves(log_csv: Path, out_png: Path, title: str) -> Path | None:
     steps = [int(r["step"]) for r in rows]
     for key in keys:
         ax = axes[1] if key.startswith("reward_") or key.startswith("d_") else axes[0]
-        ax.plot(steps, [float(r[key]) if r.get(key) else float("nan") for r in rows], label=key, linewidth=1)
-    axes[0].set_title(f"{title}: losses")
+        values = [float(r[key]) if r.get(key) else float("nan") for r in rows]
+        raw, = ax.plot(steps, values, linewidth=0.6, alpha=0.25)  # one batch per step: noisy
+        ax.plot(steps, _running_mean(values, 10), label=key, linewidth=1.4, color=raw.get_color())
+    axes[0].set_title(f"{title}: losses (lines: mean of the last 10 steps)")
     axes[1].set_title(f"{title}: rewards and discriminator")
     for ax in axes:
         ax.set_xlabel("step")
