@@ -19,7 +19,7 @@ import torch
 from .. import schedule as sched
 from ..models.diffusers_denoiser import alphas_cumprod_from_config
 from ..models.tiny import SD15_SCHEDULER
-from .ldm import _cpu_name, _display_path, load_pocket_pipeline, pocket_model_dir
+from .ldm import cpu_name, display_path, load_pocket_pipeline, pocket_model_dir
 
 TRAINING_ALPHAS_CUMPROD = alphas_cumprod_from_config(SD15_SCHEDULER)
 """ᾱ of SD1.5's DDPM schedule, the one the pocket LDM was pretrained with."""
@@ -44,7 +44,7 @@ def unet_fingerprint(ldm_folder: str | Path | None = None) -> str:
 def trained_beside_line(ldm_folder: str | Path | None) -> str:
     """The report line naming the LDM an add-on was trained beside; tests compare its fingerprint with the shipped LDM's."""
     folder = Path(ldm_folder) if ldm_folder is not None else pocket_model_dir()
-    return f"Trained beside the pocket LDM at `{_display_path(folder.resolve())}` (UNet fingerprint `{unet_fingerprint(folder)}`)."
+    return f"Trained beside the pocket LDM at `{display_path(folder.resolve())}` (UNet fingerprint `{unet_fingerprint(folder)}`)."
 
 
 def frozen_pocket_pipeline(path: str | Path | None = None):
@@ -117,5 +117,5 @@ class PhaseClock:
 
     def machine(self) -> str:
         """The ``Built with`` line of a report."""
-        return (f"Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} × {_cpu_name()}\n"
+        return (f"Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} × {cpu_name()}\n"
                 f"(shared machine: 1-minute load average {self.load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).")

@@ -39,7 +39,7 @@ from ..checkpoint import atomic_write_text
 from ..images import grid, save_png
 from .addons import PhaseClock, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, sibling_ldm, trained_beside_line
 from .evaluators import load_structure_evaluator
-from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, LossLog, _display_path, _folder_megabytes, _make_readable, _millions, _replace_folder, warmup_cosine
+from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
 from .world import SHAPES, PocketDataset, WorldConfig
 
 CONTROL_PALETTE = torch.tensor([
@@ -264,11 +264,11 @@ def build_pocket_controlnet(out_dir: str | Path, *, seed: int = 0, quick: bool =
         controlnet.save_pretrained(str(work))
         shown = write_samples(holdout_images, holdout_masks, generated, work / "samples.png")
         clock.phase("measure")
-        report = build_report(settings=settings, seed=seed, quick=quick, clock=clock, pipe=pipe, controlnet=controlnet, folder_mb=_folder_megabytes(work),
+        report = build_report(settings=settings, seed=seed, quick=quick, clock=clock, pipe=pipe, controlnet=controlnet, folder_mb=folder_megabytes(work),
                               trained_beside=trained_beside, curve=curve, numbers=numbers, grid_prompts=holdout_captions[:shown], out_dir=out_dir)
         atomic_write_text(work / "BUILD.md", report)
-        _make_readable(work)
-        _replace_folder(work, out_dir)
+        make_readable(work)
+        replace_folder(work, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_dir
@@ -276,7 +276,7 @@ def build_pocket_controlnet(out_dir: str | Path, *, seed: int = 0, quick: bool =
 
 def build_report(*, settings, seed, quick, clock, pipe, controlnet, folder_mb, trained_beside, curve, numbers, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the ControlNet was made and how well generated images follow their control."""
-    command = f"python -m unifl.core.pocket.controlnet --out {_display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
+    command = f"python -m unifl.core.pocket.controlnet --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
     rows = [f"| real renders of the scenes (ceiling) | – | {numbers['real']['class_iou']:.3f} | {numbers['real']['foreground_iou']:.3f} |"]
     for steps, spacing, cfg in SAMPLERS:
         for name, label in (("without", "pocket LDM alone"), ("with", "pocket LDM + ControlNet")):
@@ -299,8 +299,8 @@ Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''
 
 ## Model
 
-`ControlNetModel.from_unet(pocket unet, conditioning_embedding_out_channels={CONDITIONING_CHANNELS})`: {_millions(controlnet)} parameters
-(the frozen pocket UNet: {_millions(pipe.unet)}). Folder size: {folder_mb:.1f} MiB (fp32 safetensors).
+`ControlNetModel.from_unet(pocket unet, conditioning_embedding_out_channels={CONDITIONING_CHANNELS})`: {millions(controlnet)} parameters
+(the frozen pocket UNet: {millions(pipe.unet)}). Folder size: {folder_mb:.1f} MiB (fp32 safetensors).
 Control image: the scene's semantic mask coloured by shape class (background black; {', '.join(f'{s} {tuple(int(c) for c in CONTROL_PALETTE[i + 1].tolist())}' for i, s in enumerate(SHAPES))}).
 Use it with `StableDiffusionControlNetPipeline(**pocket_pipeline.components, controlnet=ControlNetModel.from_pretrained(folder))`.
 {trained_beside}

@@ -401,25 +401,25 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         phase("report", clock)
         times["total"] = time.perf_counter() - started
         report = build_report(
-            settings=settings, seed=seed, quick=quick, times=times, loads=(load_before, os.getloadavg()[0]), pipe=pipe, folder_mb=_folder_megabytes(work),
+            settings=settings, seed=seed, quick=quick, times=times, loads=(load_before, os.getloadavg()[0]), pipe=pipe, folder_mb=folder_megabytes(work),
             psnr=psnr, scaling_factor=scaling_factor, vae_curve=vae_curve, unet_stats=unet_stats, quality=quality,
             grid_prompts=holdout_captions[: grid_columns(settings)], out_dir=out_dir,
         )
         atomic_write_text(work / "BUILD.md", report)
-        _make_readable(work)
-        _replace_folder(work, out_dir)
+        make_readable(work)
+        replace_folder(work, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_dir
 
 
-def _make_readable(folder: Path) -> None:
+def make_readable(folder: Path) -> None:
     """Temporary folders and atomic writes are private (0700/0600); a shipped model is for everyone to read."""
     for path in [folder, *folder.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def _replace_folder(new: Path, target: Path) -> None:
+def replace_folder(new: Path, target: Path) -> None:
     """Move the finished ``new`` folder to ``target``, removing an older build only after the move."""
     target.parent.mkdir(parents=True, exist_ok=True)
     old = target.with_name(f".{target.name}.old")
@@ -465,7 +465,7 @@ def write_samples(pipe, holdout_images: torch.Tensor, holdout_captions: list[str
     return quality
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -475,15 +475,15 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _millions(module) -> str:
+def millions(module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
 
 
-def _folder_megabytes(folder: Path) -> float:
+def folder_megabytes(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def _display_path(path: Path) -> str:
+def display_path(path: Path) -> str:
     """``path`` relative to the working directory when inside it (how the command was typed), else absolute."""
     try:
         return str(path.relative_to(Path.cwd()))
@@ -493,7 +493,7 @@ def _display_path(path: Path) -> str:
 
 def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, scaling_factor, vae_curve, unet_stats, quality, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the model was made and what it measured, in enough detail to rebuild it."""
-    command = f"python -m unifl.core.pocket.ldm --out {_display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
+    command = f"python -m unifl.core.pocket.ldm --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
     minutes = {k: f"{v / 60:.1f} min" for k, v in times.items()}
     curve = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
     prompt_list = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(grid_prompts))
@@ -502,7 +502,7 @@ def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, 
 
 Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''}
 
-Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} × {_cpu_name()}
+Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} × {cpu_name()}
 (shared machine: 1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end).
 
 | phase | wall time |
@@ -517,9 +517,9 @@ Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os
 
 | component | parameters |
 |---|---|
-| VAE (`AutoencoderKL`, factor 4, 16×16×4 latents) | {_millions(pipe.vae)} |
-| UNet (`UNet2DConditionModel`, sample size 16) | {_millions(pipe.unet)} |
-| text encoder (`CLIPTextModel`, {TEXT_CONFIG['num_hidden_layers']} layers × {TEXT_CONFIG['hidden_size']}) | {_millions(pipe.text_encoder)} |
+| VAE (`AutoencoderKL`, factor 4, 16×16×4 latents) | {millions(pipe.vae)} |
+| UNet (`UNet2DConditionModel`, sample size 16) | {millions(pipe.unet)} |
+| text encoder (`CLIPTextModel`, {TEXT_CONFIG['num_hidden_layers']} layers × {TEXT_CONFIG['hidden_size']}) | {millions(pipe.text_encoder)} |
 
 Folder size: {folder_mb:.1f} MiB (fp32 safetensors).
 Data: pocket world stream {seed} (training), stream {HOLDOUT_SEED} (held out), {RESOLUTION} px.

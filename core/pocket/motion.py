@@ -50,7 +50,7 @@ from ..checkpoint import atomic_write_text
 from ..images import grid, save_png
 from .addons import PhaseClock, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, sibling_ldm, trained_beside_line
 from .evaluators import load_structure_evaluator
-from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, UNET_CONFIG, LossLog, _display_path, _folder_megabytes, _make_readable, _millions, _replace_folder, warmup_cosine
+from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, UNET_CONFIG, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
 from .world import PocketDataset, Scene, WorldConfig, caption, render
 
 FRAMES = 8
@@ -310,11 +310,11 @@ def build_pocket_motion_adapter(out_dir: str | Path, *, seed: int = 0, quick: bo
         adapter.save_pretrained(str(work))
         shown = write_samples(holdout_clips, generated, work / "samples.png")
         clock.phase("measure")
-        report = build_report(settings=settings, seed=seed, quick=quick, clock=clock, adapter=adapter, folder_mb=_folder_megabytes(work),
+        report = build_report(settings=settings, seed=seed, quick=quick, clock=clock, adapter=adapter, folder_mb=folder_megabytes(work),
                               trained_beside=trained_beside, curve=curve, numbers=numbers, grid_prompts=holdout_captions[:shown], out_dir=out_dir)
         atomic_write_text(work / "BUILD.md", report)
-        _make_readable(work)
-        _replace_folder(work, out_dir)
+        make_readable(work)
+        replace_folder(work, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_dir
@@ -322,7 +322,7 @@ def build_pocket_motion_adapter(out_dir: str | Path, *, seed: int = 0, quick: bo
 
 def build_report(*, settings, seed, quick, clock, adapter, folder_mb, trained_beside, curve, numbers, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the adapter was made and how consistent the clips it generates are."""
-    command = f"python -m unifl.core.pocket.motion --out {_display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
+    command = f"python -m unifl.core.pocket.motion --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
     rows = [f"| real clips of the captions' scenes | – | {numbers['real']['difference']:.4f} | {numbers['real']['object_iou']:.3f} |"]
     for steps, spacing, cfg in SAMPLERS:
         for name, label in (("without", "zero adapter (frames independent)"), ("with", "trained adapter")):
@@ -346,7 +346,7 @@ Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''
 
 ## Model
 
-`MotionAdapter({config})`: {_millions(adapter)} parameters. Folder size: {folder_mb:.1f} MiB (fp32 safetensors).
+`MotionAdapter({config})`: {millions(adapter)} parameters. Folder size: {folder_mb:.1f} MiB (fp32 safetensors).
 Use it with `AnimateDiffPipeline(vae, text_encoder, tokenizer, unet=pocket unet, motion_adapter=MotionAdapter.from_pretrained(folder), scheduler)`.
 {trained_beside}
 Data: pocket clips ({FRAMES} frames, objects moving {SPEED_PX[0]}–{SPEED_PX[1]} px per frame) of world stream {seed} (training), stream {HOLDOUT_SEED} (held out), {RESOLUTION} px.
