@@ -13,13 +13,14 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from .. import schedule as sched
 from ..models.diffusers_denoiser import alphas_cumprod_from_config
 from ..models.tiny import SD15_SCHEDULER
-from .ldm import cpu_name, display_path, load_pocket_pipeline, pocket_model_dir
+from .ldm import build_arguments, cpu_name, display_path, load_pocket_pipeline, pocket_model_dir
 
 TRAINING_ALPHAS_CUMPROD = alphas_cumprod_from_config(SD15_SCHEDULER)
 """ᾱ of SD1.5's DDPM schedule, the one the pocket LDM was pretrained with."""
@@ -119,3 +120,14 @@ class PhaseClock:
         """The ``Built with`` line of a report."""
         return (f"Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} × {cpu_name()}\n"
                 f"(shared machine: 1-minute load average {self.load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).")
+
+
+def addon_main(argv: list[str] | None, *, module: str, doc: str, default_out: Path, what: str, build: Callable[..., Path]) -> Path:
+    """The command line of an add-on build: the shared options plus ``--ldm``, the LDM to train beside."""
+    parser = build_arguments(module, doc, default_out, what)
+    parser.add_argument("--ldm", type=Path, default=None, help="pocket LDM folder to train beside (default: the ldm folder next to --out, else the shipped one)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    folder = build(args.out, seed=args.seed, quick=args.quick, ldm_path=args.ldm or sibling_ldm(args.out))
+    print(f"wrote {folder}; see {folder / 'BUILD.md'}")
+    return folder

@@ -24,7 +24,6 @@ core/pocket/weights/controlnet`` (``--quick`` for a seconds-long smoke build), o
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -37,7 +36,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_text
 from ..images import grid, save_png
-from .addons import PhaseClock, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, sibling_ldm, trained_beside_line
+from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
 from .world import SHAPES, PocketDataset, WorldConfig
@@ -328,17 +327,7 @@ Columns: the first {len(grid_prompts)} held-out scenes. Rows: the real render, i
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m unifl.core.pocket.controlnet", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=pocket_controlnet_dir(), help="ControlNet folder to write (replaced when the build finishes)")
-    parser.add_argument("--seed", type=int, default=0, help="training-data stream and initialisation seed (the shipped ControlNet: 0)")
-    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke build with tiny step counts (not a usable model)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine)")
-    parser.add_argument("--ldm", type=Path, default=None, help="pocket LDM folder to train beside (default: the ldm folder next to --out, else the shipped one)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    folder = build_pocket_controlnet(args.out, seed=args.seed, quick=args.quick, ldm_path=args.ldm or sibling_ldm(args.out))
-    print(f"wrote {folder}; see {folder / 'BUILD.md'}")
-    return folder
+    return addon_main(argv, module="controlnet", doc=__doc__, default_out=pocket_controlnet_dir(), what="ControlNet", build=build_pocket_controlnet)
 
 
 if __name__ == "__main__":

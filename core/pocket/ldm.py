@@ -545,13 +545,18 @@ spacing), 4-step DDIM (trailing spacing), sampled with `unifl.core.sampling.gene
 # -------------------------------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m unifl.core.pocket.ldm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=pocket_model_dir(), help="pipeline folder to write (replaced when the build finishes)")
-    parser.add_argument("--seed", type=int, default=0, help="training-data stream and initialisation seed (the shipped model: 0)")
+def build_arguments(module: str, doc: str, default_out: Path, what: str) -> argparse.ArgumentParser:
+    """The options every pocket build shares (``--out``, ``--seed``, ``--quick``, ``--threads``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m unifl.core.pocket.{module}", description=doc.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=default_out, help=f"{what} folder to write (replaced when the build finishes)")
+    parser.add_argument("--seed", type=int, default=0, help=f"training-data stream and initialisation seed (the shipped {what}: 0)")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke build with tiny step counts (not a usable model)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = build_arguments("ldm", __doc__, pocket_model_dir(), "pipeline").parse_args(argv)
     torch.set_num_threads(args.threads)
     folder = build_pocket_pipeline(args.out, seed=args.seed, quick=args.quick)
     print(f"wrote {folder}; see {folder / 'BUILD.md'}")

@@ -34,7 +34,6 @@ The result is a plain diffusers folder (``MotionAdapter.from_pretrained(folder)`
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import tempfile
@@ -48,7 +47,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_text
 from ..images import grid, save_png
-from .addons import PhaseClock, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, sibling_ldm, trained_beside_line
+from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, UNET_CONFIG, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
 from .world import PocketDataset, Scene, WorldConfig, caption, render
@@ -374,17 +373,7 @@ Per held-out caption below, {2 * len(SAMPLERS) + 1} rows: the real clip, then {s
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m unifl.core.pocket.motion", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=pocket_motion_adapter_dir(), help="adapter folder to write (replaced when the build finishes)")
-    parser.add_argument("--seed", type=int, default=0, help="training-data stream and initialisation seed (the shipped adapter: 0)")
-    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke build with tiny step counts (not a usable model)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine)")
-    parser.add_argument("--ldm", type=Path, default=None, help="pocket LDM folder to train beside (default: the ldm folder next to --out, else the shipped one)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    folder = build_pocket_motion_adapter(args.out, seed=args.seed, quick=args.quick, ldm_path=args.ldm or sibling_ldm(args.out))
-    print(f"wrote {folder}; see {folder / 'BUILD.md'}")
-    return folder
+    return addon_main(argv, module="motion", doc=__doc__, default_out=pocket_motion_adapter_dir(), what="adapter", build=build_pocket_motion_adapter)
 
 
 if __name__ == "__main__":
