@@ -115,6 +115,9 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, on_result, desc: str =
 
     One bar counts every job's progress (training steps as they happen); its postfix names what runs.
     """
+    unknown = {d for job in jobs for d in job.after} - {job.name for job in jobs}
+    if unknown:
+        raise ValueError(f"demo jobs wait for {sorted(unknown)}, which no job makes")
     context = multiprocessing.get_context("spawn")  # no fork of a process that already holds torch threads
     progress = context.Queue()
     done_steps: dict[str, int] = {}

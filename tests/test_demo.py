@@ -61,6 +61,11 @@ def test_job_pool_names_the_job_that_failed():
         run_jobs([Job("broken", (_fail, "no weights"))], workers=1, threads=1, on_result=lambda *_: None)
 
 
+def test_job_pool_refuses_a_dependency_no_job_makes():
+    with pytest.raises(ValueError, match="stage0"):
+        run_jobs([Job("stage2", (_fail, "never runs"), after=("stage0",))], workers=1, threads=1, on_result=lambda *_: None)
+
+
 def _model(fd: float, iou: float, aesthetic: float) -> dict:
     return {"fd": fd, "structure_iou": iou, "aesthetic": dict.fromkeys(ASPECTS, aesthetic)}
 
