@@ -32,10 +32,13 @@ setup: $(STAMP)
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser tests will skip"
 
+# lint-imports: the house's arrows (pyproject.toml [tool.importlinter], ARCHITECTURE.md).
 test: setup browser $(STAMP341)
+	$(VENV)/bin/lint-imports --no-cache
 	UNIFL_WEBUI_PYTHONS=$(CURDIR)/$(VENV341)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The core's tests on A1111 1.10.1's and Forge's pinned library stacks, each set up by install.py as the

@@ -10,7 +10,7 @@ Importing it must stay cheap and must not need ComfyUI, A1111, gradio or even to
 start-up, and an import failure here shows as "(IMPORT FAILED)" for the whole pack.
 """
 
-__version__ = "0.1.0"
+from .core import __version__  # noqa: F401  (the core holds it: LoRA metadata records it)
 
 
 async def comfy_entrypoint():

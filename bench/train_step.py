@@ -88,9 +88,8 @@ def build_denoiser(size: ModelSize, resolution: int, device: str, scratch: str):
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
-
-    from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
-    from unifl.core.models.tiny import SD15_SCHEDULER, write_clip_tokenizer
+    from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser
+    from unifl.core.diffusion.tiny import SD15_SCHEDULER, write_clip_tokenizer
 
     torch.manual_seed(0)
     tokenizer = write_clip_tokenizer(os.path.join(scratch, "tokenizer"), words=["a", "photo"])
@@ -118,11 +117,14 @@ def build_denoiser(size: ModelSize, resolution: int, device: str, scratch: str):
 def build_trainer(args, stage: str, variant: str, scratch: str):
     """The real trainer on the benchmark model; the naive variant only switches checkpointing off."""
     from unifl.core.config import load_config
-    from unifl.core.trainer import UniFLTrainer
+    from unifl.pocket.plugin import register
+
+    register()  # the tiny preset and pocket images
+    from unifl.core.training.trainer import UniFLTrainer
 
     s = args.steps
     overrides = [
-        f"stage={stage}", f"data.resolution={args.resolution}", "data.images=pocket", "data.num_pocket_images=64",
+        f"stage={stage}", f"data.resolution={args.resolution}", "data.images=pocket", "data.source_images=64",
         f"pefl.inference_steps={s}", f"pefl.noise_level={s // 2}", f"pefl.grad_levels=[0, {s // 4}]",
         f"aesthetic.inference_steps={s}", f"aesthetic.grad_levels=[0, {s // 4}]",
         "lora.rank=16", "lora.alpha=16.0",
@@ -144,11 +146,11 @@ def build_trainer(args, stage: str, variant: str, scratch: str):
 def full_chain_rollouts():
     """The same rollout code with the no-grad prefix switched off: every denoising step keeps its graph.
 
-    :func:`unifl.core.rollouts.denoise_until` is the prefix of all three rollouts, wrapped in
+    :func:`unifl.core.diffusion.rollouts.denoise_until` is the prefix of all three rollouts, wrapped in
     ``torch.no_grad``; its undecorated function is the full-chain (DRaFT-full / untruncated AlignProp)
     rollout with the same steps, noise and stop positions.
     """
-    from unifl.core import rollouts
+    from unifl.core.diffusion import rollouts
 
     truncated = rollouts.denoise_until
     rollouts.denoise_until = truncated.__wrapped__
@@ -160,7 +162,7 @@ def full_chain_rollouts():
 
 def naive_step(trainer) -> dict[str, float]:
     """One ReFL-style optimizer step: the trainer's own loss terms, all graphs alive, one backward of the sum."""
-    from unifl.core.trainer import step_generator
+    from unifl.core.training.trainer import step_generator
 
     opt = trainer.config.optim
     gen = lambda stream: step_generator(opt.seed, trainer.step, 0, stream)  # noqa: E731  (the trainer's streams)

@@ -9,18 +9,17 @@ Node ids are prefixed ``UniFL`` and never renamed once released (workflows store
 
 from __future__ import annotations
 
-from typing_extensions import override
-
 from comfy_api.latest import ComfyExtension, io
+from typing_extensions import override
 
 from . import paths
 
 paths.register_model_folders()
 
-from .nodes_feedback import NODES as _FEEDBACK  # noqa: E402
-from .nodes_sampling import NODES as _SAMPLING  # noqa: E402
-from .nodes_reward import NODES as _REWARD  # noqa: E402
-from .nodes_train import NODES as _TRAIN  # noqa: E402
+from .nodes.feedback import NODES as _FEEDBACK  # noqa: E402
+from .nodes.sampling import NODES as _SAMPLING  # noqa: E402
+from .nodes.train_lora import NODES as _TRAIN  # noqa: E402
+from .nodes.train_reward import NODES as _REWARD  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [*_FEEDBACK, *_SAMPLING, *_TRAIN, *_REWARD]
 

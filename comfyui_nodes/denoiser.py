@@ -1,6 +1,6 @@
 """The denoiser seam over ComfyUI's own model objects (``MODEL``, ``CLIP``, ``VAE``).
 
-How each :class:`~unifl.core.denoiser.Denoiser` operation maps onto ComfyUI:
+How each :class:`~unifl.core.diffusion.denoiser.Denoiser` operation maps onto ComfyUI:
 
 * ``predict_x0`` / ``predict_model_output``: the body of ``BaseModel._apply_model`` on a *structural
   copy* of ``model.diffusion_model`` (new module objects, the same weight tensors), so the LoRA that
@@ -32,13 +32,12 @@ import copy
 import logging
 from typing import Sequence
 
+import comfy.model_management
+import comfy.utils
 import torch
 from torch import nn
 
-import comfy.model_management
-import comfy.utils
-
-from ..core.denoiser import Conditioning, Denoiser
+from ..core.diffusion.denoiser import Conditioning, Denoiser
 
 log = logging.getLogger("unifl")
 
@@ -123,7 +122,7 @@ def checkpoint_children(modules: Sequence[nn.Module]) -> None:
 
 
 class ComfyDenoiser(Denoiser):
-    """:class:`~unifl.core.denoiser.Denoiser` over ComfyUI's ``MODEL`` + ``CLIP`` + ``VAE``.
+    """:class:`~unifl.core.diffusion.denoiser.Denoiser` over ComfyUI's ``MODEL`` + ``CLIP`` + ``VAE``.
 
     Construct and use it inside ``torch.inference_mode(False)``; the calls into ComfyUI that patch
     weights in place (model loading, the text encoder) re-enter inference mode themselves.

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import folder_paths
 
+from ..pocket.plugin import WEIGHTS_DIR
+
 REWARD_FOLDER = "unifl_rewards"
 PERCEPTION_FOLDER = "unifl_perception"
 MODEL_SUFFIXES = {".safetensors", ".pth", ".pt", ".bin", ".ckpt"}
@@ -28,7 +30,6 @@ BUILTIN_PERCEPTION = {"random-features": "style"}
 BUILTIN_PREFIX = "builtin/"
 #: The pocket world's shipped models (64 px, for the pocket model), shown as ``pocket/<name>``.
 POCKET_PREFIX = "pocket/"
-POCKET_WEIGHTS = Path(__file__).resolve().parent.parent / "core" / "pocket" / "weights"
 
 
 def register_model_folders() -> None:
@@ -40,7 +41,7 @@ def register_model_folders() -> None:
 
 
 def _pocket_names(sub: str) -> list[str]:
-    folder = POCKET_WEIGHTS / sub
+    folder = WEIGHTS_DIR / sub
     return sorted(p.stem for p in folder.glob("*.safetensors")) if folder.is_dir() else []
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(self, folder: str | Path, resolution: int):
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise DataError(f"image folder {self.folder} does not exist; set data.images to a folder of images with .txt captions, or to 'pocket'")
+            raise DataError(f"image folder {self.folder} does not exist; set data.images to a folder of images with .txt captions, or to a source name ('pocket')")
         self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not _is_mask_file(p))
         if not self.paths:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {self.folder}")
@@ -95,27 +95,20 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(_resize_crop(mask, self.resolution, Image.NEAREST)).astype(np.int64))
 
 
-class PocketImages(torch.utils.data.Dataset):
-    """The embedded pocket world's procedural samples as training items (image, caption, exact masks)."""
+#: Procedural image sources named by a word in ``data.images`` (the pocket world registers ``"pocket"``):
+#: name → ``factory(count, seed, resolution)`` returning a dataset of training items.
+IMAGE_SOURCES: dict[str, Callable[[int, int, int], torch.utils.data.Dataset]] = {}
 
-    def __init__(self, length: int, seed: int, resolution: int):
-        from .pocket.world import PocketDataset, WorldConfig
 
-        self.world = PocketDataset(length, seed, WorldConfig(resolution=resolution))
+def register_image_source(name: str, factory: Callable[[int, int, int], torch.utils.data.Dataset]) -> None:
+    IMAGE_SOURCES[name] = factory
 
-    def __len__(self) -> int:
-        return len(self.world)
 
-    def captions(self) -> list[str]:
-        from .pocket.world import sample_prompts
-
-        return sample_prompts(len(self.world), self.world.seed, self.world.config)
-
-    def __getitem__(self, index: int) -> dict:
-        s = self.world[index]
-        # Instance labels in the pocket instance segmenter's class space (0-based shape index, no background);
-        # the semantic mask keeps 0 = background, k = shape k - 1, as the semantic segmenter predicts it.
-        return {"image": s.image, "caption": s.caption, "instance_masks": s.instance_masks, "instance_labels": s.instance_labels - 1, "semantic_mask": s.semantic_mask}
+def image_dataset(images: str, resolution: int, source_images: int, source_seed: int) -> torch.utils.data.Dataset:
+    """A registered source's images (``source_images`` of them, seeded) or an image folder."""
+    if images in IMAGE_SOURCES:
+        return IMAGE_SOURCES[images](source_images, source_seed, resolution)
+    return ImageFolderDataset(images, resolution)
 
 
 def collate(items: Sequence[dict]) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

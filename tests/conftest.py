@@ -13,11 +13,16 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+# The tests use the pocket world's model, images, kinds and presets, as the CLI and the UIs do.
+from unifl.pocket.plugin import register  # noqa: E402
+
+register()
+
 
 @pytest.fixture(scope="session")
 def tiny_sd15_dir(tmp_path_factory):
     """A tiny SD1.5-architecture pipeline saved as a diffusers folder (the loader path users take)."""
-    from unifl.core.models.tiny import build_tiny_pipeline
+    from unifl.core.diffusion.tiny import build_tiny_pipeline
 
     folder = tmp_path_factory.mktemp("tiny-sd15")
     build_tiny_pipeline("sd15", seed=0).save_pretrained(str(folder))
@@ -26,7 +31,7 @@ def tiny_sd15_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory):
-    from unifl.core.models.tiny import build_tiny_pipeline
+    from unifl.core.diffusion.tiny import build_tiny_pipeline
 
     folder = tmp_path_factory.mktemp("tiny-sdxl")
     build_tiny_pipeline("sdxl", seed=0).save_pretrained(str(folder))
@@ -35,7 +40,7 @@ def tiny_sdxl_dir(tmp_path_factory):
 
 # The smallest honest training run: short schedules, 32 px pocket images, two steps.
 FAST = [
-    "optim.max_steps=2", "data.resolution=32", "data.num_pocket_images=16",
+    "optim.max_steps=2", "data.resolution=32", "data.source_images=16",
     "pefl.inference_steps=4", "pefl.noise_level=2", "pefl.grad_levels=[0, 1]",
     "aesthetic.inference_steps=4", "aesthetic.grad_levels=[0, 1]",
     "adversarial.inference_steps=2", "adversarial.grad_levels=[0, 1]",

@@ -11,10 +11,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import FAST  # noqa: E402
-
 from unifl.core.config import load_config  # noqa: E402
-from unifl.core.lora import lora_state_dict  # noqa: E402
-from unifl.core.trainer import UniFLTrainer  # noqa: E402
+from unifl.core.lora.peft import lora_state_dict  # noqa: E402
+from unifl.core.training.trainer import UniFLTrainer  # noqa: E402
+from unifl.pocket.plugin import register  # noqa: E402
+
+register()  # the tiny preset and pocket images
 
 model_dir, run_dir, stage = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 config = load_config(None, [f"model.path={model_dir}", f"logging.output_dir={run_dir}", *FAST, f"stage={stage}"], preset="tiny")

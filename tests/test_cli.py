@@ -1,11 +1,9 @@
 """The CLI as a user runs it: train from a TOML file, sample with the LoRA's contract, export, errors."""
 
 import pytest
-from safetensors import safe_open
-
-from unifl.core.cli import main
-
 from conftest import FAST
+from safetensors import safe_open
+from unifl.cli import main
 
 pytestmark = pytest.mark.slow
 

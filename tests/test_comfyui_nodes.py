@@ -56,7 +56,7 @@ def comfy_base(tmp_path_factory):
 @pytest.fixture(scope="module")
 def host(comfy_base):
     """(MODEL, CLIP, VAE) with inference-mode weights, as ComfyUI's CheckpointLoader returns them."""
-    from unifl.core.models.tiny import build_tiny_pipeline
+    from unifl.core.diffusion.tiny import build_tiny_pipeline
 
     with torch.inference_mode():
         return tiny_host.comfy_objects(build_tiny_pipeline("sd15", seed=0))
@@ -93,8 +93,8 @@ def train(nodes, host, **overrides):
 def test_denoiser_is_the_diffusers_model_in_sigma_space(host):
     """Same weights, two hosts: the ComfyUI seam predicts what the diffusers implementation predicts."""
     from unifl.comfyui_nodes.denoiser import ComfyDenoiser
-    from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
-    from unifl.core.models.tiny import build_tiny_pipeline
+    from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser
+    from unifl.core.diffusion.tiny import build_tiny_pipeline
 
     reference = DiffusersDenoiser.from_pipeline(build_tiny_pipeline("sd15", seed=0))
     model, clip, vae = host
@@ -117,7 +117,7 @@ def test_denoiser_is_the_diffusers_model_in_sigma_space(host):
 
 def test_lora_goes_on_a_copy_and_trains_through_inference_weights(host):
     from unifl.comfyui_nodes.denoiser import ComfyDenoiser
-    from unifl.core.lora import LoRASettings, add_lora
+    from unifl.core.lora.peft import LoRASettings, add_lora
 
     model, clip, vae = host
     with torch.inference_mode(False):
@@ -160,7 +160,7 @@ def test_score_images_per_aspect(nodes, host):
 
 
 def test_sigmas_and_sampler_are_the_contract(nodes, host):
-    from unifl.core.schedule import sampling_timesteps
+    from unifl.core.diffusion.schedule import sampling_timesteps
 
     model = host[0]
     sigmas = run(nodes["UniFLFewStepSigmas"], model=model, steps=4, spacing="trailing")[0]
@@ -172,7 +172,7 @@ def test_sigmas_and_sampler_are_the_contract(nodes, host):
 
 
 def test_train_stage_1_then_2_into_models_loras(nodes, host, comfy_base):
-    from unifl.core.export import SamplerContract, read_lora_metadata
+    from unifl.core.lora.kohya import SamplerContract, read_lora_metadata
 
     comfy.sd.NOT_LOADED.clear()
     progress_before = len(comfy.utils.PROGRESS)

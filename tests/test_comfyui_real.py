@@ -187,7 +187,7 @@ def test_pack_loads_and_workflows_match_the_live_nodes(comfy):
         assert problems == [], name
         ui = json.loads((wf.WORKFLOWS / f"{name}.json").read_text())  # widget order as the frontend reads it
         assert wf.ui_to_api(ui, live | {k: v for k, v in snapshot.items() if k in wf.THIRD_PARTY}) == wf.strip_meta(graph), name
-    assert "unifl" in comfy.get("/workflow_templates")  # the template browser lists example_workflows/
+    assert "unifl" in comfy.get("/workflow_templates")  # the template browser lists workflows/
 
 
 def test_score_images(comfy):

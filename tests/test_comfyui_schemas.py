@@ -77,7 +77,7 @@ ext = asyncio.run(unifl.comfy_entrypoint())
 nodes = asyncio.run(ext.get_node_list())
 for n in nodes:
     n.define_schema()
-heavy = sorted(m for m in ("torch", "diffusers", "transformers", "peft", "accelerate", "matplotlib", "unifl.core.trainer") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "diffusers", "transformers", "peft", "accelerate", "matplotlib", "unifl.core.training.trainer") if m in sys.modules)
 print(json.dumps({{"after_import": after_import, "heavy": heavy, "nodes": len(nodes)}}))
 """
     env = dict(os.environ, UNIFL_STUB_COMFY_BASE=str(tmp_path))
@@ -90,7 +90,7 @@ print(json.dumps({{"after_import": after_import, "heavy": heavy, "nodes": len(no
 def test_missing_training_dependency_is_reported_when_used(monkeypatch):
     import importlib.util
 
-    from unifl.comfyui_nodes import training
+    from unifl.comfyui_nodes import train_jobs as training
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))

@@ -31,9 +31,9 @@ def info():
 def test_every_workflow_has_ui_and_api_files():
     assert {p.stem for p in wf.WORKFLOWS.glob("*.json")} == set(NAMES)
     assert {p.stem for p in wf.API.glob("*.json")} == set(NAMES)
-    # ComfyUI's template browser lists <pack>/example_workflows/*.json; API twins sit one level down so
+    # ComfyUI's template browser lists <pack>/workflows/*.json (example_workflows/ too); API twins sit one level down so
     # they are not offered as (broken) UI workflows.
-    assert wf.WORKFLOWS.name == "example_workflows" and wf.API.parent == wf.WORKFLOWS
+    assert wf.WORKFLOWS.name == "workflows" and wf.API.parent == wf.WORKFLOWS
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,8 +1,7 @@
 from pathlib import Path
 
 import pytest
-
-from unifl.core.config import ConfigError, TrainConfig, explain, load_config, parse_override, render_reference, to_dict, from_dict
+from unifl.core.config import ConfigError, TrainConfig, explain, from_dict, load_config, parse_override, render_reference, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

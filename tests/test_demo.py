@@ -4,9 +4,8 @@ import json
 import time
 
 import pytest
-
-from unifl.core.cli import main
-from unifl.core.demo import Job, check_claims, run_jobs
+from unifl.cli import main
+from unifl.pocket.demo import Job, check_claims, run_jobs
 
 ASPECTS = {"color", "layout", "detail", "lighting"}
 

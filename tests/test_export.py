@@ -1,4 +1,4 @@
-"""The kohya LoRA file (unifl.core.export): loads in diffusers, keeps the true alpha, metadata, safety."""
+"""The kohya LoRA file (unifl.core.lora.kohya): loads in diffusers, keeps the true alpha, metadata, safety."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ import safetensors.torch
 import torch
 from diffusers.utils import USE_PEFT_BACKEND
 from torch import nn
-
-from unifl.core import schedule as sched
-from unifl.core.export import (
+from unifl.core.diffusion import schedule as sched
+from unifl.core.diffusion.tiny import build_tiny_pipeline
+from unifl.core.lora.kohya import (
     LoRAFileError,
     SamplerContract,
     load_kohya_lora,
     read_lora_metadata,
     save_kohya_lora,
 )
-from unifl.core.lora import LoRASettings, add_lora, lora_layers, lora_state_dict
-from unifl.core.models.tiny import build_tiny_pipeline
+from unifl.core.lora.peft import LoRASettings, add_lora, lora_layers, lora_state_dict
 
 SETTINGS = LoRASettings(rank=4, alpha=2.0, targets="all")  # alpha != rank on purpose: scale 0.5
 

@@ -18,11 +18,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from ldm_keys import pipeline_to_ldm
-from unifl.core.models.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
-from unifl.core.models.loading import (
+from safetensors.torch import save_file
+from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
+from unifl.core.diffusion.loading import (
     MODEL_CONFIGS_DIR,
     ModelLoadError,
     detect_architecture,
@@ -31,7 +30,7 @@ from unifl.core.models.loading import (
     load_pipeline,
     shipped_config_dir,
 )
-from unifl.core.models.tiny import build_tiny_pipeline
+from unifl.core.diffusion.tiny import build_tiny_pipeline
 
 PROMPTS = ["a photo of a cat", ""]
 

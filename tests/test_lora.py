@@ -1,15 +1,14 @@
-"""LoRA injection (unifl.core.lora) on the tiny SD1.5/SDXL UNets."""
+"""LoRA injection (unifl.core.lora.peft) on the tiny SD1.5/SDXL UNets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
-
-from unifl.core.denoiser import Conditioning
-from unifl.core.lora import LoRASettings, add_lora, load_lora_state_dict, lora_layers, lora_state_dict
-from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
-from unifl.core.models.tiny import build_tiny_pipeline
+from unifl.core.diffusion.denoiser import Conditioning
+from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser
+from unifl.core.diffusion.tiny import build_tiny_pipeline
+from unifl.core.lora.peft import LoRASettings, add_lora, load_lora_state_dict, lora_layers, lora_state_dict
 
 
 def unet_inputs(unet: nn.Module, seed: int = 1) -> dict:

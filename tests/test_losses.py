@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from unifl.core.losses import (
+from unifl.core.feedback.losses import (
     base_model_kl,
     decoupled_aesthetic_loss,
     denoising_loss,

@@ -2,18 +2,18 @@
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_every_package_folder_is_listed_in_pyproject():
-    found = {"unifl"} | {"unifl." + ".".join(p.parent.relative_to(ROOT).parts) for top in ("core", "comfyui_nodes", "webui_extension") for p in (ROOT / top).rglob("__init__.py")}
+    found = {"unifl"} | {"unifl." + ".".join(p.parent.relative_to(ROOT).parts) for top in ("cli", "core", "pocket", "comfyui_nodes", "webui_extension") for p in (ROOT / top).rglob("__init__.py")}
     assert found == set(PYPROJECT["tool"]["setuptools"]["packages"])
 
 
@@ -30,7 +30,13 @@ def run(code: str) -> str:
 
 def test_importing_the_pack_is_cheap_and_core_needs_no_host():
     assert run("import sys, unifl; print('torch' in sys.modules)").strip() == "False"
-    loaded = run("import sys, unifl.core.trainer, unifl.core.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio','comfy','comfy_api','folder_paths','modules')))")
+    loaded = run("import sys, unifl.core.training.trainer, unifl.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('gradio','comfy','comfy_api','folder_paths','modules')))")
+    assert loaded.strip() == "[]"
+
+
+def test_the_core_imports_without_the_pocket_world_or_a_host():
+    loaded = run("import sys, unifl.core, unifl.core.training.trainer, unifl.core.feedback.builtin, unifl.core.training.aspect_rewards; "
+                 "print(sorted(m for m in sys.modules if m.startswith(('unifl.pocket', 'unifl.cli', 'unifl.comfyui_nodes', 'unifl.webui_extension'))))")
     assert loaded.strip() == "[]"
 
 
@@ -46,6 +52,6 @@ def test_cli_entry_points():
 def test_the_wheel_maps_the_root_to_unifl_and_ships_the_model_configs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)], check=True)
     names = zipfile.ZipFile(next(tmp_path.glob("unifl-*.whl"))).namelist()
-    assert "unifl/__init__.py" in names and "unifl/core/trainer.py" in names
-    assert "unifl/core/model_configs/sd15/unet/config.json" in names and "unifl/core/model_configs/clip_tokenizer/vocab.json" in names
+    assert "unifl/__init__.py" in names and "unifl/core/training/trainer.py" in names and "unifl/pocket/world.py" in names
+    assert "unifl/core/diffusion/model_configs/sd15/unet/config.json" in names and "unifl/core/diffusion/model_configs/clip_tokenizer/vocab.json" in names
     assert not any(n.startswith(("tests/", "unifl/tests/", "core/")) for n in names)

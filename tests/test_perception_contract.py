@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-
-from unifl.core.losses import instance_segmentation_loss, semantic_segmentation_loss, style_loss
-from unifl.core.perception import (
+from unifl.core.feedback.losses import instance_segmentation_loss, semantic_segmentation_loss, style_loss
+from unifl.core.feedback.perception import (
     AssigningInstanceSegmenter,
     FeatureNet,
     InstancePrediction,

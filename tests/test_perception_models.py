@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from unifl.core.perception import pefl_style_loss
-from unifl.core.perception_models import (
+from unifl.core.feedback.loading import load_perception_model
+from unifl.core.feedback.perception import pefl_style_loss
+from unifl.core.feedback.perception.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DeepLabV3,
@@ -25,7 +25,6 @@ from unifl.core.perception_models import (
     SameConv2d,
     VGG16Features,
 )
-from unifl.core.registry import load_perception_model
 from unifl.core.weight_files import WeightFileError
 
 

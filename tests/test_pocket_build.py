@@ -1,8 +1,7 @@
 """`unifl pocket build --quick`: every part's build runs end to end from the one command (smoke sizes)."""
 
 import pytest
-
-from unifl.core.cli import main
+from unifl.cli import main
 
 pytestmark = pytest.mark.slow
 

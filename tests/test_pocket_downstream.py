@@ -10,12 +10,11 @@ import re
 import pytest
 import safetensors.torch
 import torch
-
-from unifl.core.export import SamplerContract, kohya_name, save_kohya_lora
-from unifl.core.lora import LoRASettings, add_lora
-from unifl.core.pocket import controlnet, downstream, motion
-from unifl.core.pocket.addons import frozen_pocket_pipeline, trailing_ddim, unet_fingerprint
-from unifl.core.pocket.ldm import HOLDOUT_SEED, pocket_model_dir
+from unifl.core.lora.kohya import SamplerContract, kohya_name, save_kohya_lora
+from unifl.core.lora.peft import LoRASettings, add_lora
+from unifl.pocket import controlnet, downstream, motion
+from unifl.pocket.addons import frozen_pocket_pipeline, trailing_ddim, unet_fingerprint
+from unifl.pocket.ldm import HOLDOUT_SEED, pocket_model_dir
 
 PROMPT = "a large red striped circle left of a small blue square on a dark grey tiled background lit from the left"
 
@@ -56,7 +55,7 @@ def test_shipped_folders_load_offline_and_were_trained_beside_the_shipped_ldm(fo
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if not (folder / "config.json").is_file():
-        pytest.fail(f"{folder} is not built; run `python -m unifl.core.pocket.{build_module} --out {folder}`")
+        pytest.fail(f"{folder} is not built; run `python -m unifl.pocket.{build_module} --out {folder}`")
     model = (ControlNetModel if build_module == "controlnet" else MotionAdapter).from_pretrained(str(folder))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     report = (folder / "BUILD.md").read_text()
@@ -141,12 +140,11 @@ def test_motion_adapter_makes_clips_steadier(pipe, shipped_adapter):
 def test_downstream_grids_with_a_trained_unifl_lora(tmp_path):
     """A LoRA from a real (2-step) UniFL stage-2 run on the pocket preset, then the demo's function end to end."""
     from PIL import Image
-
     from unifl.core.config import load_config
-    from unifl.core.trainer import UniFLTrainer
+    from unifl.core.training.trainer import UniFLTrainer
 
     config = load_config(None, [f"logging.output_dir={tmp_path / 'run'}", "logging.output_name=unifl-pocket", "logging.tensorboard=false", "stage=2",
-                                "optim.max_steps=2", "data.num_pocket_images=16", "logging.checkpoint_every=100"], preset="pocket")
+                                "optim.max_steps=2", "data.source_images=16", "logging.checkpoint_every=100"], preset="pocket")
     lora = UniFLTrainer(config).train(overwrite=True).lora_path
     result = downstream.downstream_grids(lora, tmp_path / "grids", steps=4, seed=0)
     assert set(result.grids) == {"controlnet", "animatediff"}

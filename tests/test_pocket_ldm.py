@@ -7,11 +7,10 @@ import json
 
 import pytest
 import torch
-
-from unifl.core.models.diffusers_denoiser import DiffusersDenoiser
-from unifl.core.models.loading import load_denoiser
-from unifl.core.pocket import ldm
-from unifl.core.pocket.world import VOCABULARY, PocketDataset, WorldConfig, sample_prompts
+from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser
+from unifl.core.diffusion.loading import load_denoiser
+from unifl.pocket import ldm
+from unifl.pocket.world import VOCABULARY, PocketDataset, WorldConfig, sample_prompts
 
 SHIPPED = ldm.pocket_model_dir()
 
@@ -19,7 +18,7 @@ SHIPPED = ldm.pocket_model_dir()
 @pytest.fixture(scope="module")
 def shipped_denoiser() -> DiffusersDenoiser:
     if not (SHIPPED / "model_index.json").is_file():
-        pytest.fail(f"{SHIPPED} has no pipeline; build it with `python -m unifl.core.pocket.ldm --out {SHIPPED}`")
+        pytest.fail(f"{SHIPPED} has no pipeline; build it with `python -m unifl.pocket.ldm --out {SHIPPED}`")
     return load_denoiser(SHIPPED)
 
 

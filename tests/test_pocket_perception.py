@@ -7,16 +7,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from unifl.core.perception import (
+from unifl.core.feedback.loading import load_perception_model
+from unifl.core.feedback.perception import (
     AssigningInstanceSegmenter,
     freeze,
     pefl_layout_loss,
     pefl_structure_loss,
     pefl_style_loss,
 )
-from unifl.core.pocket.degrade import degradation
-from unifl.core.pocket.evaluators import (
+from unifl.pocket.degrade import degradation
+from unifl.pocket.evaluators import (
     EmbeddingEvaluator,
     StructureEvaluator,
     _template_iou,
@@ -27,7 +27,7 @@ from unifl.core.pocket.evaluators import (
     object_structure_scores,
     structure_iou,
 )
-from unifl.core.pocket.perception import (
+from unifl.pocket.perception import (
     GRID,
     PocketFeatureNet,
     PocketInstanceSegmenter,
@@ -40,8 +40,7 @@ from unifl.core.pocket.perception import (
     sample_instance_targets,
     save_weights,
 )
-from unifl.core.pocket.world import NUM_CLASSES, SHAPES, PocketDataset, WorldConfig, render
-from unifl.core.registry import load_perception_model
+from unifl.pocket.world import NUM_CLASSES, SHAPES, PocketDataset, WorldConfig, render
 
 KINDS = ("pocket-features", "pocket-instance", "pocket-semantic")
 
@@ -296,7 +295,7 @@ def test_weights_files_say_what_is_wrong(tmp_path):
 
 
 def test_quick_build_trains_saves_and_reports(tmp_path):
-    from unifl.core.pocket.build_perception import QUICK, build
+    from unifl.pocket.build_perception import QUICK, build
 
     report = build(tmp_path, QUICK, log=lambda line: None)
     assert set(report["files"]) == {"features", "semantic", "instance", "structure", "embedding"}

@@ -7,13 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-
-from unifl.core.losses import discriminator_loss
-from unifl.core.pocket import rewards as pocket
-from unifl.core.pocket.degrade import ASPECTS, preference_pair
-from unifl.core.pocket.world import WorldConfig
-from unifl.core.registry import load_reward_model
-from unifl.core.reward_training import PreferencePairs, derive_alpha, load_reward_file, pair_accuracy, score_pairs
+from unifl.core.feedback.loading import load_reward_model
+from unifl.core.feedback.losses import discriminator_loss
+from unifl.core.feedback.rewards.files import load_reward_file
+from unifl.core.training.reward_models import PreferencePairs, derive_alpha, pair_accuracy, score_pairs
+from unifl.pocket import rewards as pocket
+from unifl.pocket.degrade import ASPECTS, preference_pair
+from unifl.pocket.world import WorldConfig
 
 CONFIG = WorldConfig(resolution=64)
 FRESH_PAIRS = 48

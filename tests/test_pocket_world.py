@@ -11,9 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-
-from unifl.core.pocket.degrade import ASPECTS, VARIANTS, degradation, degrade, preference_pair
-from unifl.core.pocket.world import (
+from unifl.pocket.degrade import ASPECTS, VARIANTS, degradation, degrade, preference_pair
+from unifl.pocket.world import (
     NUM_CLASSES,
     PALETTE,
     SHAPES,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-
-from unifl.core.prompts import add_select_prompts_command, report_path
+from unifl.cli.select_prompts import add_command as add_select_prompts_command
+from unifl.cli.select_prompts import report_path
 from unifl.core.prompts.embed import ClipTextEmbedder, HashedTfidfEmbedder, build_embedder
 from unifl.core.prompts.relations import information_score, parse_scene_graph, relation_score
 from unifl.core.prompts.select import average_nn_similarity, compress_neighbours, filter_by_relations, select_prompts

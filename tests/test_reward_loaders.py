@@ -15,10 +15,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-
-from unifl.core.models.tiny import write_clip_tokenizer
-from unifl.core.registry import load_reward_model
-from unifl.core.rewards.clip_preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
+from unifl.core.diffusion.tiny import write_clip_tokenizer
+from unifl.core.feedback.loading import load_reward_model
+from unifl.core.feedback.rewards.clip_preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
 from unifl.core.weight_files import WeightFileError
 
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue"]
@@ -375,9 +374,8 @@ def test_hpsv2_matches_the_openclip_forward(tmp_path, clip_tokenizer_dir):
 def test_the_real_vit_h_14_layout_becomes_laions_clip_h_config():
     """HPSv2's checkpoint is OpenCLIP ViT-H-14: its keys (a few written out below) map onto exactly that CLIPModel."""
     from transformers import CLIPModel
-
-    from unifl.core.rewards.clip_models import clip_config_from_state, load_clip_tokenizer, without_position_ids
-    from unifl.core.rewards.hps import openclip_to_transformers
+    from unifl.core.feedback.rewards.clip_models import clip_config_from_state, load_clip_tokenizer, without_position_ids
+    from unifl.core.feedback.rewards.hps import openclip_to_transformers
 
     with torch.device("meta"):
         vit_h = OpenClipReference(1280, 32, 16, 14, 224, 1024, 24, 16, 77, 49408, 1024)
@@ -505,7 +503,7 @@ def imagereward_files(tmp_path):
 
 
 def test_imagereward_matches_blip_and_its_head(imagereward_files):
-    from unifl.core.rewards.imagereward import SCORE_MEAN, SCORE_STD
+    from unifl.core.feedback.rewards.imagereward import SCORE_MEAN, SCORE_STD
 
     checkpoint, tokenizer_dir, vit, state = imagereward_files
     model = load_reward_model("imagereward", f"checkpoint={checkpoint};tokenizer={tokenizer_dir}")

@@ -9,17 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-
-from unifl.core.reward_training import (
-    PreferencePairs,
-    bradley_terry_loss,
-    derive_alpha,
-    load_reward_file,
-    pair_accuracy,
-    save_reward_model,
-    score_pairs,
-    train_reward_model,
-)
+from unifl.core.feedback.rewards.files import load_reward_file, save_reward_model
+from unifl.core.training.reward_models import PreferencePairs, bradley_terry_loss, derive_alpha, pair_accuracy, score_pairs, train_reward_model
 
 
 class Brightness(nn.Module):

@@ -2,10 +2,9 @@
 
 import torch
 from torch import nn
-
-from unifl.core.denoiser import Conditioning, Denoiser
-from unifl.core.rollouts import adversarial_rollout, aesthetic_rollout, levels_to_positions, pefl_rollout
-from unifl.core.schedule import sampling_timesteps
+from unifl.core.diffusion.denoiser import Conditioning, Denoiser
+from unifl.core.diffusion.rollouts import adversarial_rollout, aesthetic_rollout, levels_to_positions, pefl_rollout
+from unifl.core.diffusion.schedule import sampling_timesteps
 
 
 class ScaledDenoiser(Denoiser):

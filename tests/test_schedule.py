@@ -1,10 +1,9 @@
 import pytest
 import torch
 from diffusers import DDIMScheduler
-
-from unifl.core import schedule as sched
-from unifl.core.models.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
-from unifl.core.models.tiny import SD15_SCHEDULER, build_tiny_pipeline
+from unifl.core.diffusion import schedule as sched
+from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
+from unifl.core.diffusion.tiny import SD15_SCHEDULER, build_tiny_pipeline
 
 
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
@@ -63,7 +62,7 @@ def test_seam_ddim_equals_diffusers_pipeline(architecture, spacing, steps):
     size = 32
     latents = torch.randn(1, 4, size // denoiser.vae_scale_factor, size // denoiser.vae_scale_factor, generator=torch.Generator().manual_seed(0))
     reference = pipe(["a red cat"], num_inference_steps=steps, guidance_scale=1.0, latents=latents.clone(), output_type="latent", height=size, width=size).images
-    from unifl.core.sampling import sample_latents
+    from unifl.core.diffusion.sampling import sample_latents
 
     ours = sample_latents(denoiser, denoiser.encode_prompts(["a red cat"]), latents.clone(), steps=steps, spacing=spacing)
     assert torch.allclose(ours, reference, atol=1e-3 * reference.abs().max().item())

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-
-from unifl.core.registry import REWARD_MODELS
-from unifl.core.rewards.statistics import Colorfulness
-from unifl.core.score import ScoreError, add_score_command, load_image, score_images
+from unifl.cli.score import add_command as add_score_command
+from unifl.core.feedback.registry import REWARD_MODELS
+from unifl.core.feedback.rewards.statistics import Colorfulness
+from unifl.core.feedback.scoring import ScoreError, load_image, score_images
 
 
 def _write_image(path, size=(24, 24), seed=0, caption=None):

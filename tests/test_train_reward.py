@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from unifl.core.cli import main
+from unifl.cli import main
 from unifl.core.data import DataError
-from unifl.core.pocket.degrade import preference_pair
-from unifl.core.pocket.world import WorldConfig
-from unifl.core.registry import load_reward_model
-from unifl.core.reward_training import load_reward_file
-from unifl.core.train_reward import read_pairs, train_aspect_models
+from unifl.core.feedback.loading import load_reward_model
+from unifl.core.feedback.rewards.files import load_reward_file
+from unifl.core.training.aspect_rewards import train_aspect_models
+from unifl.core.training.preference_data import read_pairs
+from unifl.pocket.degrade import preference_pair
+from unifl.pocket.world import WorldConfig
 
 
 def save_png(tensor, path):
@@ -46,7 +46,7 @@ def test_reads_pairs_by_aspect_with_the_preferred_image_first(pair_file):
 
 
 def test_trains_one_model_per_aspect_and_a_global_one(pair_file, tmp_path):
-    results = train_aspect_models(pair_file, tmp_path / "rewards", steps=40, batch_size=8, val_fraction=0.25, include_global=True, resolution=32, alpha_quantiles={"detail": 0.25})
+    results = train_aspect_models(pair_file, tmp_path / "rewards", backbone="pocket", steps=40, batch_size=8, val_fraction=0.25, include_global=True, resolution=32, alpha_quantiles={"detail": 0.25})
     assert {r.aspect for r in results} == {"color", "detail", "global"}
     for r in results:
         _, meta = load_reward_file(r.path)
@@ -60,7 +60,7 @@ def test_trains_one_model_per_aspect_and_a_global_one(pair_file, tmp_path):
     model(images, ["a red circle", ""]).sum().backward()
     assert images.grad.abs().sum() > 0
     with pytest.raises(FileExistsError, match="--overwrite"):
-        train_aspect_models(pair_file, tmp_path / "rewards", steps=1, resolution=32)
+        train_aspect_models(pair_file, tmp_path / "rewards", backbone="pocket", steps=1, resolution=32)
 
 
 def test_bad_rows_are_listed_with_line_numbers(tmp_path):
@@ -78,8 +78,7 @@ def test_cli_prints_the_table(pair_file, tmp_path, capsys):
 
 def test_clip_backbone_trains_only_its_head(pair_file, tmp_path):
     from transformers import CLIPConfig, CLIPModel
-
-    from unifl.core.models.tiny import write_clip_tokenizer
+    from unifl.core.diffusion.tiny import write_clip_tokenizer
 
     folder = tmp_path / "clip"
     text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=1000, max_position_embeddings=77)

@@ -5,9 +5,8 @@ import csv
 import pytest
 import torch
 from safetensors import safe_open
-
 from unifl.core.data import DataError
-from unifl.core.trainer import TrainerCallbacks, TrainingDiverged, UniFLTrainer
+from unifl.core.training.trainer import TrainerCallbacks, TrainingDiverged, UniFLTrainer
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-component-update", "--disable-sync"]
 #: Fast schedules for a 32 px tiny model: the page, not the model, is under test.
 FAST_SETTINGS = "\n".join([
-    "data.num_pocket_images=16", "pefl.inference_steps=4", "pefl.noise_level=2", "pefl.grad_levels=[0, 1]",
+    "data.source_images=16", "pefl.inference_steps=4", "pefl.noise_level=2", "pefl.grad_levels=[0, 1]",
     "aesthetic.inference_steps=4", "aesthetic.grad_levels=[0, 1]", "logging.checkpoint_every=1000",
 ])
 SERVER_PYTHONS = [sys.executable] + [p for p in os.environ.get("UNIFL_WEBUI_PYTHONS", "").split(os.pathsep) if p]
@@ -64,7 +64,7 @@ def server(request, tmp_path):
     python = request.param
     # Saved by the server's own interpreter: a folder written by transformers 5 lacks the vocab.json
     # that transformers 4's CLIP tokenizer reads.
-    build = f"from unifl.core.models.tiny import build_tiny_pipeline; build_tiny_pipeline('sd15', seed=0).save_pretrained({str(tmp_path / 'checkpoints' / 'tiny-sd15')!r})"
+    build = f"from unifl.core.diffusion.tiny import build_tiny_pipeline; build_tiny_pipeline('sd15', seed=0).save_pretrained({str(tmp_path / 'checkpoints' / 'tiny-sd15')!r})"
     subprocess.run([python, "-c", build], check=True, capture_output=True)
     port = free_port()
     log = (tmp_path / "server.log").open("w")
@@ -112,7 +112,7 @@ def status(page):
 
 def test_train_watch_stop_and_find_the_lora(server, sync_playwright):
     from playwright.sync_api import expect
-    from unifl.core.export import read_lora_metadata
+    from unifl.core.lora.kohya import read_lora_metadata
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -141,7 +141,7 @@ def _wait(job, timeout=600):
 
 @pytest.mark.slow
 def test_training_runs_as_a_webui_job_and_the_lora_lands_in_the_lora_folder(webui, monkeypatch):
-    from unifl.core.export import read_lora_metadata
+    from unifl.core.lora.kohya import read_lora_metadata
     from unifl.webui_extension.host import WebuiHost
     from unifl.webui_extension.ui import start_job
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from unifl.core.config import ConfigError, parse_override, to_dict
-from unifl.core.presets import PRESETS
+from unifl.core.config import PRESETS, ConfigError, parse_override, to_dict
 from unifl.webui_extension import form
 
 

@@ -13,10 +13,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.config import TrainConfig, explain, load_config
-from ..core.export import LoRAFileError, read_lora_metadata
-from ..core.lora import TARGET_PRESETS
-from ..core.presets import PRESETS
+from ..core.config import PRESETS, TrainConfig, explain, load_config
+from ..core.lora.kohya import LoRAFileError, read_lora_metadata
+from ..core.lora.peft import TARGET_PRESETS
+from ..pocket.plugin import register as register_pocket_world
+
+# The tab offers the pocket model, its images, kinds and presets beside the user's own.
+register_pocket_world()
 
 AUTO_PRESET = "auto"
 OFF = "off"
@@ -92,7 +95,7 @@ def resolve_preset(preset: str, model_path: str) -> str:
         return preset
     if model_path == "pocket":
         return "pocket"
-    from ..core.models.loading import detect_architecture
+    from ..core.diffusion.loading import detect_architecture
 
     return "sdxl" if detect_architecture(model_path) in ("sdxl", "StableDiffusionXLPipeline") else "sd15"
 

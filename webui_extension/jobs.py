@@ -3,7 +3,7 @@
 The run lives on a worker thread of the host (the webui's GPU job queue, or a plain thread
 standalone), never inside a gradio request: a training that takes hours must survive a closed tab,
 a reloaded page and gradio's request timeouts, and the page re-attaches by polling. The job only
-*translates*: :class:`~unifl.core.trainer.UniFLTrainer` trains and exports; the job mirrors its
+*translates*: :class:`~unifl.core.training.trainer.UniFLTrainer` trains and exports; the job mirrors its
 callbacks into a snapshot for the page and into the host, and copies the finished LoRA into the
 host's Lora folder.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..core.checkpoint import atomic_write_bytes
 from ..core.config import TrainConfig
+from ..core.files import atomic_write_bytes
 from .host import Host
 
 #: Job states in order; the first four are "active" (the page keeps polling).
@@ -120,7 +120,7 @@ class TrainingJob:
         The final state is published only after the GPU is given back to the host, so a page (or a
         test) that sees the run end also sees the webui's model back in place.
         """
-        from ..core.trainer import TrainerCallbacks, UniFLTrainer
+        from ..core.training.trainer import TrainerCallbacks, UniFLTrainer
 
         if self._stop_requested:
             self._update(state=STOPPED, message="cancelled before it started")
@@ -181,10 +181,10 @@ def _empty_cuda_cache() -> None:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from ..core.config import ConfigError
     from ..core.data import DataError
-    from ..core.export import LoRAFileError
-    from ..core.models.loading import ModelLoadError
-    from ..core.registry import UnknownModelKind
-    from ..core.trainer import TrainingDiverged
+    from ..core.diffusion.loading import ModelLoadError
+    from ..core.feedback.loading import UnknownModelKind
+    from ..core.lora.kohya import LoRAFileError
+    from ..core.training.trainer import TrainingDiverged
 
     return (ConfigError, DataError, LoRAFileError, ModelLoadError, UnknownModelKind, TrainingDiverged, FileExistsError, FileNotFoundError)
 

@@ -12,9 +12,9 @@ import uuid
 
 import gradio as gr
 
-from ..core.checkpoint import list_checkpoints
 from ..core.config import ConfigError, load_config
-from ..core.models.loading import ModelLoadError
+from ..core.diffusion.loading import ModelLoadError
+from ..core.training.checkpoint import list_checkpoints
 from . import client_js, form, jobs, views
 from .compat import js_hook
 from .host import Host

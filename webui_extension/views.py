@@ -7,7 +7,7 @@ import math
 
 from PIL import Image
 
-from ..core.export import SamplerContract, read_lora_metadata
+from ..core.lora.kohya import SamplerContract, read_lora_metadata
 from .jobs import Snapshot
 
 #: Logged values that are not losses or rewards (they have their own scales).

@@ -6,7 +6,7 @@ is read from the keys. So ``size="small"`` (2 levels of 320/640 channels, one bl
 UNet FLOPs) is detected and run as SD15 exactly like the real thing, while ``size="full"`` is the real
 v1-5 shape (860M-parameter UNet). The VAE and CLIP ViT-L text encoder are always full size (ComfyUI
 builds those from fixed configs). Built with diffusers/transformers from the configs shipped in
-``core/model_configs/sd15`` and converted with ``tests/ldm_keys.py``; weights are seeded, fp16.
+``core/diffusion/model_configs/sd15`` and converted with ``tests/ldm_keys.py``; weights are seeded, fp16.
 
     python tests/comfyui_stub/random_sd15.py OUT.safetensors [--size small|full]
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = ROOT / "core" / "model_configs" / "sd15"
+CONFIGS = ROOT / "core" / "diffusion" / "model_configs" / "sd15"
 SMALL_UNET = {"block_out_channels": [320, 640], "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"], "layers_per_block": 1}
 
 

@@ -1,6 +1,6 @@
 """Tiny real models dressed as ComfyUI's ``MODEL`` / ``CLIP`` / ``VAE`` objects (CI stand-in).
 
-The weights are those of ``unifl.core.models.tiny.build_tiny_pipeline`` (real diffusers and
+The weights are those of ``unifl.core.diffusion.tiny.build_tiny_pipeline`` (real diffusers and
 transformers classes at toy sizes); the wrappers expose the attributes ComfyUI's objects have and the
 UniFL adapter uses: ``ModelPatcher.model`` (a ``BaseModel`` with ``diffusion_model``,
 ``model_sampling``, ``latent_format``, ``model_config``), ``CLIP.tokenize``/``encode_from_tokens``,
@@ -11,10 +11,9 @@ inference-tensor weights, as ComfyUI's loader nodes do.
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from comfy.model_patcher import ModelPatcher
 from comfy.model_sampling import ModelSamplingDiscreteEPS
+from torch import nn
 
 CPU = torch.device("cpu")
 

@@ -10,7 +10,7 @@ Each workflow is defined once here in API format (what ``POST /prompt`` takes); 
 
 Regenerate after changing a workflow or a node's inputs (then commit both folders)::
 
-    .venv/bin/python tests/comfyui_stub/workflows.py            # writes example_workflows/*.json and api/*.json
+    .venv/bin/python tests/comfyui_stub/workflows.py            # writes workflows/*.json and api/*.json
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-WORKFLOWS = ROOT / "example_workflows"
+WORKFLOWS = ROOT / "workflows"
 API = WORKFLOWS / "api"
 CORE_SNAPSHOT = HERE / "core_nodes_0.3.64.json"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

@@ -1,0 +1,48 @@
+"""``unifl sample``: images from a model, by default with a UniFL LoRA's own sampler settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run(args) -> int:
+    from ..core.diffusion.loading import load_denoiser
+    from ..core.diffusion.sampling import generate
+    from ..core.images import save_grid, save_png, to_pil
+    from ..core.lora.kohya import SamplerContract, load_kohya_lora, read_lora_metadata
+
+    denoiser = load_denoiser(args.model)
+    contract = SamplerContract(steps=20, timestep_spacing="leading", cfg=7.5)
+    if args.lora:
+        contract = SamplerContract.from_metadata(read_lora_metadata(args.lora)) or contract
+        load_kohya_lora(args.lora, denoiser.lora_target, architecture=denoiser.architecture)
+    steps = args.steps or contract.steps
+    spacing = args.spacing or contract.timestep_spacing
+    cfg = contract.cfg if args.cfg is None else args.cfg
+    prompts = [p for p in args.prompt for _ in range(args.num_images)]
+    seeds = [args.seed + i for i in range(len(prompts))]
+    print(f"sampling {len(prompts)} image(s): {steps} DDIM steps, {spacing} spacing, CFG {cfg}")
+    images = generate(denoiser, prompts, seeds, height=args.height, width=args.width, steps=steps, spacing=spacing, cfg=cfg, negative_prompt=args.negative_prompt)
+    out = Path(args.out)
+    for i, image in enumerate(to_pil(images)):
+        save_png(image, out / f"{i:04d}-seed{seeds[i]}.png")
+    save_grid(images, out / "grid.png", columns=min(4, len(prompts)))
+    print(f"wrote {len(prompts)} image(s) and grid.png to {out}")
+    return 0
+
+
+def add_command(subparsers) -> None:
+    p = subparsers.add_parser("sample", help="generate images, by default with the LoRA's own sampler settings")
+    p.add_argument("--model", required=True, help="diffusers folder or single-file checkpoint")
+    p.add_argument("--lora", help="a UniFL (kohya) LoRA file; its metadata sets steps, spacing and CFG unless given")
+    p.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: the LoRA's contract, else 20)")
+    p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], help="timestep spacing (default: the LoRA's contract)")
+    p.add_argument("--cfg", type=float, help="CFG scale; 1 disables CFG (one UNet call per step)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--out", default="out/samples", help="output folder")
+    p.set_defaults(func=run)

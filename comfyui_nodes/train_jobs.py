@@ -1,0 +1,236 @@
+"""Running core's ``UniFLTrainer`` inside a ComfyUI node: config from node inputs, callbacks to ComfyUI's
+progress bar and interrupt, the LoRA into ``models/loras``, memory back to ComfyUI afterwards.
+
+No loss, sampler or LoRA math lives here; everything is :mod:`unifl.core`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+
+log = logging.getLogger("unifl")
+REQUIRED_MODULES = ("peft", "accelerate", "safetensors")
+
+
+@dataclass
+class TrainRequest:
+    stage: str = "1"
+    lora_name: str = "unifl/unifl"
+    prompts: str = ""
+    image_folder: str = ""
+    steps: int = 500
+    learning_rate: float = 5e-5
+    rank: int = 16
+    alpha: float = 16.0
+    lora_targets: str = "attention"
+    resolution: int = 512
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    seed: int = 0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = True
+    init_lora: str | None = None
+    overwrite: bool = False
+    extra_settings: str = ""
+    rewards: list = field(default_factory=list)
+    perception: list = field(default_factory=list)
+
+
+def check_dependencies() -> None:
+    """Fail at execute time, with the fix, when a training dependency is missing (never at ComfyUI start)."""
+    import importlib.util
+
+    missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pack = Path(__file__).resolve().parent.parent
+        raise ImportError(f"UniFL training needs {', '.join(missing)}: run `python -m pip install -r {pack / 'requirements.txt'}` with ComfyUI's Python, then restart ComfyUI")
+
+
+def extra_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def build_config(request: TrainRequest, architecture: str, run_dir: Path, lora_stem: str, image_folder: Path | None, init_meta: dict | None):
+    """The core ``TrainConfig``: preset of the architecture ← node inputs ← ``extra_settings`` lines."""
+    from ..core.config import ConfigError, TrainConfig, from_dict, merge, parse_override, preset_dict
+
+    lora = {"rank": request.rank, "alpha": float(request.alpha), "targets": request.lora_targets}
+    if init_meta is not None:  # continue a UniFL LoRA: its shape wins
+        lora = {"rank": int(init_meta["ss_network_dim"]), "alpha": float(init_meta["ss_network_alpha"]), "targets": init_meta.get("unifl.lora_targets", request.lora_targets)}
+    inputs = {
+        "stage": request.stage,
+        "lora": lora,
+        "data": {"images": str(image_folder) if image_folder else "", "resolution": request.resolution},
+        "optim": {
+            "learning_rate": float(request.learning_rate), "max_steps": request.steps, "batch_size": request.batch_size,
+            "gradient_accumulation_steps": request.gradient_accumulation, "seed": request.seed,
+            "mixed_precision": request.mixed_precision, "gradient_checkpointing": bool(request.gradient_checkpointing),
+        },
+        "logging": {"output_dir": str(run_dir), "output_name": lora_stem, "tensorboard": False},
+        "rewards": [m.spec() for m in request.rewards],
+        "perception": [m.spec() for m in request.perception],
+    }
+    aspects = [m.aspect for m in request.rewards]
+    if len(set(aspects)) != len(aspects):
+        raise ValueError(f"two reward models judge the same aspect ({', '.join(sorted({a for a in aspects if aspects.count(a) > 1}))}); give each a different aspect on its loader")
+    merged = merge(preset_dict("sdxl" if architecture == "sdxl" else "sd15"), inputs)
+    for line in extra_lines(request.extra_settings):
+        merged = merge(merged, parse_override(line))
+    try:
+        return from_dict(TrainConfig, merged).validate()
+    except ConfigError as error:
+        raise ConfigError(f"UniFL Train LoRA: {error} (node inputs and extra_settings)") from None
+
+
+def place_lora(source: Path, target: Path, overwrite: bool) -> Path:
+    """Copy the exported LoRA into the LoRA folder atomically; a name taken meanwhile gets a number."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not overwrite:
+        n = 2
+        while target.with_name(f"{target.stem}_{n}.safetensors").exists():
+            n += 1
+        renamed = target.with_name(f"{target.stem}_{n}.safetensors")
+        log.warning("UniFL: %s appeared during training; saving the LoRA as %s instead", target, renamed.name)
+        target = renamed
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a models folder is often shared with other tools
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def loss_curve_image(history: list[tuple[int, dict]], title: str):
+    """A ComfyUI IMAGE ``[1, H, W, 3]`` of the logged losses (one line per term)."""
+    import io as _io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    keys = sorted({k for _, logs in history for k in logs if k not in ("lr", "grad_norm", "seconds")})
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    for key in keys:
+        points = [(step, logs[key]) for step, logs in history if key in logs]
+        ax.plot([s for s, _ in points], [v for _, v in points], label=key)
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    if keys:
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no steps logged", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    image = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(image)[None]
+
+
+def train_lora(model, clip, vae, request: TrainRequest):
+    """Train, save into ``models/loras``, and return ``(patched MODEL, lora name, loss-curve IMAGE)``."""
+    import comfy.model_management as mm
+    import comfy.sd
+    import comfy.utils
+    import torch
+
+    check_dependencies()
+    from ..core.data import ImageFolderDataset
+    from ..core.lora.kohya import read_lora_metadata
+    from ..core.training.trainer import TrainerCallbacks, UniFLTrainer
+    from .denoiser import ComfyDenoiser, architecture_of, release
+
+    architecture = architecture_of(model)
+    if clip is None:
+        raise ValueError("clip input is None: this checkpoint has no text encoder; load one with a CLIP loader")
+    lora_path = paths.new_lora_path(request.lora_name, request.overwrite)  # refused before any work
+    run_dir = paths.run_folder(lora_path)
+    image_folder = paths.input_folder(request.image_folder)
+    init_path, init_meta = None, None
+    if request.init_lora:
+        init_path = paths.lora_file(request.init_lora)
+        init_meta = read_lora_metadata(init_path)
+        if "ss_network_dim" not in init_meta or "ss_network_alpha" not in init_meta:
+            raise ValueError(f"init_lora {init_path} has no ss_network_dim/ss_network_alpha metadata; UniFL continues only its own LoRAs")
+    config = build_config(request, architecture, run_dir, lora_path.stem, image_folder, init_meta)
+    if init_path is not None:
+        config.lora.init_from = str(init_path)  # the trainer loads it through the denoiser's LDM name map
+
+    dataset = ImageFolderDataset(image_folder, config.data.resolution) if image_folder else None
+    prompts = [line.strip() for line in request.prompts.splitlines() if line.strip()] or None
+    texts = list(prompts or []) + (dataset.captions() if dataset is not None else [])
+    texts += list(config.logging.validation_prompts) or (prompts or texts)[:4]
+
+    total = config.optim.max_steps
+    bar = comfy.utils.ProgressBar(total)
+    history: list[tuple[int, dict]] = []
+
+    def on_progress(step: int, _total: int, logs: dict) -> None:
+        history.append((step, {k: float(v) for k, v in logs.items()}))
+        if not mm.processing_interrupted():  # else the progress hook would raise before the clean stop
+            bar.update_absolute(step, total)
+
+    def on_preview(step: int, images: list) -> None:
+        if images and not mm.processing_interrupted():
+            bar.update_absolute(step, total, preview=("JPEG", images[0], 512))
+
+    callbacks = TrainerCallbacks(on_progress=on_progress, on_preview=on_preview, should_stop=mm.processing_interrupted)
+    denoiser = result = None
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            denoiser = ComfyDenoiser(model, clip, vae, texts)
+            trainer = UniFLTrainer(config, denoiser=denoiser, callbacks=callbacks, image_dataset=dataset, prompts=prompts)
+            result = trainer.train()
+            del trainer
+    finally:
+        release(denoiser)
+    if result.stopped_early:
+        log.warning("UniFL: training cancelled at step %d; the run folder %s keeps its checkpoint and LoRA", result.steps, run_dir)
+        mm.throw_exception_if_processing_interrupted()
+    saved = place_lora(result.lora_path, lora_path, request.overwrite)
+    name = paths.relative_lora_name(saved)
+    log.info("UniFL: saved %s (%d steps) for LoraLoader as %s", saved, result.steps, name)
+    lora = comfy.utils.load_torch_file(str(saved), safe_load=True)
+    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+    curve = loss_curve_image(history, f"UniFL stage {config.stage}: {name}")
+    return patched, name, curve
+
+
+def train_reward_models(pairs: str, backbone: str, output_folder: str, steps: int, learning_rate: float, batch_size: int,
+                        val_fraction: float, global_model: bool, seed: int, overwrite: bool) -> str:
+    """Core's ``train_aspect_models`` on a pair file from ComfyUI's input folder, into ``models/unifl/rewards``."""
+    import comfy.model_management as mm
+    import folder_paths
+    import torch
+
+    from ..core.training.aspect_rewards import train_aspect_models
+
+    source = paths.input_path(pairs)
+    if source.is_dir():
+        source = source / "pairs.jsonl"
+    name = output_folder.strip().strip("/")
+    if not name or any(p in ("", ".", "..") for p in name.split("/")):
+        raise ValueError(f"output_folder {output_folder!r}: give a sub-folder name such as 'my_rewards'")
+    out_dir = Path(folder_paths.get_folder_paths(paths.REWARD_FOLDER)[0]) / name
+    mm.throw_exception_if_processing_interrupted()
+    with torch.inference_mode(False), torch.enable_grad():
+        results = train_aspect_models(source, out_dir, backbone=backbone.strip(), steps=steps, lr=learning_rate, batch_size=batch_size,
+                                      val_fraction=val_fraction, include_global=global_model, seed=seed, overwrite=overwrite)
+    lines = ["| aspect | train pairs | held-out pairs | held-out accuracy | α | file |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.aspect} | {r.pairs} | {r.val_pairs} | {r.val_accuracy:.3f} | {r.alpha:.4g} | {name}/{r.path.name} |" for r in results]
+    return "\n".join(lines)

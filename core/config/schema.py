@@ -1,0 +1,192 @@
+"""The typed training configuration: one dataclass a section, one documented field a setting.
+
+Every field carries its documentation in ``metadata["help"]`` (TRL/HfArgumentParser style), so the same
+text feeds ``unifl train --explain``, ``docs/config-reference.md`` and the UIs' tooltips. Paper values
+are the defaults; where the paper is silent the choice and its reason are in ``docs/paper-choices.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file/field named and the fix suggested."""
+
+
+def doc(default: Any, help: str, **kw) -> Any:
+    """A dataclass field with its documentation attached."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    """The base model that receives the LoRA."""
+
+    path: str = doc("", "A diffusers pipeline folder or a single-file checkpoint (.safetensors) in the layout ComfyUI/A1111 keep in their models folder, or 'pocket' for the embedded pocket-world model. Loaded offline.")
+    architecture: str = doc("", "'sd15' or 'sdxl'; empty = detect from the file.")
+    dtype: str = doc("fp32", "Storage dtype of the frozen UNet and text encoders: 'fp32', 'fp16' or 'bf16'. LoRA parameters always stay fp32.")
+    vae_dtype: str = doc("fp32", "Storage dtype of the VAE. fp32 by default because the SDXL VAE overflows in fp16.")
+
+
+@dataclass
+class LoRAConfig:
+    """The LoRA that carries both stages."""
+
+    rank: int = doc(16, "LoRA rank (ss_network_dim).")
+    alpha: float = doc(16.0, "LoRA alpha; the effective scale is alpha/rank. Written to the file as the true alpha.")
+    targets: str = doc("attention", "Which UNet layers get LoRA: 'attention' (to_q/k/v/out), 'attention+ff' (adds feed-forward) or 'all' (adds proj_in/out, resnet convs, time embedding).")
+    init_from: str = doc("", "A kohya LoRA file to continue from (stage 2 starts from the stage-1 LoRA). Empty = a fresh, zero-effect LoRA.")
+
+
+@dataclass
+class DataConfig:
+    """Where real images and prompts come from."""
+
+    images: str = doc("", "Folder of real images with a caption .txt beside each (and optional .instances.png/.semantic.png masks for PeFL structure/layout), or the name of a registered procedural source ('pocket': the embedded pocket world). Used by PeFL, the adversarial stage and the denoising regulariser.")
+    prompts: str = doc("", "Text file with one prompt per line for aesthetic rollouts (ideally the output of `unifl select-prompts`). Empty = the captions of `images`.")
+    resolution: int = doc(512, "Training resolution in pixels (square; images are resized on the short side and centre-cropped). 1024 for SDXL.")
+    source_images: int = doc(4096, "How many images a procedural source makes (images = 'pocket').")
+    source_seed: int = doc(1, "Seed of a procedural source's images (the pocket model was pretrained on pocket seed 0, its held-out evaluators use 101+).")
+
+
+@dataclass
+class PeFLConfig:
+    """Perceptual feedback learning (paper §4.1): real image → noise to level T_a → no-grad DDIM to a random late level t → one grad step to x0 → the perception model's own loss."""
+
+    weight: float = doc(1.0, "λ of L_pefl (the paper leaves it unspecified).")
+    inference_steps: int = doc(20, "DDIM steps of the rollout schedule (paper: 20).")
+    noise_level: int = doc(10, "T_a: the schedule level (counted from the clean end, 0 = last DDIM step) the real latent is noised to (paper: 10 of 20).")
+    grad_levels: list = doc([0, 5], "Inclusive range [lo, hi] of the level (from the clean end) where the one grad step is taken (paper: t ∈ [0, 5]). Drawn once per sample.")
+
+
+@dataclass
+class AestheticConfig:
+    """Decoupled aesthetic feedback (paper §4.2): pure noise → no-grad DDIM → one grad step at a late level → Σ_d w_d ReLU(α_d − r_d)."""
+
+    weight: float = doc(1.0, "Weight of L_aes.")
+    inference_steps: int = doc(20, "DDIM steps of the rollout schedule.")
+    grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory).")
+    cfg: float = doc(1.0, "Classifier-free guidance during the rollout (1.0 = off, as ReFL and the same team's ID-Aligner do).")
+
+
+@dataclass
+class AdversarialConfig:
+    """Adversarial feedback (paper §4.3): a reward model updated online as a discriminator, the step that makes few-step sampling work."""
+
+    weight: float = doc(1.0, "Weight of the generator term L_G = −r_a(x0', c).")
+    inference_steps: int = doc(4, "Steps of the few-step schedule trained for (deployment default).")
+    timestep_spacing: str = doc("trailing", "Spacing of the few-step schedule: 'trailing' starts at t = 999 like the deployed sampler.")
+    grad_levels: list = doc([0, 3], "Inclusive range of schedule positions (0 = the noisiest) where the grad step is taken: any step of the few-step schedule (paper: t ∈ [0, 20], the whole trajectory).")
+    start_level: int = doc(0, "Position of the few-step schedule the real latent is noised to before the no-grad denoising prefix (0 = the noisiest, as at sampling).")
+    discriminator_from: str = doc("detail", "Aspect whose reward model initialises the discriminator (paper: detail).")
+    discriminator_lr: float = doc(1e-5, "Learning rate of the discriminator's own optimizer.")
+    discriminator_text_conditioned: bool = doc(True, "Whether the discriminator sees the prompt (Eq. 6 is ambiguous).")
+
+
+@dataclass
+class RegularizerConfig:
+    """Regularisers against reward hacking (ReFL without them collapses: ImageReward #95)."""
+
+    denoising_weight: float = doc(1.0, "Weight of the pre-training (denoising) loss on real images.")
+    base_kl_weight: float = doc(0.0, "Weight of the KL-style term: MSE between the LoRA and the base model's (adapters disabled) predictions on the same input.")
+
+
+@dataclass
+class ModelSpec:
+    """A reward or perception model: a registry kind plus a local path."""
+
+    kind: str = doc("", "Registry name of the loader (see `unifl.core.feedback.registry`).")
+    path: str = doc("", "Local weights file or folder, if the kind needs one.")
+    weight: float = doc(1.0, "Loss weight w_d of this model.")
+    threshold: float | None = doc(None, "α_d of the hinge ReLU(α_d − r_d) for rewards; empty = read 'unifl.alpha' from the model file.")
+    aspect: str = doc("", "Rewards: the aspect (color, layout, detail, lighting, or any name). Perception: the task (style, structure, layout).")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation and schedule."""
+
+    learning_rate: float = doc(1e-4, "AdamW learning rate of the LoRA.")
+    weight_decay: float = doc(0.0, "AdamW weight decay (0: decay fights the LoRA's zero init; AlignProp #4).")
+    max_grad_norm: float = doc(1.0, "Gradient clipping norm (0 = off).")
+    batch_size: int = doc(1, "Samples per device per micro-step, for each feedback term.")
+    gradient_accumulation_steps: int = doc(1, "Micro-steps per optimizer step.")
+    max_steps: int = doc(1000, "Optimizer steps.")
+    warmup_steps: int = doc(0, "Linear learning-rate warm-up steps.")
+    mixed_precision: str = doc("no", "'no', 'fp16' or 'bf16' autocast (LoRA parameters stay fp32).")
+    gradient_checkpointing: bool = doc(True, "Recompute activations of the UNet and the VAE decoder in backward.")
+    seed: int = doc(0, "Seed of everything random; the same seed gives the same run.")
+
+
+@dataclass
+class LoggingConfig:
+    """Where outputs go and how often."""
+
+    output_dir: str = doc("runs/unifl", "Run folder: checkpoints, logs, samples, the final LoRA.")
+    output_name: str = doc("unifl", "File stem of the exported LoRA (ss_output_name).")
+    checkpoint_every: int = doc(100, "Save a resumable checkpoint every N steps (and at the end).")
+    keep_checkpoints: int = doc(3, "How many recent checkpoints to keep.")
+    validate_every: int = doc(100, "Sample validation images with the deployment sampler every N steps (0 = only at the end).")
+    validation_prompts: list = doc([], "Prompts for validation images; empty = the first prompts of the data.")
+    validation_cfg: float = doc(1.0, "CFG scale of stage-1 validation images (and of the stage-1 LoRA's sampler contract). Stage 2 always samples without CFG.")
+    log_every: int = doc(1, "Write CSV/TensorBoard rows every N steps.")
+    tensorboard: bool = doc(True, "Also log to TensorBoard (if the tensorboard package is installed).")
+
+
+STAGES = ("1", "2")
+
+
+@dataclass
+class TrainConfig:
+    """A UniFL training run. Stage 1 (quality) = PeFL + aesthetic (+ regulariser); stage 2 (acceleration) = adversarial + aesthetic (+ regulariser)."""
+
+    stage: str = doc("1", "'1' (quality: PeFL + decoupled aesthetic) or '2' (acceleration: adversarial + decoupled aesthetic).")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The base model."})
+    lora: LoRAConfig = field(default_factory=LoRAConfig, metadata={"help": "The LoRA."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Real images and prompts."})
+    pefl: PeFLConfig = field(default_factory=PeFLConfig, metadata={"help": "Perceptual feedback (stage 1)."})
+    aesthetic: AestheticConfig = field(default_factory=AestheticConfig, metadata={"help": "Decoupled aesthetic feedback (both stages)."})
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig, metadata={"help": "Adversarial feedback (stage 2)."})
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig, metadata={"help": "Regularisers."})
+    rewards: list = field(default_factory=list, metadata={"help": "Aspect reward models, a list of [[rewards]] tables (kind, path, aspect, threshold, weight).", "item": ModelSpec})
+    perception: list = field(default_factory=list, metadata={"help": "Perception models for PeFL, a list of [[perception]] tables (kind, path, aspect = style|structure|layout, weight).", "item": ModelSpec})
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "Optimisation."})
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "Outputs."})
+
+    def validate(self) -> "TrainConfig":
+        """Check cross-field consistency; raise :class:`ConfigError` naming the field and the fix."""
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage = {self.stage!r}: use '1' (quality) or '2' (acceleration)")
+        for name, section in (("pefl", self.pefl), ("aesthetic", self.aesthetic)):
+            lo, hi = _range(f"{name}.grad_levels", section.grad_levels)
+            if hi >= section.inference_steps:
+                raise ConfigError(f"{name}.grad_levels = {section.grad_levels}: levels must be < {name}.inference_steps ({section.inference_steps})")
+        lo, hi = _range("adversarial.grad_levels", self.adversarial.grad_levels)
+        if hi >= self.adversarial.inference_steps or self.adversarial.start_level > lo:
+            raise ConfigError(f"adversarial.grad_levels = {self.adversarial.grad_levels} must lie in [start_level={self.adversarial.start_level}, inference_steps-1={self.adversarial.inference_steps - 1}]")
+        if not self.pefl.grad_levels[1] < self.pefl.noise_level:
+            raise ConfigError(f"pefl.noise_level = {self.pefl.noise_level} must be above the grad levels {self.pefl.grad_levels} (the rollout denoises from T_a down to t)")
+        for key, value in (("model.dtype", self.model.dtype), ("model.vae_dtype", self.model.vae_dtype)):
+            if value not in ("fp32", "fp16", "bf16"):
+                raise ConfigError(f"{key} = {value!r}: use 'fp32', 'fp16' or 'bf16'")
+        if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ConfigError(f"optim.mixed_precision = {self.optim.mixed_precision!r}: use 'no', 'fp16' or 'bf16'")
+        for i, spec in enumerate(self.rewards):
+            if not spec.aspect:
+                raise ConfigError(f"rewards[{i}] ({spec.kind}) has no aspect: set aspect = 'color' | 'layout' | 'detail' | 'lighting' | …")
+        for i, spec in enumerate(self.perception):
+            if spec.aspect not in ("style", "structure", "layout"):
+                raise ConfigError(f"perception[{i}].aspect = {spec.aspect!r}: use 'style', 'structure' or 'layout'")
+        if self.stage == "2" and self.adversarial.weight > 0 and not any(r.aspect == self.adversarial.discriminator_from for r in self.rewards):
+            raise ConfigError(f"stage 2 initialises the discriminator from the {self.adversarial.discriminator_from!r} reward model, but no [[rewards]] entry has that aspect; add one or set adversarial.discriminator_from")
+        return self
+
+
+def _range(name: str, value) -> tuple[int, int]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value) and 0 <= value[0] <= value[1]):
+        raise ConfigError(f"{name} = {value!r}: give two integers [lo, hi] with 0 <= lo <= hi")
+    return value[0], value[1]

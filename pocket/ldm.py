@@ -1,0 +1,567 @@
+"""The pocket latent diffusion model: a tiny Stable-Diffusion-architecture pipeline pretrained on the pocket world.
+
+UniFL fine-tunes a *pretrained* text-to-image model, and no real Stable Diffusion weights exist offline,
+so this module pretrains one from scratch on CPU with the real diffusers/transformers classes:
+
+1. an ``AutoencoderKL`` with downsampling factor 4 (64 px images ↔ 16×16×4 latents), so the 4 px
+   stripes and checks of the pocket world can survive the round trip; trained with L1 + MSE and a
+   small KL term. Its ``scaling_factor`` is 1 / std of the training latents, SD's convention;
+2. a ``UNet2DConditionModel`` and a ``CLIPTextModel``, trained jointly from scratch with SD1.5's DDPM
+   noise schedule and epsilon prediction, 10 % of captions dropped to ``""`` so classifier-free
+   guidance works, min-SNR loss weighting (γ = 5) and an EMA of both networks.
+
+The result is saved as a standard ``StableDiffusionPipeline`` folder (SD1.5's DDIM scheduler config,
+a word-level CLIP tokenizer over :data:`~.world.VOCABULARY`, no safety checker) that
+``StableDiffusionPipeline.from_pretrained(folder)`` and :func:`unifl.core.diffusion.loading.load_pipeline`
+read offline. It is deliberately small and briefly trained: layouts and colours mostly follow the
+caption, shapes and textures are often wrong, and few-step sampling is visibly blurry, which is what
+UniFL's feedback learning is meant to improve.
+
+Build it with ``python -m unifl.pocket.ldm --out pocket/weights/ldm`` (``--quick`` for a
+seconds-long smoke build). The shipped folder also holds ``BUILD.md`` and a ``samples.png`` grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..core.diffusion import schedule as sched
+from ..core.diffusion.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
+from ..core.diffusion.loading import load_pipeline
+from ..core.diffusion.sampling import generate
+from ..core.diffusion.tiny import SD15_SCHEDULER, write_clip_tokenizer
+from ..core.files import atomic_write_text
+from ..core.images import grid, save_png
+from .world import VOCABULARY, PocketDataset, WorldConfig
+
+RESOLUTION = 64
+MAX_TOKENS = 40
+"""Tokenizer length: the longest caption is 29 words, plus start and end tokens, with room to spare."""
+HOLDOUT_SEED = 2
+"""The LDM trains on dataset stream ``seed`` (0 for the shipped model); stream 2 is held out for metrics."""
+
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, sample_size=RESOLUTION,
+    block_out_channels=(16, 32, 64), layers_per_block=1,
+    # Few, wide groups: with one or two channels per group, GroupNorm acts as instance norm and strips
+    # each image's mean colour, which the VAE then relearns slowly (colours came out wrong in trials).
+    norm_num_groups=4,
+    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    mid_block_add_attention=False,  # 256-token attention costs more than it gives at this size
+)
+VAE_INITIAL_LOGVAR = -6.0
+"""Start the posterior nearly deterministic (σ ≈ 0.05, not 1): unit noise on the small initial latents
+drowns the signal, and the encoder needs many steps to shrink it (the KL weight is too small to care)."""
+TEXT_CONFIG = dict(
+    hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
+    max_position_embeddings=MAX_TOKENS, hidden_act="quick_gelu", projection_dim=96, layer_norm_eps=1e-5,
+)
+UNET_CONFIG = dict(
+    sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, layers_per_block=1,
+    block_out_channels=(32, 64, 128), norm_num_groups=8,
+    # No attention at 16×16 (the most expensive level); cross-attention to the caption at 8×8 and 4×4,
+    # where objects (3–6 latent pixels across) are still located to within a cell.
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(1, 2, 4),  # diffusers reads this as the head *count*: 32-wide heads at every level
+    cross_attention_dim=TEXT_CONFIG["hidden_size"],
+)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Every knob of a build; :data:`FULL` made the shipped model, :data:`QUICK` is a smoke test."""
+
+    num_images: int
+    """Training images rendered once (uint8) from stream ``seed`` and reused every epoch."""
+    num_holdout: int
+    """Held-out images (stream 2) for the VAE's PSNR and the denoiser's validation loss."""
+    vae_crop_steps: int
+    """VAE steps on random crops: a 16 px crop costs 1/16 of an image and learning is step-limited."""
+    vae_crop: int
+    """Crop side in pixels, a multiple of 4 so crops align with the latent grid."""
+    vae_crop_batch: int
+    vae_full_steps: int
+    """Final VAE steps on whole 64 px images, so GroupNorm statistics and borders match inference."""
+    vae_full_batch: int
+    vae_lr: float
+    vae_kl_weight: float
+    """Weight of the KL term per latent element, against L1 + MSE per pixel: small, as in SD."""
+    unet_steps: int
+    unet_batch: int
+    unet_lr: float
+    warmup_steps: int
+    caption_dropout: float
+    snr_gamma: float
+    ema_decay: float
+    report_prompts: int
+    """Held-out captions sampled for the build report's sharpness numbers (the grid shows the first 8)."""
+
+
+FULL = BuildSettings(
+    num_images=20_000, num_holdout=512,
+    vae_crop_steps=3_000, vae_crop=16, vae_crop_batch=32, vae_full_steps=300, vae_full_batch=8, vae_lr=2e-3, vae_kl_weight=1e-5,
+    unet_steps=3_000, unet_batch=32, unet_lr=1e-3, warmup_steps=200,
+    caption_dropout=0.1, snr_gamma=5.0, ema_decay=0.999, report_prompts=32,
+)
+QUICK = replace(
+    FULL, num_images=64, num_holdout=16, vae_crop_steps=4, vae_crop_batch=4, vae_full_steps=2, vae_full_batch=2,
+    unet_steps=6, unet_batch=4,
+    warmup_steps=2, ema_decay=0.9, report_prompts=2,
+)
+GRID_PROMPTS = 8
+GRID_CFG = 3.0
+GRID_SAMPLERS = ((20, "leading"), (4, "trailing"))
+
+
+def pocket_model_dir() -> Path:
+    """The shipped pipeline folder, ``pocket/weights/ldm`` next to this module."""
+    return Path(__file__).resolve().parent / "weights" / "ldm"
+
+
+def load_pocket_pipeline(path: str | Path | None = None, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """The pocket LDM as a ``StableDiffusionPipeline`` (the shipped folder unless ``path`` names another)."""
+    folder = Path(path) if path is not None else pocket_model_dir()
+    if not (folder / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{folder}: no pocket LDM there (model_index.json is missing). Build it with "
+            f"`python -m unifl.pocket.ldm --out {folder}` (about half an hour on 2 CPU cores)."
+        )
+    return load_pipeline(folder, dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def render_images(count: int, seed: int, desc: str) -> tuple[torch.Tensor, list[str]]:
+    """``count`` pocket-world images of stream ``seed`` as uint8 ``[N, 3, 64, 64]``, and their captions.
+
+    Rendered once and kept as bytes (12 KiB per image): training then costs no rendering at all.
+    """
+    dataset = PocketDataset(count, seed, WorldConfig(resolution=RESOLUTION))
+    images = torch.empty((count, 3, RESOLUTION, RESOLUTION), dtype=torch.uint8)
+    captions = []
+    for i in tqdm(range(count), desc=desc, unit="img", dynamic_ncols=True, mininterval=2):
+        sample = dataset[i]
+        images[i] = (sample.image * 255).round().to(torch.uint8)
+        captions.append(sample.caption)
+    return images, captions
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[0, 255]`` → float ``[-1, 1]``, the VAE's input range."""
+    return images.float() / 127.5 - 1.0
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    """Padded token ids ``[N, MAX_TOKENS]``, exactly as the pipeline and our denoiser tokenize at inference."""
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def warmup_cosine(warmup: int, total: int, floor: float = 0.1) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine decay to ``floor`` (short runs end on a calm LR)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class LossLog:
+    """Mean training loss per tenth of a run: a compact loss curve for logs and ``BUILD.md``."""
+
+    def __init__(self, total_steps: int):
+        self.bucket = max(1, total_steps // 10)
+        self.sums: list[float] = []
+        self.counts: list[int] = []
+
+    def add(self, step: int, loss: float) -> None:
+        index = min(step // self.bucket, 9)
+        while len(self.sums) <= index:
+            self.sums.append(0.0)
+            self.counts.append(0)
+        self.sums[index] += loss
+        self.counts[index] += 1
+
+    def curve(self) -> list[float]:
+        return [s / c for s, c in zip(self.sums, self.counts)]
+
+
+def train_vae(images: torch.Tensor, settings: BuildSettings, seed: int):
+    """An ``AutoencoderKL`` trained on ``images`` (uint8): crops first, whole images last; with its L1 curve."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    with torch.no_grad():
+        vae.quant_conv.bias[VAE_CONFIG["latent_channels"] :] = VAE_INITIAL_LOGVAR
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    total = settings.vae_crop_steps + settings.vae_full_steps
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, total))
+    log = LossLog(total)
+    vae.train()
+    bar = tqdm(range(total), desc="VAE", dynamic_ncols=True, mininterval=2)
+    for step in bar:
+        if step < settings.vae_crop_steps:
+            top, left = (4 * torch.randint((RESOLUTION - settings.vae_crop) // 4 + 1, (2,), generator=generator)).tolist()
+            index = torch.randint(len(images), (settings.vae_crop_batch,), generator=generator)
+            x = to_signed(images[index, :, top : top + settings.vae_crop, left : left + settings.vae_crop])
+        else:
+            x = to_signed(images[torch.randint(len(images), (settings.vae_full_batch,), generator=generator)])
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+        l1 = (reconstruction - x).abs().mean()
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        loss = l1 + ((reconstruction - x) ** 2).mean() + settings.vae_kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        log.add(step, l1.item())
+        if step % 20 == 0:
+            bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.1f}")
+    return vae.eval().requires_grad_(False), log.curve()
+
+
+@torch.no_grad()
+def encode_means(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Posterior means of ``images`` (uint8), unscaled: what ``DiffusersDenoiser.encode_images`` uses."""
+    chunks = [vae.encode(to_signed(images[i : i + batch])).latent_dist.mean for i in range(0, len(images), batch)]
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae, images: torch.Tensor, latents: torch.Tensor) -> float:
+    """Mean per-image PSNR (dB, images in [0, 1]) of decoding the posterior means of ``images``."""
+    decoded = torch.cat([vae.decode(latents[i : i + 256]).sample for i in range(0, len(latents), 256)])
+    mse = (((decoded.clamp(-1, 1) + 1) / 2 - images.float() / 255) ** 2).mean(dim=(1, 2, 3))
+    return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+
+
+def build_text_encoder(tokenizer):
+    """A small, randomly initialised ``CLIPTextModel`` whose embedding table covers ``tokenizer``."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, **TEXT_CONFIG,
+    ))
+
+
+def denoising_loss(unet, text_encoder, x0, ids, noise, timesteps, alphas_cumprod, snr_gamma: float | None):
+    """Epsilon-prediction MSE per sample, min-SNR-γ weighted when ``snr_gamma`` is given (Hang et al. 2023)."""
+    alpha_bar = sched.signal_level(alphas_cumprod, timesteps).float()
+    x_t = sched.add_noise(x0, noise, alpha_bar)
+    prediction = unet(x_t, timesteps, text_encoder(ids, return_dict=False)[0], return_dict=False)[0]
+    per_sample = ((prediction - noise) ** 2).mean(dim=(1, 2, 3))
+    if snr_gamma is None:
+        return per_sample
+    snr = alpha_bar / (1 - alpha_bar)
+    return per_sample * snr.clamp(max=snr_gamma) / snr
+
+
+@torch.no_grad()
+def validation_loss(unet, text_encoder, latents: torch.Tensor, ids: torch.Tensor, alphas_cumprod, seed: int) -> float:
+    """Unweighted epsilon MSE on held-out latents, timesteps evenly spread over [0, 1000), fixed noise."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(latents.shape, generator=generator)
+    timesteps = torch.linspace(0, len(alphas_cumprod) - 1, len(latents)).round().long()
+    losses = [
+        denoising_loss(unet, text_encoder, latents[i : i + 128], ids[i : i + 128], noise[i : i + 128], timesteps[i : i + 128], alphas_cumprod, None)
+        for i in range(0, len(latents), 128)
+    ]
+    return float(torch.cat(losses).mean())
+
+
+def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildSettings, seed: int):
+    """UNet + CLIP text encoder trained jointly on scaled latents; returns the better of raw and EMA weights.
+
+    ``holdout`` is ``(latents, ids)`` of held-out images; both weight sets are scored on it and the one
+    with the lower validation loss is kept, so EMA is used only where it measurably helps.
+    """
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet, text_encoder = UNet2DConditionModel(**UNET_CONFIG), build_text_encoder(tokenizer)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    ema = [p.detach().clone() for p in params]
+    alphas_cumprod = alphas_cumprod_from_config(SD15_SCHEDULER)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(params, lr=settings.unet_lr, weight_decay=0.01)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.unet_steps))
+    log = LossLog(settings.unet_steps)
+    unet.train(), text_encoder.train()
+    bar = tqdm(range(settings.unet_steps), desc="UNet + text encoder", dynamic_ncols=True, mininterval=2)
+    for step in bar:
+        index = torch.randint(len(latents), (settings.unet_batch,), generator=generator)
+        batch_ids = ids[index].clone()
+        dropped = torch.rand(settings.unet_batch, generator=generator) < settings.caption_dropout
+        batch_ids[dropped] = empty_ids
+        timesteps = torch.randint(len(alphas_cumprod), (settings.unet_batch,), generator=generator)
+        noise = torch.randn(latents[index].shape, generator=generator)
+        loss = denoising_loss(unet, text_encoder, latents[index], batch_ids, noise, timesteps, alphas_cumprod, settings.snr_gamma).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        decay = min(settings.ema_decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        log.add(step, loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    unet.eval(), text_encoder.eval()
+    raw_loss = validation_loss(unet, text_encoder, *holdout, alphas_cumprod, seed)
+    ema_unet, ema_text_encoder = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    with torch.no_grad():
+        for target, value in zip([*ema_unet.parameters(), *ema_text_encoder.parameters()], ema):
+            target.copy_(value)
+    ema_loss = validation_loss(ema_unet, ema_text_encoder, *holdout, alphas_cumprod, seed)
+    chosen = (ema_unet, ema_text_encoder) if ema_loss <= raw_loss else (unet, text_encoder)
+    stats = {"loss_curve": log.curve(), "val_loss_raw": raw_loss, "val_loss_ema": ema_loss, "kept": "ema" if ema_loss <= raw_loss else "raw"}
+    return chosen[0].requires_grad_(False), chosen[1].requires_grad_(False), stats
+
+
+# ------------------------------------------------------------------------------------------------- build
+
+
+def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = False, settings: BuildSettings | None = None) -> Path:
+    """Pretrain the pocket LDM and save it (with ``BUILD.md`` and ``samples.png``) as a pipeline folder.
+
+    ``out_dir`` is replaced only once the new folder is complete, so an interrupted build never leaves
+    a half-written model behind. ``seed`` picks the training-data stream and every initialisation;
+    ``settings`` overrides the :data:`FULL` / :data:`QUICK` presets.
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    if seed == HOLDOUT_SEED:
+        raise ValueError(f"seed {HOLDOUT_SEED} is the held-out data stream of the build report; pick another --seed")
+    settings = settings or (QUICK if quick else FULL)
+    out_dir = Path(out_dir).resolve()
+    started, times = time.perf_counter(), {}
+    load_before = os.getloadavg()[0]
+
+    def phase(name: str, begun: float) -> float:
+        times[name] = time.perf_counter() - begun
+        return time.perf_counter()
+
+    clock = time.perf_counter()
+    images, captions = render_images(settings.num_images, seed, "render training set")
+    holdout_images, holdout_captions = render_images(settings.num_holdout, HOLDOUT_SEED, "render held-out set")
+    clock = phase("render", clock)
+
+    vae, vae_curve = train_vae(images, settings, seed)
+    vae_unscaled = encode_means(vae, images)
+    scaling_factor = float(1.0 / vae_unscaled.std())
+    vae.register_to_config(scaling_factor=scaling_factor)
+    holdout_unscaled = encode_means(vae, holdout_images)
+    psnr = reconstruction_psnr(vae, holdout_images, holdout_unscaled)
+    tqdm.write(f"VAE: held-out PSNR {psnr:.2f} dB, scaling_factor {scaling_factor:.4f}")
+    clock = phase("vae", clock)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))  # same filesystem: the final move is a rename
+    try:
+        tokenizer = write_clip_tokenizer(work / "tokenizer", VOCABULARY, model_max_length=MAX_TOKENS)
+        ids, holdout_ids = tokenize(tokenizer, captions), tokenize(tokenizer, holdout_captions)
+        empty_ids = tokenize(tokenizer, [""])[0]
+        holdout = (holdout_unscaled * scaling_factor, holdout_ids)
+        unet, text_encoder, unet_stats = train_denoiser(vae_unscaled * scaling_factor, ids, empty_ids, holdout, tokenizer, settings, seed)
+        clock = phase("unet", clock)
+
+        scheduler = DDIMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if not k.startswith("_")})
+        pipe = StableDiffusionPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+        pipe.save_pretrained(str(work))
+        quality = write_samples(pipe, holdout_images, holdout_captions, settings, work / "samples.png")
+        phase("report", clock)
+        times["total"] = time.perf_counter() - started
+        report = build_report(
+            settings=settings, seed=seed, quick=quick, times=times, loads=(load_before, os.getloadavg()[0]), pipe=pipe, folder_mb=folder_megabytes(work),
+            psnr=psnr, scaling_factor=scaling_factor, vae_curve=vae_curve, unet_stats=unet_stats, quality=quality,
+            grid_prompts=holdout_captions[: grid_columns(settings)], out_dir=out_dir,
+        )
+        atomic_write_text(work / "BUILD.md", report)
+        make_readable(work)
+        replace_folder(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def make_readable(folder: Path) -> None:
+    """Temporary folders and atomic writes are private (0700/0600); a shipped model is for everyone to read."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move the finished ``new`` folder to ``target``, removing an older build only after the move."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
+    """Per-image variance of the luminance Laplacian: a blur-sensitive sharpness score."""
+    luminance = (images * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+    kernel = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]
+    return F.conv2d(luminance, kernel).flatten(1).var(dim=1)
+
+
+def grid_columns(settings: BuildSettings) -> int:
+    """Captions shown in ``samples.png``: :data:`GRID_PROMPTS`, fewer in a quick build."""
+    return min(GRID_PROMPTS, settings.report_prompts)
+
+
+def write_samples(pipe, holdout_images: torch.Tensor, holdout_captions: list[str], settings: BuildSettings, path: Path) -> dict:
+    """Sample held-out captions with our DDIM sampler; save the grid and return sharpness relative to real images.
+
+    Grid rows: the real image of the caption, 20-step DDIM (leading), 4-step DDIM (trailing), all at
+    CFG :data:`GRID_CFG` and one seed per column, tiles enlarged ×2 (nearest) to be readable.
+    """
+    denoiser = DiffusersDenoiser.from_pipeline(pipe, architecture="sd15")
+    count, shown = settings.report_prompts, grid_columns(settings)
+    prompts, seeds = holdout_captions[:count], list(range(count))
+    real = holdout_images[:count].float() / 255
+    rows, quality = [real[:shown]], {"real_sharpness": float(laplacian_variance(real).mean())}
+    for steps, spacing in GRID_SAMPLERS:
+        images = generate(denoiser, prompts, seeds, height=RESOLUTION, width=RESOLUTION, steps=steps, spacing=spacing, cfg=GRID_CFG, batch_size=16)
+        rows.append(images[:shown])
+        quality[f"sharpness_{steps}_{spacing}"] = float(laplacian_variance(images).mean())
+    tiles = F.interpolate(torch.cat(rows), scale_factor=2, mode="nearest")
+    save_png(grid(tiles, columns=shown), path)
+    return quality
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def millions(module) -> str:
+    return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
+
+
+def folder_megabytes(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (how the command was typed), else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, scaling_factor, vae_curve, unet_stats, quality, grid_prompts, out_dir) -> str:
+    """``BUILD.md``: how the model was made and what it measured, in enough detail to rebuild it."""
+    command = f"python -m unifl.pocket.ldm --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
+    minutes = {k: f"{v / 60:.1f} min" for k, v in times.items()}
+    curve = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
+    prompt_list = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(grid_prompts))
+    sharp = {k: f"{v:.4f}" for k, v in quality.items()}
+    return f"""# Pocket LDM build
+
+Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''}
+
+Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} × {cpu_name()}
+(shared machine: 1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end).
+
+| phase | wall time |
+|---|---|
+| render {settings.num_images} training + {settings.num_holdout} held-out images | {minutes['render']} |
+| VAE ({settings.vae_crop_steps} steps × {settings.vae_crop_batch} crops of {settings.vae_crop} px, {settings.vae_full_steps} × {settings.vae_full_batch} images) + encoding all images | {minutes['vae']} |
+| UNet + text encoder ({settings.unet_steps} steps × {settings.unet_batch}) | {minutes['unet']} |
+| save + samples + report | {minutes['report']} |
+| **total** | **{minutes['total']}** |
+
+## Components
+
+| component | parameters |
+|---|---|
+| VAE (`AutoencoderKL`, factor 4, 16×16×4 latents) | {millions(pipe.vae)} |
+| UNet (`UNet2DConditionModel`, sample size 16) | {millions(pipe.unet)} |
+| text encoder (`CLIPTextModel`, {TEXT_CONFIG['num_hidden_layers']} layers × {TEXT_CONFIG['hidden_size']}) | {millions(pipe.text_encoder)} |
+
+Folder size: {folder_mb:.1f} MiB (fp32 safetensors).
+Data: pocket world stream {seed} (training), stream {HOLDOUT_SEED} (held out), {RESOLUTION} px.
+
+## Measurements
+
+- VAE reconstruction PSNR on {settings.num_holdout} held-out images: **{psnr:.2f} dB**; `scaling_factor` = {scaling_factor:.4f} (1 / std of training latents).
+- VAE L1 per tenth of training: {curve(vae_curve)}
+- Denoiser loss (min-SNR-{settings.snr_gamma:g} weighted ε-MSE) per tenth of training: {curve(unet_stats['loss_curve'])}
+- Held-out ε-MSE: raw weights {unet_stats['val_loss_raw']:.4f}, EMA ({settings.ema_decay}) {unet_stats['val_loss_ema']:.4f}; shipped: **{unet_stats['kept']}**.
+- Sharpness (luminance Laplacian variance) over {settings.report_prompts} held-out captions, CFG {GRID_CFG:g}: real {sharp['real_sharpness']},
+  20-step DDIM leading {sharp['sharpness_20_leading']}, 4-step DDIM trailing {sharp['sharpness_4_trailing']}.
+
+## samples.png
+
+Columns: the first {len(grid_prompts)} held-out captions (seeds 0–{len(grid_prompts) - 1}). Rows: the real image, 20-step DDIM (leading
+spacing), 4-step DDIM (trailing spacing), sampled with `unifl.core.diffusion.sampling.generate` at CFG {GRID_CFG:g}; tiles shown ×2.
+
+{prompt_list}
+"""
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def build_arguments(module: str, doc: str, default_out: Path, what: str) -> argparse.ArgumentParser:
+    """The options every pocket build shares (``--out``, ``--seed``, ``--quick``, ``--threads``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m unifl.pocket.{module}", description=doc.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=default_out, help=f"{what} folder to write (replaced when the build finishes)")
+    parser.add_argument("--seed", type=int, default=0, help=f"training-data stream and initialisation seed (the shipped {what}: 0)")
+    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke build with tiny step counts (not a usable model)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core machine)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = build_arguments("ldm", __doc__, pocket_model_dir(), "pipeline").parse_args(argv)
+    torch.set_num_threads(args.threads)
+    folder = build_pocket_pipeline(args.out, seed=args.seed, quick=args.quick)
+    print(f"wrote {folder}; see {folder / 'BUILD.md'}")
+    return folder
+
+
+if __name__ == "__main__":
+    main()
