@@ -28,7 +28,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from ..progress import progress_bar
 
 
 class PromptEmbedder(Protocol):
@@ -82,7 +83,7 @@ class HashedTfidfEmbedder:
 
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         rows, features, counts = [], [], []
-        for row, prompt in enumerate(tqdm(prompts, desc="tfidf features", disable=not self.progress, unit="prompt", mininterval=2)):
+        for row, prompt in enumerate(progress_bar(prompts, desc="tfidf features", disable=not self.progress, unit="prompt", mininterval=2)):
             for feature, count in self._features(prompt).items():
                 rows.append(row)
                 features.append(feature)
@@ -139,7 +140,7 @@ class SentenceEmbedder:
     @torch.no_grad()
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         out = torch.zeros(len(prompts), self.model.config.hidden_size)
-        for batch in tqdm(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
+        for batch in progress_bar(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
             tokens = self.tokenizer([prompts[i] for i in batch], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.model(**tokens).last_hidden_state
             if self.cls_pooling:
@@ -180,7 +181,7 @@ class ClipTextEmbedder:
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         width = self.model.config.projection_dim if self.projected else self.model.config.hidden_size
         out = torch.zeros(len(prompts), width)
-        for batch in tqdm(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
+        for batch in progress_bar(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
             tokens = self.tokenizer([prompts[i] for i in batch], padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
             output = self.model(input_ids=tokens["input_ids"])
             out[batch] = (output.text_embeds if self.projected else output.pooler_output).float().cpu()
