@@ -18,16 +18,15 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arrays]
 
 
-def grid(images: torch.Tensor, columns: int, padding: int = 2) -> Image.Image:
-    """One image with the batch laid out row by row on a white background."""
+def grid(images: torch.Tensor, columns: int) -> Image.Image:
+    """One image with the batch laid out row by row (diffusers' ``make_image_grid``; a last row that is
+    not full is filled with white tiles)."""
+    from diffusers.utils import make_image_grid
+
     tiles = to_pil(images)
-    w, h = tiles[0].size
     rows = (len(tiles) + columns - 1) // columns
-    canvas = Image.new("RGB", (columns * (w + padding) + padding, rows * (h + padding) + padding), "white")
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        canvas.paste(tile, (padding + c * (w + padding), padding + r * (h + padding)))
-    return canvas
+    tiles += [Image.new("RGB", tiles[0].size, "white")] * (rows * columns - len(tiles))
+    return make_image_grid(tiles, rows=rows, cols=columns)
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

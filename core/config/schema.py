@@ -40,6 +40,8 @@ class LoRAConfig:
     alpha: float = doc(16.0, "LoRA alpha; the effective scale is alpha/rank. Written to the file as the true alpha.")
     targets: str = doc("attention", "Which UNet layers get LoRA: 'attention' (to_q/k/v/out), 'attention+ff' (adds feed-forward) or 'all' (adds proj_in/out, resnet convs, time embedding).")
     init_from: str = doc("", "A kohya LoRA file to continue from (stage 2 starts from the stage-1 LoRA). Empty = a fresh, zero-effect LoRA.")
+    dropout: float = doc(0.0, "Dropout on the LoRA input during training (peft lora_dropout), in [0, 1).")
+    init: str = doc("default", "Initialisation of a fresh LoRA: 'default' (A Kaiming-uniform, B zero) or 'gaussian' (A normal with std 1/rank, B zero). Both start as a no-op.")
 
 
 @dataclass
@@ -68,9 +70,10 @@ class AestheticConfig:
     """Decoupled aesthetic feedback (paper §4.2): pure noise → no-grad DDIM → one grad step at a late level → Σ_d w_d ReLU(α_d − r_d)."""
 
     weight: float = doc(1.0, "Weight of L_aes.")
-    inference_steps: int = doc(20, "DDIM steps of the rollout schedule.")
-    grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory).")
-    cfg: float = doc(1.0, "Classifier-free guidance during the rollout (1.0 = off, as ReFL and the same team's ID-Aligner do).")
+    inference_steps: int = doc(20, "DDIM steps of the stage-1 rollout schedule (leading spacing, as the 20-step sampler).")
+    grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory). In stage 2 it is clipped to the few-step schedule.")
+    stage2_schedule: str = doc("deployment", "Rollout schedule of the aesthetic term in stage 2: 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with) or 'rollout' (inference_steps with leading spacing, as in stage 1). docs/paper-choices.md says why.")
+    cfg: float = doc(1.0, "Classifier-free guidance of the rollout, the no-grad prefix and the grad step alike (1.0 = off, as ReFL and the same team's ID-Aligner do; CFG doubles the grad step's memory).")
 
 
 @dataclass
@@ -81,8 +84,9 @@ class AdversarialConfig:
     inference_steps: int = doc(4, "Steps of the few-step schedule trained for (deployment default).")
     timestep_spacing: str = doc("trailing", "Spacing of the few-step schedule: 'trailing' starts at t = 999 like the deployed sampler.")
     grad_levels: list = doc([0, 3], "Inclusive range of schedule positions (0 = the noisiest) where the grad step is taken: any step of the few-step schedule (paper: t ∈ [0, 20], the whole trajectory).")
-    start_level: int = doc(0, "Position of the few-step schedule the real latent is noised to before the no-grad denoising prefix (0 = the noisiest, as at sampling).")
+    start_level: int = doc(0, "Position of the few-step schedule where the rollout starts: 0 = pure noise, where sampling starts; k > 0 = the real latent noised to position k.")
     discriminator_from: str = doc("detail", "Aspect whose reward model initialises the discriminator (paper: detail).")
+    discriminator_trainable: str = doc("auto", "What of the discriminator trains: 'all' (a full copy of the reward model), 'head' (its 'head' module alone; the frozen trunk is shared, not copied) or 'auto' (head alone for reward models over 20 M parameters that have one).")
     discriminator_lr: float = doc(1e-5, "Learning rate of the discriminator's own optimizer.")
     discriminator_text_conditioned: bool = doc(True, "Whether the discriminator sees the prompt (Eq. 6 is ambiguous).")
 
@@ -173,6 +177,10 @@ class TrainConfig:
         for key, value in (("model.dtype", self.model.dtype), ("model.vae_dtype", self.model.vae_dtype)):
             if value not in ("fp32", "fp16", "bf16"):
                 raise ConfigError(f"{key} = {value!r}: use 'fp32', 'fp16' or 'bf16'")
+        if self.aesthetic.stage2_schedule not in ("deployment", "rollout"):
+            raise ConfigError(f"aesthetic.stage2_schedule = {self.aesthetic.stage2_schedule!r}: use 'deployment' or 'rollout'")
+        if self.adversarial.discriminator_trainable not in ("auto", "all", "head"):
+            raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all' or 'head'")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"optim.mixed_precision = {self.optim.mixed_precision!r}: use 'no', 'fp16' or 'bf16'")
         for i, spec in enumerate(self.rewards):
