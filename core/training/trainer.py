@@ -32,6 +32,7 @@ from ..lora.kohya import SamplerContract, load_kohya_lora, save_kohya_lora
 from ..lora.peft import LoRASettings, add_lora, load_lora_state_dict, lora_state_dict
 from . import checkpoint as ckpt
 from .logs import RunLogger
+from .run_lock import owns_run_folder
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -445,6 +446,7 @@ class UniFLTrainer:
             sampler=self.sampler_contract(), overwrite=overwrite,
         )
 
+    @owns_run_folder  # one run per folder: the main process holds <run_dir>/run.lock until train() returns
     def train(self, resume: str | None = None, overwrite: bool = False) -> TrainResult:
         """Run to ``optim.max_steps`` (or until stopped); returns where the LoRA went."""
         c = self.config
