@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -152,7 +151,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]
     for file in sorted(path.glob("*.pt")):
         try:
             optimizers[file.stem] = torch.load(file, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        except Exception as err:  # a damaged pickle raises anything from the unpickler
             raise CheckpointError(f"{file}: unreadable ({_first_line(err)}); resume from an earlier checkpoint") from None
     return tensors, optimizers, _read_state(path)
 
