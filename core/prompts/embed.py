@@ -204,6 +204,8 @@ def build_embedder(spec: str, device: str | None = None, progress: bool = True) 
     """``tfidf`` | ``tfidf:DIM`` | ``sentence`` | ``sentence:PATH`` | ``clip:PATH`` → an embedder."""
     kind, _, argument = spec.partition(":")
     if kind == "tfidf":
+        if argument and not (argument.isdigit() and int(argument) > 0):
+            raise ValueError(f"embedder {spec!r}: tfidf:DIM needs a positive whole number of dimensions, e.g. tfidf:1024")
         return HashedTfidfEmbedder(dim=int(argument) if argument else 1024, progress=progress)
     if kind == "sentence" and argument:
         return SentenceEmbedder(argument, device=device, progress=progress)
