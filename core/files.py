@@ -33,6 +33,27 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def is_inside(path: str | Path, folders, *, strictly: bool = False) -> bool:
+    """Whether ``path``, as a loader resolves it (``~`` expanded, relative to the working folder), lies in one of
+    ``folders`` (``strictly``: below it, not the folder itself) without climbing out through ``..``.
+
+    Symbolic links inside a folder are not resolved: only someone with access to the machine can make
+    one, and hosts' users link their model folders in all the time.
+    """
+    expanded = os.path.expanduser(str(path))
+    if ".." in Path(expanded).parts:
+        return False
+    full = _absolute(expanded)
+    for folder in map(_absolute, folders):
+        if full.startswith(folder.rstrip(os.sep) + os.sep) or (full == folder and not strictly):
+            return True
+    return False
+
+
+def _absolute(path: str | Path) -> str:
+    return os.path.normcase(os.path.abspath(os.path.expanduser(str(path))))
+
+
 class TextFileError(ValueError):
     """A text file (prompts, captions, pairs, run state) that is not UTF-8 text; the message names it."""
 

@@ -7,14 +7,11 @@ folders of their host: every path the config reads must lie inside those folders
 the host's folder of runs (it is the only place a run ever deletes in), and ``kind = "module"``, which
 imports and calls Python code, is refused unless the host's owner turned it on.
 
-Paths are checked as the loaders will read them (``~`` expanded, relative to the working folder) and
-must not climb out with ``..``. Symbolic links inside a host folder are followed: only someone with
-access to the machine can make one, and hosts' users link model folders in all the time.
+Paths are checked as the loaders will read them (:func:`unifl.core.files.is_inside`).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 from ..config import TrainConfig
 from ..data import IMAGE_SOURCES
 from ..diffusion.loading import MODEL_SOURCES
+from ..files import is_inside
 
 #: The registry kind that imports ``package.module:factory`` and calls it (core/feedback/builtin.py).
 MODULE_KIND = "module"
@@ -61,16 +59,15 @@ class UIConfinement:
 def confine(config: TrainConfig, confinement: UIConfinement) -> TrainConfig:
     """Return ``config`` if everything it names is allowed; else raise :class:`ConfinementError`."""
     c, rules = config, confinement
-    readable = [_absolute(str(root)) for root in rules.readable]
     shown = ", ".join(map(str, rules.readable))
 
     run_dir = c.logging.output_dir
-    if not _inside(run_dir, [_absolute(str(rules.runs))], strictly=True):
+    if not is_inside(run_dir, [rules.runs], strictly=True):
         raise ConfinementError(f"logging.output_dir = {run_dir!r}: {rules.where} keeps run folders inside {rules.runs}; "
                                "remove that setting (the run folder follows the LoRA name)")
 
     def check(key: str, value: str, names: tuple[str, ...] = ()) -> None:
-        if value and value not in names and not _inside(value, readable):
+        if value and value not in names and not is_inside(value, rules.readable):
             raise ConfinementError(f"{key} = {value!r} is outside the folders {rules.where} may read ({shown}); "
                                    "move the file there and name it inside them")
 
@@ -99,15 +96,3 @@ def _named_files(path: str) -> list[str]:
     else:
         values = [path.strip()] if path.strip() else []
     return [value for value in values if not (_NAME.fullmatch(value) and value not in (".", "..") and not Path(value).exists())]
-
-
-def _absolute(path: str) -> str:
-    return os.path.normcase(os.path.abspath(os.path.expanduser(path)))
-
-
-def _inside(path: str, roots: list[str], strictly: bool = False) -> bool:
-    """Whether ``path`` (as a loader resolves it) lies in one of ``roots``, without climbing out by ``..``."""
-    if ".." in Path(os.path.expanduser(path)).parts:
-        return False
-    full = _absolute(path)
-    return any(full.startswith(root.rstrip(os.sep) + os.sep) or (full == root and not strictly) for root in roots)
