@@ -299,8 +299,8 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def _model_path(path: str | Path) -> Path:
     """The existing file or folder a model path (or registered source name) stands for."""
     if not str(path).strip():  # Path("") is the current folder, which would then be blamed for not being a model
-        raise ModelLoadError("no base model given: set path in the config's [model] section (model.path): a diffusers pipeline folder, "
-                             "a .safetensors/.ckpt checkpoint, or 'pocket' for the embedded model")
+        raise ModelLoadError("no base model given (the model path is empty): set path in the config's [model] section, or --model; "
+                             "a diffusers pipeline folder, a .safetensors/.ckpt checkpoint, or 'pocket' for the embedded model")
     return _existing(resolve_model_path(path))
 
 

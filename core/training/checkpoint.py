@@ -83,10 +83,9 @@ def checkpoint_problem(path: str | Path) -> str | None:
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
         return f"{', '.join(missing)} missing"
-    try:
-        _read_state(path)
-    except CheckpointError as err:
-        return str(err)
+    problem = _parsed_state(path / "state.json")[1]
+    if problem is not None:
+        return f"state.json: {problem}"
     if (path / MANIFEST).is_file():
         return _manifest_problem(path)
     return _structure_problem(path)  # written before checkpoints had a manifest
@@ -157,14 +156,23 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]
 
 
 def _read_state(path: Path) -> dict:
-    file = path / "state.json"
+    state, problem = _parsed_state(path / "state.json")
+    if problem is not None:
+        raise CheckpointError(f"{path / 'state.json'}: {problem}")
+    return state
+
+
+def _parsed_state(file: Path) -> tuple[dict | None, str | None]:
+    """``(state, None)``, or ``(None, what is wrong)`` with a checkpoint's ``state.json``."""
     try:
         state = json.loads(read_text(file, "checkpoint state"))
-    except (TextFileError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{file}: not readable JSON ({_first_line(err)})") from None
+    except TextFileError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as err:
+        return None, f"not readable JSON ({_first_line(err)})"
     if not (isinstance(state, dict) and isinstance(state.get("step"), int) and "stage" in state and isinstance(state.get("config"), dict)):
-        raise CheckpointError(f"{file}: not a UniFL checkpoint state (step, stage and config expected)")
-    return state
+        return None, "not a UniFL checkpoint state (step, stage and config expected)"
+    return state, None
 
 
 def _manifest_problem(path: Path) -> str | None:

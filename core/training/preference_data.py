@@ -55,6 +55,8 @@ def read_pairs(path: str | Path, resolution: int) -> dict[str, PreferencePairs]:
             if not (path.parent / row[key]).is_file():
                 problems.append(f"line {number}: {key} {path.parent / row[key]} does not exist")
         rows.append(row)
+    if len(problems) == 1:
+        raise DataError(f"{path}: {problems[0]}")
     if problems:
         shown = "\n  ".join(problems[:10]) + (f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise DataError(f"{path}: {len(problems)} bad row(s):\n  {shown}")
