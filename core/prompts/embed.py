@@ -134,7 +134,15 @@ class SentenceEmbedder:
 
     def _read_json(self, relative: str) -> dict:
         file = self.path / relative
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        if not file.is_file():
+            return {}
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"sentence embedder: {file} is not readable JSON ({type(err).__name__}: {err}); copy the model folder again") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"sentence embedder: {file} is not a JSON object; copy the model folder again")
+        return data
 
     @torch.no_grad()
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -14,6 +14,18 @@ from PIL import Image
 TRAIN_FAST = [a for o in FAST for a in ("--set", o)]
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every command works offline: any connection attempt fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a network connection was attempted: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
 def train_args(model, run_dir, *sets):
     return ["train", "--preset", "tiny", "--set", f"model.path={model}", "--set", f"logging.output_dir={run_dir}", *TRAIN_FAST,
             *(a for s in sets for a in ("--set", s))]
@@ -263,6 +275,27 @@ def test_a_full_disk_while_saving_is_one_line_and_harms_no_earlier_checkpoint(ti
     assert len(errors) == 1 and "could not write checkpoint" in errors[0] and "step-000003" in errors[0] and "the checkpoints before it are intact" in errors[0]
     assert_untouched(before)
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")], "no half-written checkpoint is left behind"
+
+
+class RunsCode:
+    """A pickle that, if ever unpickled, writes a marker file (as a hostile one would run anything)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+@pytest.mark.slow
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(cli_error, tiny_sd15_dir, tmp_path):
+    weights = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "hook": RunsCode(tmp_path / "pwned")}, weights)
+    before = snapshot(tmp_path)
+    cli_error(r"vgg16.pth: holds Python objects besides tensors .*which UniFL will not unpickle",
+              *train_args(tiny_sd15_dir, tmp_path / "run", f'perception=[{{aspect = "style", kind = "vgg16", path = "{weights}"}}]'))
+    assert not (tmp_path / "pwned").exists(), "the pickle ran"
+    assert_untouched(before)
 
 
 # -- unifl sample -------------------------------------------------------------------------------------
