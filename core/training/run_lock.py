@@ -12,6 +12,7 @@ kernel lock cannot outlive its process.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -25,6 +26,8 @@ from typing import IO, Iterator
 from . import checkpoint as ckpt
 
 LOCK_NAME = "run.lock"
+#: How a lock held by someone else shows (flock: EWOULDBLOCK; msvcrt.locking: EACCES or EDEADLOCK).
+_HELD_ELSEWHERE = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
 log = logging.getLogger("unifl")
 
 
@@ -75,7 +78,10 @@ def _locked_handle(path: Path) -> IO[str]:
         handle = open(path, "a+", encoding="utf-8")  # never truncates: the owner's record stays readable
         try:
             _lock(handle)
-        except OSError:
+        except OSError as err:
+            if err.errno not in _HELD_ELSEWHERE:  # a file system without locks (some network mounts)
+                log.warning("UniFL: %s cannot be locked (%s); nothing stops a second run from using %s at the same time", path, err, path.parent)
+                return handle
             owner = _read_owner(handle)
             handle.close()
             raise RunFolderBusy(f"{path.parent} is in use by another training run ({_describe(owner)}): wait for it to finish, "
@@ -133,7 +139,10 @@ else:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def _unlock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        except OSError:  # never locked (a file system without locks)
+            pass
 
     def _release(path: Path, handle: IO[str]) -> None:
         # Removed while still locked: a run that opened the old file and locks it after us sees that

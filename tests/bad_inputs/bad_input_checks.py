@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -33,24 +32,20 @@ def assert_one_line(message: str, pattern: str) -> str:
     return message
 
 
-@pytest.fixture
-def cli_error(capsys):
-    """``cli_error(pattern, *argv, code=1)``: run ``unifl ARGV``, expect exit ``code`` and exactly one error line
-    ``unifl <command>: error: …`` matching ``pattern`` (argparse adds its usage line above it for code 2)."""
+def cli_error(capsys, pattern: str, *argv, code: int = 1) -> str:
+    """Run ``unifl ARGV``; expect exit ``code`` and exactly one error line ``unifl <command>: error: …`` matching
+    ``pattern`` (argparse adds its usage line above it for code 2), and no traceback."""
     from unifl.cli import main
 
-    def run(pattern: str, *argv: str, code: int = 1) -> str:
-        try:
-            returned = main([str(a) for a in argv])
-        except SystemExit as exit:  # argparse refuses an argument
-            returned = exit.code
-        err = capsys.readouterr().err
-        assert "Traceback" not in err, err
-        errors = [line for line in err.splitlines() if re.match(r"unifl [\w-]+: error: ", line)]
-        assert returned == code and len(errors) == 1, f"exit {returned}, error lines {errors}; stderr:\n{err}"
-        return assert_one_line(errors[0], pattern)
-
-    return run
+    try:
+        returned = main([str(a) for a in argv])
+    except SystemExit as exit:  # argparse refuses an argument
+        returned = exit.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if re.match(r"unifl [\w-]+: error: ", line)]
+    assert returned == code and len(errors) == 1, f"exit {returned}, error lines {errors}; stderr:\n{err}"
+    return assert_one_line(errors[0], pattern)
 
 
 def kohya_lora(path: Path, value: float = 0.01, architecture: str = "sd15") -> Path:

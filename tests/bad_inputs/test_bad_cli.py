@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from bad_input_checks import assert_untouched, captioned_folder, cli_error, kohya_lora, snapshot  # noqa: F401 (cli_error is a fixture)
+from bad_input_checks import assert_untouched, captioned_folder, cli_error, kohya_lora, snapshot
 from conftest import FAST
 from PIL import Image
 
@@ -73,36 +73,36 @@ CONFIG_CASES = [
 
 
 @pytest.mark.parametrize(("setting", "pattern"), CONFIG_CASES, ids=[c[0][:40] for c in CONFIG_CASES])
-def test_a_bad_config_value_is_one_line_naming_it(cli_error, tmp_path, setting, pattern):
+def test_a_bad_config_value_is_one_line_naming_it(capsys, tmp_path, setting, pattern):
     run_dir = tmp_path / "run"
-    cli_error(pattern, *train_args("pocket", run_dir, setting))
+    cli_error(capsys, pattern, *train_args("pocket", run_dir, setting))
     assert not run_dir.exists(), "a refused config writes nothing"
 
 
-def test_a_config_file_that_is_not_utf8_is_named(cli_error, tmp_path):
+def test_a_config_file_that_is_not_utf8_is_named(capsys, tmp_path):
     config = tmp_path / "latin1.toml"
     config.write_bytes('preset = "tiny"\n# réglages\n'.encode("latin-1"))
     before = snapshot(tmp_path)
-    cli_error(r"config file .*latin1.toml is not UTF-8 text \(byte 0xe9 on line 2\)", "train", config)
+    cli_error(capsys, r"config file .*latin1.toml is not UTF-8 text \(byte 0xe9 on line 2\)", "train", config)
     assert_untouched(before)
 
 
-def test_a_config_file_that_is_not_toml_is_named(cli_error, tmp_path):
+def test_a_config_file_that_is_not_toml_is_named(capsys, tmp_path):
     config = tmp_path / "broken.toml"
     config.write_text("[optim\nlearning_rate = 1")
-    cli_error(r"broken.toml: not valid TOML", "train", config)
+    cli_error(capsys, r"broken.toml: not valid TOML", "train", config)
 
 
-def test_a_preset_that_is_not_a_name_is_refused(cli_error, tmp_path):
+def test_a_preset_that_is_not_a_name_is_refused(capsys, tmp_path):
     config = tmp_path / "preset.toml"
     config.write_text("preset = 5\n")
-    cli_error(r"preset.toml: preset = 5: name a preset", "train", config)
+    cli_error(capsys, r"preset.toml: preset = 5: name a preset", "train", config)
 
 
-def test_a_missing_model_section_names_the_section_not_the_current_folder(cli_error, tmp_path):
+def test_a_missing_model_section_names_the_section_not_the_current_folder(capsys, tmp_path):
     config = tmp_path / "no_model.toml"
     config.write_text(f'preset = "sd15"\n[logging]\noutput_dir = "{tmp_path / "run"}"\n')
-    message = cli_error(r"no base model given \(the model path is empty\): set path in the config's \[model\] section", "train", config)
+    message = cli_error(capsys, r"no base model given \(the model path is empty\): set path in the config's \[model\] section", "train", config)
     assert "folder without model_index.json" not in message
 
 
@@ -110,81 +110,81 @@ def test_a_missing_model_section_names_the_section_not_the_current_folder(cli_er
 
 
 @pytest.mark.slow
-def test_a_prompt_file_that_is_not_utf8_is_named(cli_error, tiny_sd15_dir, tmp_path):
+def test_a_prompt_file_that_is_not_utf8_is_named(capsys, tiny_sd15_dir, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_bytes("a cat\nun caf\xe9\n".encode("latin-1"))
     before = snapshot(tmp_path)
-    cli_error(r"prompt file .*prompts.txt is not UTF-8 text \(byte 0xe9 on line 2\): save it as UTF-8",
+    cli_error(capsys, r"prompt file .*prompts.txt is not UTF-8 text \(byte 0xe9 on line 2\): save it as UTF-8",
               *train_args(tiny_sd15_dir, tmp_path / "run", f"data.prompts={prompts}"))
     assert_untouched(before)
 
 
 @pytest.mark.slow
-def test_a_caption_that_is_not_utf8_is_named(cli_error, tiny_sd15_dir, tmp_path):
+def test_a_caption_that_is_not_utf8_is_named(capsys, tiny_sd15_dir, tmp_path):
     images = captioned_folder(tmp_path / "images")
     (images / "1.txt").write_bytes(b"\xff\xfea cat")  # UTF-16, as some editors save
     before = snapshot(tmp_path)
-    cli_error(r"caption file .*1.txt is not UTF-8 text \(byte 0xff on line 1\)", *train_args(tiny_sd15_dir, tmp_path / "run", f"data.images={images}"))
+    cli_error(capsys, r"caption file .*1.txt is not UTF-8 text \(byte 0xff on line 1\)", *train_args(tiny_sd15_dir, tmp_path / "run", f"data.images={images}"))
     assert_untouched(before)
 
 
 @pytest.mark.slow
-def test_a_float_image_in_the_data_is_refused_before_training(cli_error, tiny_sd15_dir, tmp_path):
+def test_a_float_image_in_the_data_is_refused_before_training(capsys, tiny_sd15_dir, tmp_path):
     images = captioned_folder(tmp_path / "images")
     Image.fromarray(np.zeros((32, 32), dtype=np.float32), "F").save(images / "depth.png", "TIFF")  # a TIFF named .png
     (images / "depth.txt").write_text("a depth map")
     before = snapshot(tmp_path)
-    cli_error(r"depth.png: 32-bit floating-point pixels have no standard range", *train_args(tiny_sd15_dir, tmp_path / "run", f"data.images={images}"))
+    cli_error(capsys, r"depth.png: 32-bit floating-point pixels have no standard range", *train_args(tiny_sd15_dir, tmp_path / "run", f"data.images={images}"))
     assert_untouched(before)
 
 
 @pytest.mark.slow
-def test_an_rgb_mask_is_refused_naming_it(cli_error, tiny_sd15_dir, tmp_path):
+def test_an_rgb_mask_is_refused_naming_it(capsys, tiny_sd15_dir, tmp_path):
     images = captioned_folder(tmp_path / "images")
     Image.new("RGB", (32, 32)).save(images / "0.semantic.png")
-    cli_error(r"mask .*0.semantic.png is a RGB image, but a mask holds one id a pixel",
+    cli_error(capsys, r"mask .*0.semantic.png is a RGB image, but a mask holds one id a pixel",
               *train_args(tiny_sd15_dir, tmp_path / "run", f"data.images={images}", 'perception=[{aspect = "layout", kind = "random-features"}]'))
 
 
 @pytest.mark.slow
-def test_broken_instance_labels_are_named(cli_error, tiny_sd15_dir, tmp_path):
+def test_broken_instance_labels_are_named(capsys, tiny_sd15_dir, tmp_path):
     images = captioned_folder(tmp_path / "images", count=1)
     Image.new("L", (32, 32), 1).save(images / "0.instances.png")
     (images / "0.instances.json").write_text('{"labels": [1,')
-    cli_error(r"0.instances.json: expected \{\"labels\": \[class of instance 1",
+    cli_error(capsys, r"0.instances.json: expected \{\"labels\": \[class of instance 1",
               *train_args(tiny_sd15_dir, tmp_path / "run", f"data.images={images}", 'perception=[{aspect = "structure", kind = "random-features"}]'))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("value", "what"), [(float("nan"), "nan"), (float("inf"), "inf")])
-def test_a_lora_with_non_finite_values_is_refused_as_init_from(cli_error, tiny_sd15_dir, tmp_path, value, what):
+def test_a_lora_with_non_finite_values_is_refused_as_init_from(capsys, tiny_sd15_dir, tmp_path, value, what):
     lora = kohya_lora(tmp_path / f"{what}.safetensors", value)
     before = snapshot(tmp_path)
-    cli_error(rf"{what}.safetensors: 1 of 3 tensors hold NaN or infinite values .*diverged", *train_args(tiny_sd15_dir, tmp_path / "run", f"lora.init_from={lora}"))
+    cli_error(capsys, rf"{what}.safetensors: 1 of 3 tensors hold NaN or infinite values .*diverged", *train_args(tiny_sd15_dir, tmp_path / "run", f"lora.init_from={lora}"))
     assert_untouched(before)
 
 
 @pytest.mark.slow
-def test_a_fresh_start_over_a_folder_that_is_not_a_run_folder_deletes_nothing(cli_error, tiny_sd15_dir, tmp_path):
+def test_a_fresh_start_over_a_folder_that_is_not_a_run_folder_deletes_nothing(capsys, tiny_sd15_dir, tmp_path):
     folder = tmp_path / "my_project"
     (folder / "checkpoints").mkdir(parents=True)
     (folder / "checkpoints" / "thesis.tex").write_text("years of work")
     (folder / "checkpoints" / "step-000001").mkdir()
     (folder / "checkpoints" / "step-000001" / "notes.txt").write_text("not UniFL's")
     before = snapshot(folder)
-    cli_error(r"checkpoints holds files UniFL did not write \(e.g. .*\), so .*my_project is not a UniFL run folder: nothing was deleted",
+    cli_error(capsys, r"checkpoints holds files UniFL did not write \(e.g. .*\), so .*my_project is not a UniFL run folder: nothing was deleted",
               *train_args(tiny_sd15_dir, folder), "--overwrite")
     assert_untouched(before)
 
 
 @pytest.mark.slow
-def test_a_second_run_in_a_busy_folder_is_refused_naming_it(cli_error, tiny_sd15_dir, tmp_path):
+def test_a_second_run_in_a_busy_folder_is_refused_naming_it(capsys, tiny_sd15_dir, tmp_path):
     from unifl.core.training.run_lock import run_folder_lock
 
     run_dir = tmp_path / "run"
     with run_folder_lock(run_dir):  # another run holds it
         before = snapshot(run_dir)
-        cli_error(rf"{run_dir} is in use by another training run \(pid \d+ on .*\): wait for it to finish", *train_args(tiny_sd15_dir, run_dir))
+        cli_error(capsys, rf"{run_dir} is in use by another training run \(pid \d+ on .*\): wait for it to finish", *train_args(tiny_sd15_dir, run_dir))
         assert_untouched(before)
 
 
@@ -213,7 +213,7 @@ def test_resume_skips_a_damaged_checkpoint_in_one_line_and_uses_the_one_before(t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["state", "lora", "missing"])
-def test_resuming_from_a_damaged_checkpoint_by_name_is_one_line(cli_error, tiny_sd15_dir, tmp_path, damage):
+def test_resuming_from_a_damaged_checkpoint_by_name_is_one_line(capsys, tiny_sd15_dir, tmp_path, damage):
     run_dir = _trained_run(tiny_sd15_dir, tmp_path / "run", steps=1)
     checkpoint = run_dir / "checkpoints" / "step-000001"
     if damage == "state":
@@ -226,25 +226,25 @@ def test_resuming_from_a_damaged_checkpoint_by_name_is_one_line(cli_error, tiny_
         (checkpoint / "lr_scheduler.pt").unlink()
     before = snapshot(run_dir)
     reason = {"state": r"state.json: not readable JSON", "lora": r"lora.safetensors changed since it was written", "missing": r"lr_scheduler.pt missing"}[damage]
-    cli_error(rf"--resume {checkpoint}: the checkpoint is damaged \({reason}", *train_args(tiny_sd15_dir, run_dir), "--resume", checkpoint)
+    cli_error(capsys, rf"--resume {checkpoint}: the checkpoint is damaged \({reason}", *train_args(tiny_sd15_dir, run_dir), "--resume", checkpoint)
     assert_untouched(before)
 
 
 @pytest.mark.slow
-def test_resume_latest_with_every_checkpoint_damaged_is_one_line(cli_error, tiny_sd15_dir, tmp_path):
+def test_resume_latest_with_every_checkpoint_damaged_is_one_line(capsys, tiny_sd15_dir, tmp_path):
     run_dir = _trained_run(tiny_sd15_dir, tmp_path / "run", steps=1)
     (run_dir / "checkpoints" / "step-000001" / "manifest.json").write_text("{")
     before = snapshot(run_dir)
-    cli_error(r"--resume latest: every checkpoint in .*checkpoints is damaged; start again with --overwrite", *train_args(tiny_sd15_dir, run_dir), "--resume", "latest")
+    cli_error(capsys, r"--resume latest: every checkpoint in .*checkpoints is damaged; start again with --overwrite", *train_args(tiny_sd15_dir, run_dir), "--resume", "latest")
     assert_untouched(before)
 
 
 @pytest.mark.slow
-def test_exporting_a_damaged_checkpoint_is_one_line(cli_error, tiny_sd15_dir, tmp_path):
+def test_exporting_a_damaged_checkpoint_is_one_line(capsys, tiny_sd15_dir, tmp_path):
     run_dir = _trained_run(tiny_sd15_dir, tmp_path / "run", steps=1)
     (run_dir / "checkpoints" / "step-000001" / "lora.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
     before = snapshot(run_dir)
-    cli_error(r"lora.safetensors: unreadable|the checkpoint is damaged", "export", run_dir / "checkpoints" / "step-000001", "--out", tmp_path / "x.safetensors")
+    cli_error(capsys, r"lora.safetensors: unreadable|the checkpoint is damaged", "export", run_dir / "checkpoints" / "step-000001", "--out", tmp_path / "x.safetensors")
     assert_untouched(before)
 
 
@@ -288,11 +288,11 @@ class RunsCode:
 
 
 @pytest.mark.slow
-def test_a_pickle_that_would_run_code_is_refused_and_never_runs(cli_error, tiny_sd15_dir, tmp_path):
+def test_a_pickle_that_would_run_code_is_refused_and_never_runs(capsys, tiny_sd15_dir, tmp_path):
     weights = tmp_path / "vgg16.pth"
     torch.save({"features.0.weight": torch.zeros(1), "hook": RunsCode(tmp_path / "pwned")}, weights)
     before = snapshot(tmp_path)
-    cli_error(r"vgg16.pth: holds Python objects besides tensors .*which UniFL will not unpickle",
+    cli_error(capsys, r"vgg16.pth: holds Python objects besides tensors .*which UniFL will not unpickle",
               *train_args(tiny_sd15_dir, tmp_path / "run", f'perception=[{{aspect = "style", kind = "vgg16", path = "{weights}"}}]'))
     assert not (tmp_path / "pwned").exists(), "the pickle ran"
     assert_untouched(before)
@@ -310,20 +310,20 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_runs(cli_error, tiny_
     (["--seed", "-3"], r"argument --seed: -3 is out of range"),
     (["--steps", "two"], r"argument --steps: 'two' is not a whole number"),
 ])
-def test_bad_sample_arguments_are_refused_when_read(cli_error, tmp_path, args, pattern):
-    cli_error(pattern, "sample", "--model", "pocket", "--prompt", "x", "--out", tmp_path / "out", *args, code=2)
+def test_bad_sample_arguments_are_refused_when_read(capsys, tmp_path, args, pattern):
+    cli_error(capsys, pattern, "sample", "--model", "pocket", "--prompt", "x", "--out", tmp_path / "out", *args, code=2)
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
-def test_a_sample_size_off_the_latent_grid_is_refused(cli_error, tiny_sd15_dir, tmp_path):
-    cli_error(r"--height 33: this model's images are made of 2x2-pixel latents; use a multiple of 2, e.g. 32",
+def test_a_sample_size_off_the_latent_grid_is_refused(capsys, tiny_sd15_dir, tmp_path):
+    cli_error(capsys, r"--height 33: this model's images are made of 2x2-pixel latents; use a multiple of 2, e.g. 32",
               "sample", "--model", tiny_sd15_dir, "--prompt", "x", "--height", "33", "--width", "32", "--out", tmp_path / "out")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["nan", "inf", "truncated", "missing"])
-def test_a_bad_lora_to_sample_with_is_one_line_naming_it(cli_error, tiny_sd15_dir, tmp_path, damage):
+def test_a_bad_lora_to_sample_with_is_one_line_naming_it(capsys, tiny_sd15_dir, tmp_path, damage):
     lora = tmp_path / f"{damage}.safetensors"
     if damage in ("nan", "inf"):
         kohya_lora(lora, float(damage))
@@ -332,7 +332,7 @@ def test_a_bad_lora_to_sample_with_is_one_line_naming_it(cli_error, tiny_sd15_di
     pattern = {"nan": "hold NaN or infinite values", "inf": "hold NaN or infinite values", "truncated": "not a readable .safetensors file",
                "missing": "LoRA file not found"}[damage]
     before = snapshot(tmp_path)
-    cli_error(rf"{damage}.safetensors.*{pattern}|{pattern}.*{damage}.safetensors", "sample", "--model", tiny_sd15_dir, "--lora", lora, "--prompt", "x",
+    cli_error(capsys, rf"{damage}.safetensors.*{pattern}|{pattern}.*{damage}.safetensors", "sample", "--model", tiny_sd15_dir, "--lora", lora, "--prompt", "x",
               "--height", "32", "--width", "32", "--out", tmp_path / "out")
     assert_untouched(before)
     assert not (tmp_path / "out").exists(), "no black images written"
@@ -351,10 +351,10 @@ def _images(tmp_path):
     (["--device", "toaster"], r"--device 'toaster': not a torch device", 1),
     (["--device", "cuda:7"], r"--device cuda:7: (this torch has no CUDA device|this machine has)", 1),
 ])
-def test_bad_score_arguments_are_one_line(cli_error, tmp_path, args, pattern, code):
+def test_bad_score_arguments_are_one_line(capsys, tmp_path, args, pattern, code):
     folder = _images(tmp_path)
     before = snapshot(tmp_path)
-    cli_error(pattern, "score", folder, "--reward", "s=sharpness", "--out", tmp_path / "scores", *args, code=code)
+    cli_error(capsys, pattern, "score", folder, "--reward", "s=sharpness", "--out", tmp_path / "scores", *args, code=code)
     assert_untouched(before)
 
 
@@ -362,8 +362,8 @@ def test_bad_score_arguments_are_one_line(cli_error, tmp_path, args, pattern, co
     ("sharpness", r"--reward 'sharpness': expected NAME=KIND:PATH"),
     ("s=no-such-kind", r"unknown reward model kind 'no-such-kind'; known: "),
 ])
-def test_bad_reward_specs_are_one_line(cli_error, tmp_path, spec, pattern):
-    cli_error(pattern, "score", _images(tmp_path), "--reward", spec, "--out", tmp_path / "scores")
+def test_bad_reward_specs_are_one_line(capsys, tmp_path, spec, pattern):
+    cli_error(capsys, pattern, "score", _images(tmp_path), "--reward", spec, "--out", tmp_path / "scores")
 
 
 @pytest.mark.parametrize(("write", "pattern"), [
@@ -371,18 +371,18 @@ def test_bad_reward_specs_are_one_line(cli_error, tmp_path, spec, pattern):
     (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30), r"x.png: not a readable image"),
     (lambda p: p.write_bytes(b""), r"x.png: not a readable image \(UnidentifiedImageError"),
 ])
-def test_unreadable_images_to_score_are_named(cli_error, tmp_path, write, pattern):
+def test_unreadable_images_to_score_are_named(capsys, tmp_path, write, pattern):
     write(tmp_path / "x.png")
     before = snapshot(tmp_path)
-    cli_error(pattern, "score", tmp_path / "x.png", "--reward", "s=sharpness", "--out", tmp_path / "scores")
+    cli_error(capsys, pattern, "score", tmp_path / "x.png", "--reward", "s=sharpness", "--out", tmp_path / "scores")
     assert_untouched(before)
     assert not (tmp_path / "scores.csv").exists()
 
 
-def test_a_caption_to_score_with_that_is_not_utf8_is_named(cli_error, tmp_path):
+def test_a_caption_to_score_with_that_is_not_utf8_is_named(capsys, tmp_path):
     folder = _images(tmp_path)
     (folder / "0.txt").write_bytes("caf\xe9".encode("latin-1"))
-    cli_error(r"caption file .*0.txt is not UTF-8 text", "score", folder, "--reward", "s=sharpness", "--prompts-from", "captions", "--out", tmp_path / "scores")
+    cli_error(capsys, r"caption file .*0.txt is not UTF-8 text", "score", folder, "--reward", "s=sharpness", "--prompts-from", "captions", "--out", tmp_path / "scores")
 
 
 def test_score_reads_a_16_bit_png_as_its_8_bit_twin(tmp_path, capsys):
@@ -408,25 +408,25 @@ def test_score_reads_a_16_bit_png_as_its_8_bit_twin(tmp_path, capsys):
     (["-n", "2", "--embedder", "tfidf:abc"], r"embedder 'tfidf:abc': tfidf:DIM needs a positive whole number", 1),
     (["-n", "2", "--embedder", "tfidf:0"], r"embedder 'tfidf:0': tfidf:DIM needs a positive whole number", 1),
 ])
-def test_bad_select_prompts_arguments_are_one_line(cli_error, tmp_path, args, pattern, code):
+def test_bad_select_prompts_arguments_are_one_line(capsys, tmp_path, args, pattern, code):
     source = tmp_path / "prompts.txt"
     source.write_text("a cat on a mat\na dog under a tree\n")
-    cli_error(pattern, "select-prompts", source, "--out", tmp_path / "picked.txt", *args, code=code)
+    cli_error(capsys, pattern, "select-prompts", source, "--out", tmp_path / "picked.txt", *args, code=code)
     assert not (tmp_path / "picked.txt").exists()
 
 
-def test_a_prompt_file_to_select_from_that_is_not_utf8_is_named(cli_error, tmp_path):
+def test_a_prompt_file_to_select_from_that_is_not_utf8_is_named(capsys, tmp_path):
     source = tmp_path / "prompts.txt"
     source.write_bytes("a caf\xe9 on a street\n".encode("cp1252"))
-    cli_error(r"prompt file .*prompts.txt is not UTF-8 text \(byte 0xe9 on line 1\)", "select-prompts", source, "--out", tmp_path / "picked.txt", "-n", "1")
+    cli_error(capsys, r"prompt file .*prompts.txt is not UTF-8 text \(byte 0xe9 on line 1\)", "select-prompts", source, "--out", tmp_path / "picked.txt", "-n", "1")
 
 
-def test_select_prompts_never_replaces_an_existing_output(cli_error, tmp_path):
+def test_select_prompts_never_replaces_an_existing_output(capsys, tmp_path):
     source, out = tmp_path / "prompts.txt", tmp_path / "picked.txt"
     source.write_text("a cat on a mat\n")
     out.write_text("my hand-picked prompts\n")
     before = snapshot(tmp_path)
-    cli_error(r"picked.txt already exists; pass --overwrite", "select-prompts", source, "--out", out, "-n", "1")
+    cli_error(capsys, r"picked.txt already exists; pass --overwrite", "select-prompts", source, "--out", out, "-n", "1")
     assert_untouched(before)
 
 
@@ -454,24 +454,24 @@ GOOD_PAIR = '{"prompt": "p", "image_a": "a.png", "image_b": "b.png", "preferred"
     (['{"prompt": 1, "image_a": "a.png", "image_b": "b.png", "preferred": "a", "aspect": "color"}'], [], r"line 1: prompt must be text", 1),
     (['{"prompt": "p", "image_a": "a.png", "image_b": "b.png", "preferred": "left", "aspect": "color"}'], [], r"line 1: preferred = 'left'", 1),
 ])
-def test_bad_reward_training_inputs_are_named(cli_error, tmp_path, lines, args, pattern, code):
+def test_bad_reward_training_inputs_are_named(capsys, tmp_path, lines, args, pattern, code):
     pairs = _pairs(tmp_path, lines)
     before = snapshot(tmp_path)
-    message = cli_error(pattern, "train-reward", pairs, "--out", tmp_path / "rewards", "--steps", "1", *args, code=code)
+    message = cli_error(capsys, pattern, "train-reward", pairs, "--out", tmp_path / "rewards", "--steps", "1", *args, code=code)
     assert_untouched(before)
     assert not (tmp_path / "rewards").exists(), message
 
 
-def test_a_pair_file_that_is_not_utf8_is_named(cli_error, tmp_path):
+def test_a_pair_file_that_is_not_utf8_is_named(capsys, tmp_path):
     pairs = _pairs(tmp_path, [GOOD_PAIR])
     pairs.write_bytes(GOOD_PAIR.replace('"p"', '"caf\xe9"').encode("latin-1"))
-    cli_error(r"pair file .*pairs.jsonl is not UTF-8 text", "train-reward", pairs, "--out", tmp_path / "rewards")
+    cli_error(capsys, r"pair file .*pairs.jsonl is not UTF-8 text", "train-reward", pairs, "--out", tmp_path / "rewards")
 
 
-def test_a_pair_image_that_cannot_be_read_is_named(cli_error, tmp_path):
+def test_a_pair_image_that_cannot_be_read_is_named(capsys, tmp_path):
     pairs = _pairs(tmp_path, [GOOD_PAIR, GOOD_PAIR.replace('"a"', '"b"', 1)])
     (tmp_path / "b.png").write_bytes(b"not an image")
-    cli_error(r"b.png: not a readable image", "train-reward", pairs, "--out", tmp_path / "rewards", "--steps", "1")
+    cli_error(capsys, r"b.png: not a readable image", "train-reward", pairs, "--out", tmp_path / "rewards", "--steps", "1")
 
 
 def test_non_finite_lora_values_are_refused_by_the_core_loader(tmp_path):
@@ -482,4 +482,3 @@ def test_non_finite_lora_values_are_refused_by_the_core_loader(tmp_path):
     with pytest.raises(LoRAFileError, match=r"nan.safetensors: 1 of 3 tensors hold NaN or infinite values"):
         load_kohya_lora(kohya_lora(tmp_path / "nan.safetensors", float("nan")), unet)
     assert not any("lora" in name for name, _ in unet.named_modules()), "the model is untouched"
-    torch.manual_seed(0)
