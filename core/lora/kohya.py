@@ -280,8 +280,11 @@ def save_kohya_lora(
     try:
         save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, Exception) and not isinstance(error, OSError):  # safetensors reports a full disk as its own error
+            raise OSError(f"{path}: could not be written ({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                          "a file that was there is untouched. Free some space and export again (unifl export latest --run-dir …)") from None
         raise
     return path
 

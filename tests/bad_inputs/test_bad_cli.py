@@ -298,6 +298,25 @@ def test_a_pickle_that_would_run_code_is_refused_and_never_runs(capsys, tiny_sd1
     assert_untouched(before)
 
 
+@pytest.mark.slow
+def test_a_full_disk_while_exporting_keeps_the_lora_that_was_there(capsys, tiny_sd15_dir, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    run_dir = _trained_run(tiny_sd15_dir, tmp_path / "run", steps=1)
+    out = tmp_path / "exported.safetensors"
+    out.write_bytes(b"the LoRA exported yesterday")
+    before = snapshot(tmp_path)
+
+    def full_disk(*args, **kwargs):  # how safetensors reports ENOSPC: its own error type, not an OSError
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    cli_error(capsys, r"exported.safetensors: could not be written \(SafetensorError: Error while serializing: I/O error: No space left on device",
+              "export", "latest", "--run-dir", run_dir, "--out", out, "--overwrite")
+    assert_untouched(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported.safetensors", "run"], "no temporary file left"
+
+
 # -- unifl sample -------------------------------------------------------------------------------------
 
 
