@@ -135,7 +135,15 @@ class SentenceEmbedder:
 
     def _read_json(self, relative: str) -> dict:
         file = self.path / relative
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        if not file.is_file():
+            return {}
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"sentence embedder: {file} is not readable JSON ({type(err).__name__}: {err}); copy the model folder again") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"sentence embedder: {file} is not a JSON object; copy the model folder again")
+        return data
 
     @torch.no_grad()
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -205,6 +213,8 @@ def build_embedder(spec: str, device: str | None = None, progress: bool = True) 
     """``tfidf`` | ``tfidf:DIM`` | ``sentence`` | ``sentence:PATH`` | ``clip:PATH`` → an embedder."""
     kind, _, argument = spec.partition(":")
     if kind == "tfidf":
+        if argument and not (argument.isdigit() and int(argument) > 0):
+            raise ValueError(f"embedder {spec!r}: tfidf:DIM needs a positive whole number of dimensions, e.g. tfidf:1024")
         return HashedTfidfEmbedder(dim=int(argument) if argument else 1024, progress=progress)
     if kind == "sentence" and argument:
         return SentenceEmbedder(argument, device=device, progress=progress)

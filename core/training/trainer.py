@@ -36,6 +36,7 @@ from . import checkpoint as ckpt
 from .logs import RunLogger
 from .outputs import describe_run, sampler_contract, training_metadata, validation_images
 from .precision import DTYPES, MixedPrecision
+from .run_lock import owns_run_folder
 
 #: The terms a step back-propagates, as they are logged.
 LOSS_TERMS = ("pefl", "adv_g", "aesthetic", "regularizer")
@@ -399,7 +400,16 @@ class UniFLTrainer:
             grad.copy_(averaged.view_as(grad))
 
     def train_step(self) -> dict[str, float]:
-        """One optimizer step: every enabled term on ``gradient_accumulation_steps`` micro-batches."""
+        """One optimizer step: every enabled term on ``gradient_accumulation_steps`` micro-batches.
+
+        Run with the global random generator seeded from (seed, step): what draws from it inside the models
+        (dropout in a reward head trained as the discriminator) is then the same in every run and resume."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(step_generator(self.config.optim.seed, self.step, 0, 4, self.accelerator.process_index).initial_seed())
+            return self._train_step()
+
+    def _train_step(self) -> dict[str, float]:
         opt, logs = self.config.optim, {}
         d_real, d_fake, d_captions = [], [], []
         try:
@@ -503,6 +513,7 @@ class UniFLTrainer:
             sampler=self.sampler_contract(), overwrite=overwrite,
         )
 
+    @owns_run_folder  # one run per folder: the main process holds <run_dir>/run.lock until train() returns
     def train(self, resume: str | None = None, overwrite: bool = False) -> TrainResult:
         """Run to ``optim.max_steps`` (or until stopped); returns where the LoRA went."""
         c = self.config
