@@ -49,7 +49,7 @@ def webui(tmp_path, monkeypatch, tiny_sd15_dir):
     paths.models_path = str(tmp_path / "models")
     shared.cmd_opts.lora_dir = str(tmp_path / "models" / "Lora")
     info = sd_models.CheckpointInfo(str(tiny_sd15_dir))
-    sd_models.checkpoints_list[info.title] = info
+    info.register()
     shared.opts.sd_model_checkpoint = info.title
     sd_models.model_data.sd_model = FakeModel()
     # As modules/script_loading.py::load_module does for every file in an extension's scripts/.
@@ -57,7 +57,7 @@ def webui(tmp_path, monkeypatch, tiny_sd15_dir):
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     script_callbacks.ui_settings_callback()
     yield SimpleNamespace(shared=shared, sd_models=sd_models, call_queue=call_queue, progress=progress, script_callbacks=script_callbacks,
-                          checkpoint=info.title, lora_dir=tmp_path / "models" / "Lora", models=tmp_path / "models")
+                          checkpoint=info.name, info=info, lora_dir=tmp_path / "models" / "Lora", models=tmp_path / "models")
     _drop_stub_modules()
 
 
@@ -120,14 +120,14 @@ def test_the_shim_imports_the_extension_folder_as_unifl_and_nothing_bare():
     assert out[2].strip() == "[]"  # registering imports no torch or gradio; no bare core/webui_extension
 
 
-def _fast_form(checkpoint_title: str, name: str, steps: int) -> dict:
+def _fast_form(checkpoint_label: str, name: str, steps: int) -> dict:
     from unifl.webui_extension import form
 
     config = form.preset_config("tiny", "")
     values = form.form_values(config) | {"logging.output_name": name, "optim.max_steps": steps, "data.resolution": 32}
     rewards, perception = form.feedback_values(config)
     extra = "\n".join(line for line in FAST if not line.startswith(("optim.max_steps", "data.resolution")))
-    return dict(checkpoint_title=checkpoint_title, preset_name="tiny", init_label=form.NO_LORA, resume_wanted=True, replace=False,
+    return dict(checkpoint_label=checkpoint_label, preset_name="tiny", init_label=form.NO_LORA, resume_wanted=True, replace=False,
                 extra=extra, values=values, reward_labels=rewards, perception_labels=perception)
 
 
@@ -207,6 +207,28 @@ def test_a_run_waits_for_the_webui_queue_and_stop_cancels_it_there(webui, tmp_pa
     assert snapshot.state == "stopped" and snapshot.message == "cancelled before it started"
     assert webui.sd_models.model_data.sd_model.device == "cuda"  # never unloaded
     assert not (webui.lora_dir / "queued.safetensors").exists()
+
+
+def test_a_checkpoint_the_webui_renamed_after_loading_it_still_trains(webui):
+    """The webui re-keys a checkpoint as "name [hash]" the first time it loads it; the tab built before
+    that (its list, its preselection, a page left open) still names the same file."""
+    from unifl.webui_extension import form
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import _model_path, build_tab
+
+    host = WebuiHost()
+    blocks = build_tab(host)
+    shown = _component(blocks, "unifl_checkpoint")
+    assert shown.value == webui.checkpoint and webui.info.title == webui.checkpoint
+
+    webui.info.calculate_shorthash()  # the user generated an image with it
+    assert webui.checkpoint not in webui.sd_models.checkpoints_list  # the old title is gone from the webui's list
+    assert _model_path(host, shown.value) == webui.info.filename
+    assert host.default_checkpoint() == webui.checkpoint  # opts still hold the old title: matched by file
+    webui.shared.opts.sd_model_checkpoint = webui.info.title
+    assert host.default_checkpoint() == webui.checkpoint and list(host.checkpoints()) == [webui.checkpoint]
+    with pytest.raises(form.FormError, match="'gone.safetensors' is not in the checkpoint folder"):
+        _model_path(host, "gone.safetensors")
 
 
 def test_an_existing_lora_is_never_replaced_unasked(webui):

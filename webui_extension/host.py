@@ -25,10 +25,14 @@ class Host(Protocol):
     """The host services the tab and :class:`~.jobs.TrainingJob` use."""
 
     def checkpoints(self, refresh: bool = False) -> dict[str, str]:
-        """Selectable base models, title → path (``"pocket"`` for the embedded model)."""
+        """Selectable base models, label → path (``"pocket"`` for the embedded model).
+
+        A label names the *file* (its path in the checkpoint folder) and never changes while the file
+        exists, so a page built hours ago still names a model the host knows.
+        """
 
     def default_checkpoint(self) -> str | None:
-        """The title to preselect: the webui's current checkpoint, or the pocket model."""
+        """The label to preselect: the webui's current checkpoint, or the pocket model."""
 
     def lora_dir(self) -> Path:
         """Where finished LoRAs go, so that ``<lora:name:1>`` finds them."""
@@ -116,14 +120,24 @@ class WebuiHost:
         self.shared, self.sd_models, self.call_queue, self.paths = shared, sd_models, call_queue, paths
 
     def checkpoints(self, refresh: bool = False) -> dict[str, str]:
+        # Labelled by ``CheckpointInfo.name`` (the file's path in the checkpoint folder), not by the
+        # list's key, the title: the webui renames a title to "name [hash]" once it first loads the
+        # file (A1111 and Forge ``modules/sd_models.py::CheckpointInfo.calculate_shorthash``).
         if refresh:
             self.sd_models.list_models()
-        return {title: info.filename for title, info in self.sd_models.checkpoints_list.items()}
+        found: dict[str, str] = {}
+        for info in self.sd_models.checkpoints_list.values():
+            found.setdefault(info.name, info.filename)
+        return found
 
     def default_checkpoint(self) -> str | None:
-        # The *selected* checkpoint's title; reading ``shared.sd_model`` instead would load a model.
-        current = getattr(self.shared.opts, "sd_model_checkpoint", None)
-        return current if current in self.sd_models.checkpoints_list else next(iter(self.sd_models.checkpoints_list), None)
+        # The *selected* checkpoint, by a title that may be stale (the aliases keep every name a file
+        # had); reading ``shared.sd_model`` instead would load a model.
+        listed, aliases = self.sd_models.checkpoints_list, getattr(self.sd_models, "checkpoint_aliases", {})
+        selected = getattr(self.shared.opts, "sd_model_checkpoint", None) or ""
+        current = listed.get(selected) or aliases.get(selected)
+        info = current or next(iter(listed.values()), None)
+        return info.name if info is not None else None
 
     def lora_dir(self) -> Path:
         # SD.Next keeps it as a setting too; A1111/Forge/reForge only as --lora-dir.

@@ -137,10 +137,10 @@ def build_tab(host: Host) -> gr.Blocks:
 
         refillable = [f for f in form.FIELDS if f not in (form.STAGE, form.OUTPUT_NAME)]
 
-        def refill(checkpoint_title, preset_name):
+        def refill(checkpoint_label, preset_name):
             """A new checkpoint or preset: show that preset's values (stage and name stay the user's)."""
             try:
-                config = form.preset_config(preset_name, _model_path(host, checkpoint_title))
+                config = form.preset_config(preset_name, _model_path(host, checkpoint_label))
             except START_ERRORS as error:
                 return [gr.update() for _ in range(len(refillable) + len(rewards) + len(perception))] + [views.error_html(str(error))]
             values = form.form_values(config)
@@ -162,12 +162,12 @@ def build_tab(host: Host) -> gr.Blocks:
 
         field_list = list(fields.values())
 
-        def start(task, checkpoint_title, preset_name, init_label, existing_mode, replace_file, extra_text, *rest):
+        def start(task, checkpoint_label, preset_name, init_label, existing_mode, replace_file, extra_text, *rest):
             field_values = dict(zip(fields, rest[: len(fields)]))
             reward_labels = dict(zip(form.REWARD_ASPECTS, rest[len(fields): len(fields) + len(rewards)]))
             perception_labels = dict(zip(form.PERCEPTION_ASPECTS, rest[len(fields) + len(rewards):]))
             try:
-                job = start_job(host, task or f"task(unifl-{uuid.uuid4().hex[:10]})", checkpoint_title, preset_name, init_label,
+                job = start_job(host, task or f"task(unifl-{uuid.uuid4().hex[:10]})", checkpoint_label, preset_name, init_label,
                                  existing_mode == CONTINUE, bool(replace_file), extra_text, field_values, reward_labels, perception_labels)
             except START_ERRORS as error:
                 return views.error_html(str(error)), ""
@@ -197,14 +197,15 @@ def _snapshot() -> jobs.Snapshot | None:
     return job.snapshot() if job is not None else None
 
 
-def _model_path(host: Host, checkpoint_title: str | None) -> str:
-    path = host.checkpoints().get(checkpoint_title or "")
+def _model_path(host: Host, checkpoint_label: str | None) -> str:
+    """The file of the chosen checkpoint; a file added since the list was read is found by re-reading it."""
+    path = host.checkpoints().get(checkpoint_label or "") or host.checkpoints(refresh=True).get(checkpoint_label or "")
     if path is None:
-        raise form.FormError(f"checkpoint {checkpoint_title!r} is not in the list: pick one, or press 🔄 Refresh lists after adding files")
+        raise form.FormError(f"checkpoint {checkpoint_label!r} is not in the checkpoint folder (any more): pick one from the list")
     return path
 
 
-def start_job(host: Host, task_id: str, checkpoint_title: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool,
+def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool,
                extra: str, values: dict, reward_labels: dict, perception_labels: dict) -> jobs.TrainingJob:
     """Check the form, build the config, and hand the run to the host; raises a START_ERRORS on bad input."""
     name = form.check_output_name(values[form.OUTPUT_NAME.key])
@@ -216,7 +217,7 @@ def start_job(host: Host, task_id: str, checkpoint_title: str, preset_name: str,
     if init_from is None:
         raise form.FormError(f"start-from LoRA {init_label!r} is no longer in {host.lora_dir()}: press 🔄 Refresh lists")
     run_dir = host.unifl_dir() / "runs" / name
-    config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_title), run_dir=run_dir, values=values, init_from=init_from,
+    config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_label), run_dir=run_dir, values=values, init_from=init_from,
                                rewards=reward_labels, perception=perception_labels, unifl_dir=host.unifl_dir(), extra=extra)
     job = jobs.TrainingJob(task_id, config, host, destination, resume=resume_wanted and bool(list_checkpoints(run_dir)), replace=replace)
     jobs.submit(job, host)
