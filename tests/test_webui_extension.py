@@ -231,6 +231,54 @@ def test_a_checkpoint_the_webui_renamed_after_loading_it_still_trains(webui):
         _model_path(host, "gone.safetensors")
 
 
+def test_a_refused_train_ends_the_webui_progress_bar_and_holds_nothing(webui, tmp_path):
+    """The click starts the webui's progress bar for its task id in the browser; a refusal must end it
+    (it said "Waiting..." for 40 s) and leave the queue free for the next Train, which starts at once."""
+    from unifl.webui_extension import jobs
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import train_clicked
+
+    host, progress = WebuiHost(), webui.progress
+    bad = _fast_form(webui.checkpoint, "refused", steps=2)
+    bad["values"] = bad["values"] | {"data.images": str(tmp_path / "no-such-folder")}
+    assert progress.progressapi("task(unifl-refused)")["textinfo"] == "Waiting..."
+    status, _ = train_clicked(host, "task(unifl-refused)", *bad.values())
+    assert "no-such-folder does not exist" in status
+    assert progress.progressapi("task(unifl-refused)")["completed"]  # the page's bar ends now
+    assert not progress.pending_tasks and progress.current_task is None and not webui.call_queue.queue_lock.locked()
+    assert webui.shared.state.job == "" and not webui.shared.state.interrupted
+
+    train_clicked(host, "task(unifl-next)", *_fast_form(webui.checkpoint, "next", steps=50).values())
+    job = jobs.current_job()
+    deadline = time.time() + 30
+    while job.snapshot().state == "queued":
+        assert time.time() < deadline, "the Train after a refusal still waits for the GPU"
+        time.sleep(0.05)
+    job.request_stop()
+    assert _wait(job).state == "stopped"
+    assert progress.progressapi("task(unifl-next)")["completed"] and not webui.call_queue.queue_lock.locked()
+
+
+def test_inputs_are_checked_before_the_model_loads(webui, tmp_path, monkeypatch):
+    """Every missing input is named in the refusal itself, before the 10-15 s model load in the worker."""
+    from unifl.core.diffusion import loading
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import train_clicked
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded for a run with missing inputs")
+
+    monkeypatch.setattr(loading, "load_pipeline", never)
+    prompts, lora = tmp_path / "prompts.txt", tmp_path / "start.safetensors"
+    run = _fast_form(webui.checkpoint, "inputs", steps=2)
+    run["values"] = run["values"] | {"data.images": str(tmp_path / "images"), "data.prompts": str(prompts)}
+    run["extra"] += f'\nperception=[{{aspect = "style", kind = "vgg16", path = "{tmp_path}/vgg16.pth"}}]\nlora.init_from="{lora}"'
+    status, _ = train_clicked(WebuiHost(), "task(unifl-inputs)", *run.values())
+    for missing in ("images does not exist", "prompts.txt does not exist", "start.safetensors", "vgg16.pth does not exist"):
+        assert missing in status, (missing, status)
+    assert webui.progress.progressapi("task(unifl-inputs)")["completed"]
+
+
 def test_an_existing_lora_is_never_replaced_unasked(webui):
     from unifl.webui_extension import form
     from unifl.webui_extension.host import WebuiHost

@@ -55,6 +55,10 @@ class Host(Protocol):
     def release_gpu(self) -> Callable[[], None]:
         """Free the GPU memory the host holds for training; returns the function that gives it back."""
 
+    def end_refused_task(self, task_id: str) -> None:
+        """A Train refused before it reached the host's queue: close ``task_id`` in the host's progress
+        API, whose bar the page started with the click, so that it ends instead of waiting."""
+
 
 def _nothing() -> None:
     """Nothing to give back."""
@@ -105,6 +109,9 @@ class StandaloneHost:
     def release_gpu(self) -> Callable[[], None]:
         return _nothing
 
+    def end_refused_task(self, task_id: str) -> None:
+        """The standalone page has no progress API; its status line shows the refusal."""
+
 
 SETTINGS_SECTION = ("unifl", "UniFL")
 UNIFL_DIR_OPTION = "unifl_dir"
@@ -115,9 +122,9 @@ class WebuiHost:
     """A1111 and its forks, through ``modules.shared``, ``sd_models``, ``call_queue`` and ``paths``."""
 
     def __init__(self):
-        from modules import call_queue, paths, sd_models, shared
+        from modules import call_queue, paths, progress, sd_models, shared
 
-        self.shared, self.sd_models, self.call_queue, self.paths = shared, sd_models, call_queue, paths
+        self.shared, self.sd_models, self.call_queue, self.paths, self.progress = shared, sd_models, call_queue, paths, progress
 
     def checkpoints(self, refresh: bool = False) -> dict[str, str]:
         # Labelled by ``CheckpointInfo.name`` (the file's path in the checkpoint folder), not by the
@@ -179,3 +186,11 @@ class WebuiHost:
                 send_back(model)
 
         return give_back
+
+    def end_refused_task(self, task_id: str) -> None:
+        # The page's requestProgress (javascript/progressbar.js) polls /internal/progress, which answers
+        # "Waiting..." for an id it never saw, for 40 s; a finished id ends the bar at once
+        # (modules/progress.py::progressapi ``completed``). Nothing else was taken: the queue lock and
+        # ``shared.state`` belong to jobs that reached ``wrap_gradio_gpu_call``, which releases them.
+        self.progress.pending_tasks.pop(task_id, None)
+        self.progress.finish_task(task_id)

@@ -15,13 +15,14 @@ import gradio as gr
 from ..core.config import ConfigError, load_config
 from ..core.diffusion.loading import ModelLoadError
 from ..core.training.checkpoint import list_checkpoints
+from ..core.training.inputs import InputError, check_inputs
 from . import client_js, form, jobs, views
 from .compat import js_hook
 from .host import Host
 
 CONTINUE, START_OVER = "continue it", "start over"
-#: Errors of the form and of config validation, shown in the status instead of starting.
-START_ERRORS = (form.FormError, ConfigError, ModelLoadError, jobs.JobBusy, FileNotFoundError)
+#: Errors of the form, of config validation and of the input check, shown in the status instead of starting.
+START_ERRORS = (form.FormError, InputError, jobs.JobBusy, *jobs.EXPECTED_ERRORS)
 
 
 def _slug(field: form.Field) -> str:
@@ -166,12 +167,8 @@ def build_tab(host: Host) -> gr.Blocks:
             field_values = dict(zip(fields, rest[: len(fields)]))
             reward_labels = dict(zip(form.REWARD_ASPECTS, rest[len(fields): len(fields) + len(rewards)]))
             perception_labels = dict(zip(form.PERCEPTION_ASPECTS, rest[len(fields) + len(rewards):]))
-            try:
-                job = start_job(host, task or f"task(unifl-{uuid.uuid4().hex[:10]})", checkpoint_label, preset_name, init_label,
+            return train_clicked(host, task or f"task(unifl-{uuid.uuid4().hex[:10]})", checkpoint_label, preset_name, init_label,
                                  existing_mode == CONTINUE, bool(replace_file), extra_text, field_values, reward_labels, perception_labels)
-            except START_ERRORS as error:
-                return views.error_html(str(error)), ""
-            return views.status_html(job.snapshot()), views.result_text(job.snapshot())
 
         train.click(start, inputs=[task_id, checkpoint, preset, init_from, existing, replace, extra, *field_list, *rewards, *perception],
                     outputs=[status, result], **js_hook(client_js.START)).then(None, inputs=[status], outputs=None, **js_hook(client_js.FOLLOW))
@@ -205,6 +202,20 @@ def _model_path(host: Host, checkpoint_label: str | None) -> str:
     return path
 
 
+def train_clicked(host: Host, task_id: str, *args) -> tuple[str, str]:
+    """Train: start the run (arguments as :func:`start_job`'s); the status and result texts to show.
+
+    A refused start leaves nothing behind in the host: its progress bar, started in the browser by the
+    click, is ended, and no queue slot or job state was taken.
+    """
+    try:
+        job = start_job(host, task_id, *args)
+    except START_ERRORS as error:
+        host.end_refused_task(task_id)
+        return views.error_html(str(error)), ""
+    return views.status_html(job.snapshot()), views.result_text(job.snapshot())
+
+
 def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool,
                extra: str, values: dict, reward_labels: dict, perception_labels: dict) -> jobs.TrainingJob:
     """Check the form, build the config, and hand the run to the host; raises a START_ERRORS on bad input."""
@@ -219,6 +230,7 @@ def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str,
     run_dir = host.unifl_dir() / "runs" / name
     config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_label), run_dir=run_dir, values=values, init_from=init_from,
                                rewards=reward_labels, perception=perception_labels, unifl_dir=host.unifl_dir(), extra=extra)
+    check_inputs(config)  # in this request, before the model loads in the worker (10-15 s)
     job = jobs.TrainingJob(task_id, config, host, destination, resume=resume_wanted and bool(list_checkpoints(run_dir)), replace=replace)
     jobs.submit(job, host)
     return job
