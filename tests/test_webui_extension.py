@@ -279,6 +279,30 @@ def test_inputs_are_checked_before_the_model_loads(webui, tmp_path, monkeypatch)
     assert webui.progress.progressapi("task(unifl-inputs)")["completed"]
 
 
+def test_train_never_starts_without_a_feedback_term_unless_asked(webui):
+    from unifl.webui_extension import form, jobs
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import build_tab, train_clicked
+
+    # An SD1.5 checkpoint with the auto preset: the dropdowns start at the recipe, not at "off".
+    blocks = build_tab(WebuiHost())
+    assert _component(blocks, "unifl_reward_color").value == "colorfulness · image statistic (α 0.5)"
+    assert _component(blocks, "unifl_no_feedback").value is False
+
+    run = _fast_form(webui.checkpoint, "plain", steps=50)
+    run["reward_labels"] = dict.fromkeys(form.REWARD_ASPECTS, form.OFF)
+    run["perception_labels"] = dict.fromkeys(form.PERCEPTION_ASPECTS, form.OFF)
+    status, _ = train_clicked(WebuiHost(), "task(unifl-plain)", *run.values())
+    assert "train no feedback term" in status and "Train without feedback (denoising only)" in status
+    assert jobs.current_job() is None or not jobs.current_job().snapshot().active
+
+    status, result = train_clicked(WebuiHost(), "task(unifl-plain-asked)", *run.values(), True)
+    job = jobs.current_job()
+    assert "error" not in status and result.startswith("Feedback: none, as asked")
+    job.request_stop()
+    _wait(job)
+
+
 def test_an_existing_lora_is_never_replaced_unasked(webui):
     from unifl.webui_extension import form
     from unifl.webui_extension.host import WebuiHost

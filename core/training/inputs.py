@@ -58,14 +58,24 @@ def check_inputs(config: TrainConfig) -> None:
             elif spec.kind not in _NOT_A_FILE_KINDS:
                 problems += [f"{where}: {file} does not exist; put the model there or fix its path" for file in _named_files(spec.path) if not Path(file).expanduser().exists()]
 
-    uses_pefl = config.stage == "1" and config.pefl.weight > 0 and bool(config.perception)
-    uses_adversarial = config.stage == "2" and config.adversarial.weight > 0
-    if (uses_pefl or uses_adversarial or config.regularizer.denoising_weight > 0) and not data.images:
+    terms = feedback_terms(config)
+    if ({"PeFL", "adversarial"} & set(terms) or config.regularizer.denoising_weight > 0) and not data.images:
         problems.append("this run needs real images (PeFL, the adversarial stage or the denoising regulariser): set data.images to a folder of captioned images or a source name")
-    if config.aesthetic.weight > 0 and config.rewards and not (data.prompts or data.images):
+    if "aesthetic" in terms and not (data.prompts or data.images):
         problems.append("aesthetic feedback needs prompts: set data.prompts to a prompt file (one per line) or data.images to captioned images")
     if problems:
         raise InputError("\n".join(problems))
+
+
+def feedback_terms(config: TrainConfig) -> list[str]:
+    """The feedback losses ``config`` trains with: ``"PeFL"``, ``"aesthetic"``, ``"adversarial"`` (the
+    conditions of ``UniFLTrainer.uses_*``). Empty: a denoising-only run, with no feedback at all."""
+    on = {
+        "PeFL": config.stage == "1" and config.pefl.weight > 0 and bool(config.perception),
+        "aesthetic": config.aesthetic.weight > 0 and bool(config.rewards),
+        "adversarial": config.stage == "2" and config.adversarial.weight > 0,
+    }
+    return [term for term, used in on.items() if used]
 
 
 def _named_files(path: str) -> list[str]:
