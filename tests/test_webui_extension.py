@@ -26,8 +26,8 @@ gr = pytest.importorskip("gradio", reason="the webui tab needs gradio (pip insta
 class FakeModel:
     """The webui's loaded model, reduced to where it lives (the extension must never train on it)."""
 
-    def __init__(self):
-        self.device = "cuda"
+    def __init__(self, info=None):
+        self.device, self.sd_checkpoint_info = "cuda", info
 
     def to(self, device):
         self.device = device
@@ -51,7 +51,7 @@ def webui(tmp_path, monkeypatch, tiny_sd15_dir):
     info = sd_models.CheckpointInfo(str(tiny_sd15_dir))
     info.register()
     shared.opts.sd_model_checkpoint = info.title
-    sd_models.model_data.sd_model = FakeModel()
+    sd_models.model_data.sd_model = FakeModel(info)
     # As modules/script_loading.py::load_module does for every file in an extension's scripts/.
     spec = importlib.util.spec_from_file_location("unifl_webui.py", ROOT / "scripts" / "unifl_webui.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
@@ -301,6 +301,31 @@ def test_train_never_starts_without_a_feedback_term_unless_asked(webui):
     assert "error" not in status and result.startswith("Feedback: none, as asked")
     job.request_stop()
     _wait(job)
+
+
+def test_a_cpu_forge_lets_its_model_go_while_unifl_trains(webui, monkeypatch):
+    """On the CPU, unloading moves the webui's weights nowhere: Forge's model is dropped (Forge reloads it
+    from its file before the next image, as after a checkpoint switch), so two copies never sit in RAM."""
+    import gc
+    import weakref
+
+    import torch
+    from modules import devices
+    from unifl.webui_extension.host import WebuiHost
+
+    class FakeInitialModel:  # Forge modules/sd_models.py: the placeholder before any model is loaded
+        pass
+
+    model_data = webui.sd_models.model_data
+    monkeypatch.setattr(devices, "device", torch.device("cpu"))
+    monkeypatch.setattr(webui.sd_models, "FakeInitialModel", FakeInitialModel, raising=False)
+    monkeypatch.setattr(model_data, "forge_hash", "{'checkpoint_info': ...}", raising=False)
+    alive = weakref.ref(model_data.sd_model)
+    give_back = WebuiHost().release_gpu()
+    gc.collect()
+    assert alive() is None and isinstance(model_data.sd_model, FakeInitialModel) and model_data.forge_hash == ""
+    give_back()
+    assert WebuiHost().release_gpu()() is None  # nothing loaded now: nothing to release
 
 
 def test_an_existing_lora_is_never_replaced_unasked(webui):

@@ -9,6 +9,7 @@ whose shape differs between forks: it hands the trainer the *file* of the select
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
@@ -172,11 +173,21 @@ class WebuiHost:
     def release_gpu(self) -> Callable[[], None]:
         if not getattr(self.shared.opts, UNLOAD_OPTION, True):
             return _nothing
-        # The loaded model, if any, without the lazy load that ``shared.sd_model`` would trigger.
-        model = getattr(getattr(self.sd_models, "model_data", None), "sd_model", None)
-        if model is None:
+        # The loaded model, if any, without the lazy load that ``shared.sd_model`` would trigger
+        # (Forge keeps a placeholder without a checkpoint there until the first generation).
+        model_data = getattr(self.sd_models, "model_data", None)
+        model = getattr(model_data, "sd_model", None)
+        if getattr(model, "sd_checkpoint_info", None) is None:
             return _nothing
         self.sd_models.unload_model_weights(model)
+        if self._model_lives_in_ram() and hasattr(model_data, "forge_hash"):
+            # On the CPU, "unloading" moves the weights nowhere and UniFL's own copy would sit beside
+            # them. Forge reloads a model it no longer holds before the next generation (its
+            # ``forge_model_reload`` compares ``forge_hash``), as after a checkpoint switch: let it go.
+            model_data.sd_model, model_data.forge_hash = self.sd_models.FakeInitialModel(), ""
+            del model
+            gc.collect()
+            return _nothing
         send_back = getattr(self.sd_models, "send_model_to_device", None)
 
         def give_back() -> None:
@@ -194,3 +205,9 @@ class WebuiHost:
         # ``shared.state`` belong to jobs that reached ``wrap_gradio_gpu_call``, which releases them.
         self.progress.pending_tasks.pop(task_id, None)
         self.progress.finish_task(task_id)
+
+    def _model_lives_in_ram(self) -> bool:
+        """Whether the webui computes on the CPU (``--always-cpu``/``--use-cpu all``, or no GPU)."""
+        from modules import devices
+
+        return getattr(devices, "device", None) is not None and devices.device.type == "cpu"
