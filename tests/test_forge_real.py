@@ -233,10 +233,13 @@ def test_train_with_feedback_after_the_webui_renamed_the_checkpoint(forge):
         status, result = forge.click("train", **(_run_values(forge, "forge-feedback", 2) | {_task_elem(forge): "task(unifl-feedback)"}))
         assert _state(status) in ("queued", "loading", "training"), status
         assert result.startswith("Feedback: aesthetic"), result
+        forge.wait(lambda s: _state(s) != "queued", timeout=60, every=0.5)  # the GPU queue is free: nothing was left holding it
+        print(f"left the queue {time.time() - started:.1f} s after Train")
         status = forge.wait(lambda s: _state(s) not in ("queued", "loading", "training", "stopping"), timeout=3600)
     took = time.time() - started
-    print(f"Train 2 steps: {took:.0f} s; Forge's RSS before {webui_model:.2f} GiB, during the run {min(rss):.2f}-{max(rss):.2f} GiB "
-          f"({len(rss)} samples), after {forge.memory_gib():.2f} GiB")
+    low = rss.index(min(rss))  # the webui's model let go; UniFL's own load comes after
+    print(f"Train 2 steps: {took:.0f} s; Forge's RSS before {webui_model:.2f} GiB, lowest {rss[low]:.2f} GiB, "
+          f"highest after that (UniFL's model and training) {max(rss[low:]):.2f} GiB, after the run {forge.memory_gib():.2f} GiB")
     assert _state(status) == "finished", status
     assert (forge.base / "models" / "Lora" / "forge-feedback.safetensors").is_file()
 

@@ -12,7 +12,7 @@ import uuid
 
 import gradio as gr
 
-from ..core.config import ConfigError, load_config
+from ..core.config import ConfigError, TrainConfig, load_config
 from ..core.diffusion.loading import ModelLoadError
 from ..core.training.checkpoint import list_checkpoints
 from ..core.training.inputs import InputError, check_inputs, feedback_terms
@@ -220,7 +220,7 @@ def train_clicked(host: Host, task_id: str, *args) -> tuple[str, str]:
     return views.status_html(job.snapshot()), f"{feedback_summary(job.config)}\n{views.result_text(job.snapshot())}"
 
 
-def feedback_summary(config) -> str:
+def feedback_summary(config: TrainConfig) -> str:
     """One line saying what the run learns from, shown when it starts."""
     terms = feedback_terms(config)
     if not terms:
