@@ -8,7 +8,8 @@
 # FORGE_SOURCE is a clone (or a bare git directory) of lllyasviel/stable-diffusion-webui-forge; the
 # commit used is FORGE_COMMIT (default: its HEAD; tested at dfdcbab6, f2.0.1v1.10.1). Forge's start-up
 # git clones (assets, BLIP, huggingface_guess) are not made: huggingface_guess comes from PyPI, the
-# assets folder is left empty (the page lacks its fonts and icons), BLIP only warns when missing. Rerunning reuses a finished venv.
+# assets folder is left empty (the page lacks its fonts and icons), BLIP only warns when missing.
+# Rerunning reuses a finished venv. About 8 min from scratch on a 2-core machine (pip's downloads).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TARGET=${1:-/work/forge}
