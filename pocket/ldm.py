@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ..core.diffusion import schedule as sched
 from ..core.diffusion.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
-from ..core.diffusion.loading import load_pipeline
+from ..core.diffusion.loading import load_pipeline, prefer_torchvision_free_processors
 from ..core.diffusion.sampling import generate
 from ..core.diffusion.tiny import SD15_SCHEDULER, write_clip_tokenizer
 from ..core.files import atomic_write_text
@@ -355,6 +355,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
     a half-written model behind. ``seed`` picks the training-data stream and every initialisation;
     ``settings`` overrides the :data:`FULL` / :data:`QUICK` presets.
     """
+    prefer_torchvision_free_processors()
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     if seed == HOLDOUT_SEED:

@@ -9,7 +9,7 @@ from unifl.core.config import ConfigError, TrainConfig, load_config
 from unifl.core.config import schema
 
 #: Numeric fields checked by a rule of their own in ``TrainConfig.validate``.
-CHECKED_APART = {"optim.seed", "data.resolution"}
+CHECKED_APART = {"lora.dropout", "optim.seed", "data.resolution"}
 
 
 def numeric_fields() -> list[str]:

@@ -26,8 +26,8 @@ gr = pytest.importorskip("gradio", reason="the webui tab needs gradio (pip insta
 class FakeModel:
     """The webui's loaded model, reduced to where it lives (the extension must never train on it)."""
 
-    def __init__(self):
-        self.device = "cuda"
+    def __init__(self, info=None):
+        self.device, self.sd_checkpoint_info = "cuda", info
 
     def to(self, device):
         self.device = device
@@ -49,15 +49,15 @@ def webui(tmp_path, monkeypatch, tiny_sd15_dir):
     paths.models_path = str(tmp_path / "models")
     shared.cmd_opts.lora_dir = str(tmp_path / "models" / "Lora")
     info = sd_models.CheckpointInfo(str(tiny_sd15_dir))
-    sd_models.checkpoints_list[info.title] = info
+    info.register()
     shared.opts.sd_model_checkpoint = info.title
-    sd_models.model_data.sd_model = FakeModel()
+    sd_models.model_data.sd_model = FakeModel(info)
     # As modules/script_loading.py::load_module does for every file in an extension's scripts/.
     spec = importlib.util.spec_from_file_location("unifl_webui.py", ROOT / "scripts" / "unifl_webui.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     script_callbacks.ui_settings_callback()
     yield SimpleNamespace(shared=shared, sd_models=sd_models, call_queue=call_queue, progress=progress, script_callbacks=script_callbacks,
-                          checkpoint=info.title, lora_dir=tmp_path / "models" / "Lora", models=tmp_path / "models")
+                          checkpoint=info.name, info=info, lora_dir=tmp_path / "models" / "Lora", models=tmp_path / "models")
     _drop_stub_modules()
 
 
@@ -120,14 +120,14 @@ def test_the_shim_imports_the_extension_folder_as_unifl_and_nothing_bare():
     assert out[2].strip() == "[]"  # registering imports no torch or gradio; no bare core/webui_extension
 
 
-def _fast_form(checkpoint_title: str, name: str, steps: int) -> dict:
+def _fast_form(checkpoint_label: str, name: str, steps: int) -> dict:
     from unifl.webui_extension import form
 
     config = form.preset_config("tiny", "")
     values = form.form_values(config) | {"logging.output_name": name, "optim.max_steps": steps, "data.resolution": 32}
     rewards, perception = form.feedback_values(config)
     extra = "\n".join(line for line in FAST if not line.startswith(("optim.max_steps", "data.resolution")))
-    return dict(checkpoint_title=checkpoint_title, preset_name="tiny", init_label=form.NO_LORA, resume_wanted=True, replace=False,
+    return dict(checkpoint_label=checkpoint_label, preset_name="tiny", init_label=form.NO_LORA, resume_wanted=True, replace=False,
                 extra=extra, values=values, reward_labels=rewards, perception_labels=perception)
 
 
@@ -207,6 +207,127 @@ def test_a_run_waits_for_the_webui_queue_and_stop_cancels_it_there(webui, tmp_pa
     assert snapshot.state == "stopped" and snapshot.message == "cancelled before it started"
     assert webui.sd_models.model_data.sd_model.device == "cuda"  # never unloaded
     assert not (webui.lora_dir / "queued.safetensors").exists()
+
+
+def test_a_checkpoint_the_webui_renamed_after_loading_it_still_trains(webui):
+    """The webui re-keys a checkpoint as "name [hash]" the first time it loads it; the tab built before
+    that (its list, its preselection, a page left open) still names the same file."""
+    from unifl.webui_extension import form
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import _model_path, build_tab
+
+    host = WebuiHost()
+    blocks = build_tab(host)
+    shown = _component(blocks, "unifl_checkpoint")
+    assert shown.value == webui.checkpoint and webui.info.title == webui.checkpoint
+
+    webui.info.calculate_shorthash()  # the user generated an image with it
+    assert webui.checkpoint not in webui.sd_models.checkpoints_list  # the old title is gone from the webui's list
+    assert _model_path(host, shown.value) == webui.info.filename
+    assert host.default_checkpoint() == webui.checkpoint  # opts still hold the old title: matched by file
+    webui.shared.opts.sd_model_checkpoint = webui.info.title
+    assert host.default_checkpoint() == webui.checkpoint and list(host.checkpoints()) == [webui.checkpoint]
+    with pytest.raises(form.FormError, match="'gone.safetensors' is not in the checkpoint folder"):
+        _model_path(host, "gone.safetensors")
+
+
+def test_a_refused_train_ends_the_webui_progress_bar_and_holds_nothing(webui, tmp_path):
+    """The click starts the webui's progress bar for its task id in the browser; a refusal must end it
+    (it said "Waiting..." for 40 s) and leave the queue free for the next Train, which starts at once."""
+    from unifl.webui_extension import jobs
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import train_clicked
+
+    host, progress = WebuiHost(), webui.progress
+    bad = _fast_form(webui.checkpoint, "refused", steps=2)
+    bad["values"] = bad["values"] | {"data.images": str(host.unifl_dir() / "no-such-folder")}
+    assert progress.progressapi("task(unifl-refused)")["textinfo"] == "Waiting..."
+    status, _ = train_clicked(host, "task(unifl-refused)", *bad.values())
+    assert "no-such-folder does not exist" in status
+    assert progress.progressapi("task(unifl-refused)")["completed"]  # the page's bar ends now
+    assert not progress.pending_tasks and progress.current_task is None and not webui.call_queue.queue_lock.locked()
+    assert webui.shared.state.job == "" and not webui.shared.state.interrupted
+
+    train_clicked(host, "task(unifl-next)", *_fast_form(webui.checkpoint, "next", steps=50).values())
+    job = jobs.current_job()
+    deadline = time.time() + 30
+    while job.snapshot().state == "queued":
+        assert time.time() < deadline, "the Train after a refusal still waits for the GPU"
+        time.sleep(0.05)
+    job.request_stop()
+    assert _wait(job).state == "stopped"
+    assert progress.progressapi("task(unifl-next)")["completed"] and not webui.call_queue.queue_lock.locked()
+
+
+def test_inputs_are_checked_before_the_model_loads(webui, tmp_path, monkeypatch):
+    """Every missing input is named in the refusal itself, before the 10-15 s model load in the worker."""
+    from unifl.core.diffusion import loading
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import train_clicked
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded for a run with missing inputs")
+
+    monkeypatch.setattr(loading, "load_pipeline", never)
+    host = WebuiHost()
+    inside = host.unifl_dir()  # inside the webui's folders, where a UI may point
+    prompts, lora = inside / "prompts.txt", inside / "start.safetensors"
+    run = _fast_form(webui.checkpoint, "inputs", steps=2)
+    run["values"] = run["values"] | {"data.images": str(inside / "images"), "data.prompts": str(prompts)}
+    run["extra"] += f'\nperception=[{{aspect = "style", kind = "vgg16", path = "{inside.as_posix()}/vgg16.pth"}}]\nlora.init_from="{lora.as_posix()}"'
+    status, _ = train_clicked(host, "task(unifl-inputs)", *run.values())
+    for missing in ("images does not exist", "prompts.txt does not exist", "start.safetensors", "vgg16.pth does not exist"):
+        assert missing in status, (missing, status)
+    assert webui.progress.progressapi("task(unifl-inputs)")["completed"]
+
+
+def test_train_never_starts_without_a_feedback_term_unless_asked(webui):
+    from unifl.webui_extension import form, jobs
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import build_tab, train_clicked
+
+    # An SD1.5 checkpoint with the auto preset: the dropdowns start at the recipe, not at "off".
+    blocks = build_tab(WebuiHost())
+    assert _component(blocks, "unifl_reward_color").value == "colorfulness · image statistic (α 0.5)"
+    assert _component(blocks, "unifl_no_feedback").value is False
+
+    run = _fast_form(webui.checkpoint, "plain", steps=50)
+    run["reward_labels"] = dict.fromkeys(form.REWARD_ASPECTS, form.OFF)
+    run["perception_labels"] = dict.fromkeys(form.PERCEPTION_ASPECTS, form.OFF)
+    status, _ = train_clicked(WebuiHost(), "task(unifl-plain)", *run.values())
+    assert "train no feedback term" in status and "Train without feedback (denoising only)" in status
+    assert jobs.current_job() is None or not jobs.current_job().snapshot().active
+
+    status, result = train_clicked(WebuiHost(), "task(unifl-plain-asked)", *run.values(), True)
+    job = jobs.current_job()
+    assert "error" not in status and result.startswith("Feedback: none, as asked")
+    job.request_stop()
+    _wait(job)
+
+
+def test_a_cpu_forge_lets_its_model_go_while_unifl_trains(webui, monkeypatch):
+    """On the CPU, unloading moves the webui's weights nowhere: Forge's model is dropped (Forge reloads it
+    from its file before the next image, as after a checkpoint switch), so two copies never sit in RAM."""
+    import gc
+    import weakref
+
+    import torch
+    from modules import devices
+    from unifl.webui_extension.host import WebuiHost
+
+    class FakeInitialModel:  # Forge modules/sd_models.py: the placeholder before any model is loaded
+        pass
+
+    model_data = webui.sd_models.model_data
+    monkeypatch.setattr(devices, "device", torch.device("cpu"))
+    monkeypatch.setattr(webui.sd_models, "FakeInitialModel", FakeInitialModel, raising=False)
+    monkeypatch.setattr(model_data, "forge_hash", "{'checkpoint_info': ...}", raising=False)
+    alive = weakref.ref(model_data.sd_model)
+    give_back = WebuiHost().release_gpu()
+    gc.collect()
+    assert alive() is None and isinstance(model_data.sd_model, FakeInitialModel) and model_data.forge_hash == ""
+    give_back()
+    assert WebuiHost().release_gpu()() is None  # nothing loaded now: nothing to release
 
 
 def test_an_existing_lora_is_never_replaced_unasked(webui):

@@ -78,7 +78,7 @@ def test_model_files_with_a_loader_in_their_metadata_are_offered(tmp_path):
     catalog = form.model_catalog("rewards", tmp_path)
     assert catalog["pocket-reward: mine.safetensors"] == {"kind": "pocket-reward", "path": str(rewards / "mine.safetensors")}
     assert not any("foreign" in label or "half-copied" in label for label in catalog)
-    assert "sharpness (α -1)" in catalog  # what the presets use is always offered
+    assert "sharpness · image statistic (α -1)" in catalog  # what the presets use is always offered, statistics said to be
 
 
 def test_the_auto_preset_follows_the_model_family(tiny_sd15_dir, tiny_sdxl_dir):
@@ -94,3 +94,29 @@ def test_stage_two_can_start_from_any_lora_in_the_lora_folder(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert form.lora_choices(tmp_path) == {form.NO_LORA: "", "a.safetensors": str(tmp_path / "a.safetensors"), str(Path("sub/b.safetensors")): str(tmp_path / "sub/b.safetensors")}
     assert form.lora_choices(tmp_path / "missing") == {form.NO_LORA: ""}
+
+
+def test_a_preset_without_feedback_models_starts_from_the_public_model_recipe(tmp_path):
+    """sd15/sdxl name no models: the dropdowns show the published models found in the UniFL folder, and
+    image statistics, labelled as such, for the reward aspects without one; none is ever all "off"."""
+    config = form.preset_config("sd15", "")
+    assert not config.rewards and not config.perception
+    rewards, perception = form.shown_feedback(config, tmp_path)
+    assert rewards == {"color": "colorfulness · image statistic (α 0.5)", "layout": form.OFF,
+                       "detail": "sharpness · image statistic (α -1)", "lighting": "exposure · image statistic (α 0.3)"}
+    assert set(perception.values()) == {form.OFF}
+
+    (tmp_path / "rewards" / "PickScore_v1").mkdir(parents=True)
+    (tmp_path / "rewards" / "HPS_v2.1_compressed.pt").write_bytes(b"")
+    (tmp_path / "perception").mkdir()
+    (tmp_path / "perception" / "vgg16-397923af.pth").write_bytes(b"")
+    rewards, perception = form.shown_feedback(config, tmp_path)
+    assert rewards["color"] == f"hpsv2: {tmp_path / 'rewards' / 'HPS_v2.1_compressed.pt'} (α 0.3)"
+    assert rewards["layout"] == f"pickscore: {tmp_path / 'rewards' / 'PickScore_v1'} (α 22)"
+    assert rewards["detail"] == "sharpness · image statistic (α -1)"  # no LAION predictor here
+    assert perception["style"] == f"vgg16: {tmp_path / 'perception' / 'vgg16-397923af.pth'}"
+    built = form.build_config(preset="sd15", model_path="m", run_dir=tmp_path / "run", init_from="", unifl_dir=tmp_path, extra="",
+                              values=form.form_values(config), rewards=rewards, perception=perception)
+    assert {(r.aspect, r.kind, r.threshold) for r in built.rewards} == {("color", "hpsv2", 0.3), ("layout", "pickscore", 22.0),
+                                                                       ("detail", "sharpness", -1.0), ("lighting", "exposure", 0.3)}
+    assert [(p.aspect, p.kind, p.path) for p in built.perception] == [("style", "vgg16", str(tmp_path / "perception" / "vgg16-397923af.pth"))]

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.config import PRESETS, TrainConfig, explain, load_config
-from ..core.lora.kohya import LoRAFileError, check_lora_file, read_lora_metadata
+from ..core.lora.kohya import LoRAFileError, read_lora_metadata
+from ..core.feedback.public_models import STATISTIC_KINDS, default_feedback
 from ..core.lora.peft import TARGET_PRESETS
 from ..pocket.plugin import register as register_pocket_world
 
@@ -105,18 +106,20 @@ def resolve_preset(preset: str, model_path: str) -> str:
 
 def _label(spec: dict) -> str:
     label = spec["kind"] + (f": {spec['path']}" if spec.get("path") else "")
+    label += " · image statistic" if spec["kind"] in STATISTIC_KINDS else ""  # not a learned judgement: say so
     return label + (f" (α {spec['threshold']:g})" if spec.get("threshold") is not None else "")
 
 
 def model_catalog(section: str, unifl_dir: Path) -> dict[str, dict]:
     """Label → ``[[rewards]]``/``[[perception]]`` table (without the aspect) for ``section``.
 
-    The choices are what the presets use (weight-free and shipped models) plus the ``.safetensors``
+    The choices are what the presets use (weight-free and shipped models), the public models found in
+    the UniFL folder (:mod:`~unifl.core.feedback.public_models`), plus the ``.safetensors``
     files in ``<unifl_dir>/rewards`` or ``/perception`` whose ``unifl.kind`` metadata names their loader
     (what ``unifl train-reward`` writes).
     """
     catalog: dict[str, dict] = {}
-    for preset in PRESETS.values():
+    for preset in [*PRESETS.values(), default_feedback(unifl_dir)]:
         for entry in preset.get(section, []):
             spec = {k: v for k, v in entry.items() if k != "aspect"}
             catalog.setdefault(_label(spec), spec)
@@ -163,6 +166,18 @@ def feedback_values(config: TrainConfig) -> tuple[dict[str, str], dict[str, str]
         return {aspect: chosen.get(aspect, OFF) for aspect in aspects}
 
     return pick(config.rewards, REWARD_ASPECTS), pick(config.perception, PERCEPTION_ASPECTS)
+
+
+def shown_feedback(config: TrainConfig, unifl_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """What the aspect dropdowns start at: the preset's own models, or for a preset without any (``sd15``,
+    ``sdxl``) the public-model recipe with the files present and image statistics for the rest."""
+    if config.rewards or config.perception:
+        return feedback_values(config)
+    recipe = default_feedback(unifl_dir)
+    chosen = {section: {table["aspect"]: _label({k: v for k, v in table.items() if k != "aspect"}) for table in recipe[section]}
+              for section in ("rewards", "perception")}
+    return ({aspect: chosen["rewards"].get(aspect, OFF) for aspect in REWARD_ASPECTS},
+            {aspect: chosen["perception"].get(aspect, OFF) for aspect in PERCEPTION_ASPECTS})
 
 
 def preset_config(preset: str, model_path: str) -> TrainConfig:
@@ -228,15 +243,13 @@ def extra_overrides(text: str) -> list[str]:
 
 def confine_to_host(config: TrainConfig, host) -> TrainConfig:
     """Refuse a config whose paths leave the host's folders or that runs code (``kind = "module"``) where
-    the host does not allow it: "Extra settings" is free text, and a shared preset may carry it. A LoRA to
-    start from must also be readable and finite."""
+    the host does not allow it: "Extra settings" is free text, and a shared preset may carry it. (Whether
+    the files it names exist and load is :func:`~unifl.core.training.inputs.check_inputs`' part.)"""
     from ..core.training.confinement import ConfinementError, confine
 
     try:
         confine(config, host.ui_confinement())
-        if config.lora.init_from:
-            check_lora_file(config.lora.init_from)
-    except (ConfinementError, LoRAFileError) as error:
+    except ConfinementError as error:
         raise FormError(str(error)) from None
     return config
 

@@ -9,6 +9,7 @@ whose shape differs between forks: it hands the trainer the *file* of the select
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
@@ -25,10 +26,14 @@ class Host(Protocol):
     """The host services the tab and :class:`~.jobs.TrainingJob` use."""
 
     def checkpoints(self, refresh: bool = False) -> dict[str, str]:
-        """Selectable base models, title → path (``"pocket"`` for the embedded model)."""
+        """Selectable base models, label → path (``"pocket"`` for the embedded model).
+
+        A label names the *file* (its path in the checkpoint folder) and never changes while the file
+        exists, so a page built hours ago still names a model the host knows.
+        """
 
     def default_checkpoint(self) -> str | None:
-        """The title to preselect: the webui's current checkpoint, or the pocket model."""
+        """The label to preselect: the webui's current checkpoint, or the pocket model."""
 
     def lora_dir(self) -> Path:
         """Where finished LoRAs go, so that ``<lora:name:1>`` finds them."""
@@ -54,6 +59,10 @@ class Host(Protocol):
     def ui_confinement(self):
         """The :class:`~unifl.core.training.confinement.UIConfinement` of configs built by the tab: the folders
         it may read, where its run folders go, and whether ``kind = "module"`` is allowed."""
+
+    def end_refused_task(self, task_id: str) -> None:
+        """A Train refused before it reached the host's queue: close ``task_id`` in the host's progress
+        API, whose bar the page started with the click, so that it ends instead of waiting."""
 
 
 def _nothing() -> None:
@@ -113,6 +122,9 @@ class StandaloneHost:
                              models=frozenset(self.checkpoints().values()), allow_module_kinds=self.allow_module_kinds,
                              how_to_allow_modules="start `unifl webui` with --allow-module-kinds to allow it", where="the UniFL tab")
 
+    def end_refused_task(self, task_id: str) -> None:
+        """The standalone page has no progress API; its status line shows the refusal."""
+
 
 SETTINGS_SECTION = ("unifl", "UniFL")
 UNIFL_DIR_OPTION = "unifl_dir"
@@ -126,19 +138,29 @@ class WebuiHost:
     """A1111 and its forks, through ``modules.shared``, ``sd_models``, ``call_queue`` and ``paths``."""
 
     def __init__(self):
-        from modules import call_queue, paths, sd_models, shared
+        from modules import call_queue, paths, progress, sd_models, shared
 
-        self.shared, self.sd_models, self.call_queue, self.paths = shared, sd_models, call_queue, paths
+        self.shared, self.sd_models, self.call_queue, self.paths, self.progress = shared, sd_models, call_queue, paths, progress
 
     def checkpoints(self, refresh: bool = False) -> dict[str, str]:
+        # Labelled by ``CheckpointInfo.name`` (the file's path in the checkpoint folder), not by the
+        # list's key, the title: the webui renames a title to "name [hash]" once it first loads the
+        # file (A1111 and Forge ``modules/sd_models.py::CheckpointInfo.calculate_shorthash``).
         if refresh:
             self.sd_models.list_models()
-        return {title: info.filename for title, info in self.sd_models.checkpoints_list.items()}
+        found: dict[str, str] = {}
+        for info in self.sd_models.checkpoints_list.values():
+            found.setdefault(info.name, info.filename)
+        return found
 
     def default_checkpoint(self) -> str | None:
-        # The *selected* checkpoint's title; reading ``shared.sd_model`` instead would load a model.
-        current = getattr(self.shared.opts, "sd_model_checkpoint", None)
-        return current if current in self.sd_models.checkpoints_list else next(iter(self.sd_models.checkpoints_list), None)
+        # The *selected* checkpoint, by a title that may be stale (the aliases keep every name a file
+        # had); reading ``shared.sd_model`` instead would load a model.
+        listed, aliases = self.sd_models.checkpoints_list, getattr(self.sd_models, "checkpoint_aliases", {})
+        selected = getattr(self.shared.opts, "sd_model_checkpoint", None) or ""
+        current = listed.get(selected) or aliases.get(selected)
+        info = current or next(iter(listed.values()), None)
+        return info.name if info is not None else None
 
     def lora_dir(self) -> Path:
         # SD.Next keeps it as a setting too; A1111/Forge/reForge only as --lora-dir.
@@ -166,11 +188,21 @@ class WebuiHost:
     def release_gpu(self) -> Callable[[], None]:
         if not getattr(self.shared.opts, UNLOAD_OPTION, True):
             return _nothing
-        # The loaded model, if any, without the lazy load that ``shared.sd_model`` would trigger.
-        model = getattr(getattr(self.sd_models, "model_data", None), "sd_model", None)
-        if model is None:
+        # The loaded model, if any, without the lazy load that ``shared.sd_model`` would trigger
+        # (Forge keeps a placeholder without a checkpoint there until the first generation).
+        model_data = getattr(self.sd_models, "model_data", None)
+        model = getattr(model_data, "sd_model", None)
+        if getattr(model, "sd_checkpoint_info", None) is None:
             return _nothing
         self.sd_models.unload_model_weights(model)
+        if self._model_lives_in_ram() and hasattr(model_data, "forge_hash"):
+            # On the CPU, "unloading" moves the weights nowhere and UniFL's own copy would sit beside
+            # them. Forge reloads a model it no longer holds before the next generation (its
+            # ``forge_model_reload`` compares ``forge_hash``), as after a checkpoint switch: let it go.
+            model_data.sd_model, model_data.forge_hash = self.sd_models.FakeInitialModel(), ""
+            del model
+            gc.collect()
+            return _nothing
         send_back = getattr(self.sd_models, "send_model_to_device", None)
 
         def give_back() -> None:
@@ -187,3 +219,17 @@ class WebuiHost:
         return UIConfinement(readable=(self.unifl_dir(), self.lora_dir(), Path(self.paths.models_path)), runs=self.unifl_dir() / RUNS_FOLDER,
                              models=frozenset(self.checkpoints().values()), allow_module_kinds=bool(getattr(self.shared.opts, MODULE_KINDS_OPTION, False)),
                              how_to_allow_modules="the webui's owner can allow it in Settings → UniFL", where="the UniFL tab")
+
+    def end_refused_task(self, task_id: str) -> None:
+        # The page's requestProgress (javascript/progressbar.js) polls /internal/progress, which answers
+        # "Waiting..." for an id it never saw, for 40 s; a finished id ends the bar at once
+        # (modules/progress.py::progressapi ``completed``). Nothing else was taken: the queue lock and
+        # ``shared.state`` belong to jobs that reached ``wrap_gradio_gpu_call``, which releases them.
+        self.progress.pending_tasks.pop(task_id, None)
+        self.progress.finish_task(task_id)
+
+    def _model_lives_in_ram(self) -> bool:
+        """Whether the webui computes on the CPU (``--always-cpu``/``--use-cpu all``, or no GPU)."""
+        from modules import devices
+
+        return getattr(devices, "device", None) is not None and devices.device.type == "cpu"

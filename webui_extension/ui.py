@@ -12,16 +12,17 @@ import uuid
 
 import gradio as gr
 
-from ..core.config import ConfigError, load_config
+from ..core.config import ConfigError, TrainConfig, load_config
 from ..core.diffusion.loading import ModelLoadError
 from ..core.training.checkpoint import list_checkpoints
+from ..core.training.inputs import InputError, check_inputs, feedback_terms
 from . import client_js, form, jobs, views
 from .compat import js_hook
 from .host import RUNS_FOLDER, Host
 
 CONTINUE, START_OVER = "continue it", "start over"
-#: Errors of the form and of config validation, shown in the status instead of starting.
-START_ERRORS = (form.FormError, ConfigError, ModelLoadError, jobs.JobBusy, FileNotFoundError)
+#: Errors of the form, of config validation and of the input check, shown in the status instead of starting.
+START_ERRORS = (form.FormError, InputError, jobs.JobBusy, *jobs.EXPECTED_ERRORS)
 
 
 def _slug(field: form.Field) -> str:
@@ -60,7 +61,7 @@ def build_tab(host: Host) -> gr.Blocks:
     default_checkpoint = host.default_checkpoint()
     config = _initial_config(host, default_checkpoint)
     values = form.form_values(config)
-    reward_values, perception_values = form.feedback_values(config)
+    reward_values, perception_values = form.shown_feedback(config, host.unifl_dir())
     reward_choices = [form.OFF, *form.model_catalog("rewards", host.unifl_dir())]
     perception_choices = [form.OFF, *form.model_catalog("perception", host.unifl_dir())]
     fields: dict[str, object] = {}
@@ -104,6 +105,9 @@ def build_tab(host: Host) -> gr.Blocks:
                     with gr.Row():
                         for field in form.WEIGHT_FIELDS:
                             add(field)
+                    no_feedback = gr.Checkbox(False, label="Train without feedback (denoising only)", elem_id="unifl_no_feedback",
+                                              info="Train refuses a run whose dropdowns and weights leave no PeFL, aesthetic or adversarial term, "
+                                                   "unless this is ticked: such a LoRA only learns to denoise the training images.")
                 with gr.Accordion("Training", open=True):
                     with gr.Row():
                         for field in form.TRAINING_FIELDS:
@@ -132,19 +136,19 @@ def build_tab(host: Host) -> gr.Blocks:
 
         # The webui saves input values to ui-config.json and restores them at start-up; lists that
         # change with the files on disk, and outputs, must not be restored (A1111 modules/ui_loadsave.py).
-        for component in (task_id, checkpoint, init_from, *rewards, *perception, result):
+        for component in (task_id, checkpoint, init_from, *rewards, *perception, no_feedback, result):
             component.do_not_save_to_config = True
 
         refillable = [f for f in form.FIELDS if f not in (form.STAGE, form.OUTPUT_NAME)]
 
-        def refill(checkpoint_title, preset_name):
+        def refill(checkpoint_label, preset_name):
             """A new checkpoint or preset: show that preset's values (stage and name stay the user's)."""
             try:
-                config = form.preset_config(preset_name, _model_path(host, checkpoint_title))
+                config = form.preset_config(preset_name, _model_path(host, checkpoint_label))
             except START_ERRORS as error:
                 return [gr.update() for _ in range(len(refillable) + len(rewards) + len(perception))] + [views.error_html(str(error))]
             values = form.form_values(config)
-            reward_values, perception_values = form.feedback_values(config)
+            reward_values, perception_values = form.shown_feedback(config, host.unifl_dir())
             return ([values[f.key] for f in refillable] + [reward_values[a] for a in form.REWARD_ASPECTS]
                     + [perception_values[a] for a in form.PERCEPTION_ASPECTS] + [views.status_html(_snapshot())])
 
@@ -162,18 +166,15 @@ def build_tab(host: Host) -> gr.Blocks:
 
         field_list = list(fields.values())
 
-        def start(task, checkpoint_title, preset_name, init_label, existing_mode, replace_file, extra_text, *rest):
+        def start(task, checkpoint_label, preset_name, init_label, existing_mode, replace_file, without_feedback, extra_text, *rest):
             field_values = dict(zip(fields, rest[: len(fields)]))
             reward_labels = dict(zip(form.REWARD_ASPECTS, rest[len(fields): len(fields) + len(rewards)]))
             perception_labels = dict(zip(form.PERCEPTION_ASPECTS, rest[len(fields) + len(rewards):]))
-            try:
-                job = start_job(host, task or f"task(unifl-{uuid.uuid4().hex[:10]})", checkpoint_title, preset_name, init_label,
-                                 existing_mode == CONTINUE, bool(replace_file), extra_text, field_values, reward_labels, perception_labels)
-            except START_ERRORS as error:
-                return views.error_html(str(error)), ""
-            return views.status_html(job.snapshot()), views.result_text(job.snapshot())
+            return train_clicked(host, task or f"task(unifl-{uuid.uuid4().hex[:10]})", checkpoint_label, preset_name, init_label,
+                                 existing_mode == CONTINUE, bool(replace_file), extra_text, field_values, reward_labels, perception_labels,
+                                 bool(without_feedback))
 
-        train.click(start, inputs=[task_id, checkpoint, preset, init_from, existing, replace, extra, *field_list, *rewards, *perception],
+        train.click(start, inputs=[task_id, checkpoint, preset, init_from, existing, replace, no_feedback, extra, *field_list, *rewards, *perception],
                     outputs=[status, result], **js_hook(client_js.START)).then(None, inputs=[status], outputs=None, **js_hook(client_js.FOLLOW))
 
         def request_stop():
@@ -197,16 +198,44 @@ def _snapshot() -> jobs.Snapshot | None:
     return job.snapshot() if job is not None else None
 
 
-def _model_path(host: Host, checkpoint_title: str | None) -> str:
-    path = host.checkpoints().get(checkpoint_title or "")
+def _model_path(host: Host, checkpoint_label: str | None) -> str:
+    """The file of the chosen checkpoint; a file added since the list was read is found by re-reading it."""
+    path = host.checkpoints().get(checkpoint_label or "") or host.checkpoints(refresh=True).get(checkpoint_label or "")
     if path is None:
-        raise form.FormError(f"checkpoint {checkpoint_title!r} is not in the list: pick one, or press 🔄 Refresh lists after adding files")
+        raise form.FormError(f"checkpoint {checkpoint_label!r} is not in the checkpoint folder (any more): pick one from the list")
     return path
 
 
-def start_job(host: Host, task_id: str, checkpoint_title: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool,
-               extra: str, values: dict, reward_labels: dict, perception_labels: dict) -> jobs.TrainingJob:
-    """Check the form, build the config, and hand the run to the host; raises a START_ERRORS on bad input."""
+def train_clicked(host: Host, task_id: str, *args) -> tuple[str, str]:
+    """Train: start the run (arguments as :func:`start_job`'s); the status and result texts to show.
+
+    A refused start leaves nothing behind in the host: its progress bar, started in the browser by the
+    click, is ended, and no queue slot or job state was taken.
+    """
+    try:
+        job = start_job(host, task_id, *args)
+    except START_ERRORS as error:
+        host.end_refused_task(task_id)
+        return views.error_html(str(error)), ""
+    return views.status_html(job.snapshot()), f"{feedback_summary(job.config)}\n{views.result_text(job.snapshot())}"
+
+
+def feedback_summary(config: TrainConfig) -> str:
+    """One line saying what the run learns from, shown when it starts."""
+    terms = feedback_terms(config)
+    if not terms:
+        return "Feedback: none, as asked (a denoising-only LoRA)."
+    models = [f"{spec.aspect} {spec.kind}" for spec in (*config.rewards, *config.perception)]
+    return f"Feedback: {', '.join(terms)} ({'; '.join(models)})."
+
+
+def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool,
+               extra: str, values: dict, reward_labels: dict, perception_labels: dict, without_feedback: bool = False) -> jobs.TrainingJob:
+    """Check the form, build the config, and hand the run to the host; raises a START_ERRORS on bad input.
+
+    A run with no feedback term (no PeFL, aesthetic or adversarial loss) is refused unless
+    ``without_feedback`` says the user wants exactly that.
+    """
     name = form.check_output_name(values[form.OUTPUT_NAME.key])
     values = {**values, form.OUTPUT_NAME.key: name}
     destination = host.lora_dir() / f"{name}.safetensors"
@@ -216,9 +245,14 @@ def start_job(host: Host, task_id: str, checkpoint_title: str, preset_name: str,
     if init_from is None:
         raise form.FormError(f"start-from LoRA {init_label!r} is no longer in {host.lora_dir()}: press 🔄 Refresh lists")
     run_dir = host.unifl_dir() / RUNS_FOLDER / name
-    config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_title), run_dir=run_dir, values=values, init_from=init_from,
+    config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_label), run_dir=run_dir, values=values, init_from=init_from,
                                rewards=reward_labels, perception=perception_labels, unifl_dir=host.unifl_dir(), extra=extra)
     form.confine_to_host(config, host)
+    if not feedback_terms(config) and not without_feedback:
+        raise form.FormError("these settings train no feedback term (every reward and perception dropdown is off, or its weight is 0), "
+                             "so the LoRA would only learn to denoise the training images: pick reward or perception models, "
+                             "or tick 'Train without feedback (denoising only)'")
+    check_inputs(config)  # in this request, before the model loads in the worker (10-15 s)
     resume = resume_wanted and bool(list_checkpoints(config.logging.output_dir))  # the folder the run will use, wherever it was set
     job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
     jobs.submit(job, host)

@@ -148,6 +148,7 @@ STAGES = ("1", "2")
 #: and ``core.diffusion.schedule.SPACINGS``, which the config layer may not import (a test keeps them equal).
 LORA_TARGETS = ("attention", "attention+ff", "all")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+LORA_INITS = ("default", "gaussian")
 #: Pixels per latent of every supported VAE divide it (SD1.5/SDXL: 8; the pocket model: 4).
 RESOLUTION_MULTIPLE = 8
 MAX_SEED = 2**63 - 1
@@ -233,6 +234,11 @@ class TrainConfig:
             _number(key, value(key), 0, above=True)
         for key in GUIDANCE_SCALES:
             _number(key, value(key), 1)
+        _number("lora.dropout", self.lora.dropout, 0)
+        if self.lora.dropout >= 1:
+            raise ConfigError(f"lora.dropout = {self.lora.dropout}: a probability below 1 (0 = no dropout)")
+        if self.lora.init not in LORA_INITS:
+            raise ConfigError(f"lora.init = {self.lora.init!r}: use one of {', '.join(map(repr, LORA_INITS))}")
         _number("optim.seed", self.optim.seed, 0, integer=True)
         if self.optim.seed > MAX_SEED:
             raise ConfigError(f"optim.seed = {self.optim.seed}: use a seed from 0 to {MAX_SEED}")

@@ -311,7 +311,35 @@ def _existing(path: str | Path) -> Path:
     return path
 
 
+#: transformers image processors that diffusers' pipeline modules import by name (for safety checkers
+#: and IP-Adapters; UniFL loads neither).
+_PROCESSORS_DIFFUSERS_IMPORTS = ("CLIPImageProcessor", "SiglipImageProcessor")
+
+
+def prefer_torchvision_free_processors() -> None:
+    """Call before importing a diffusers pipeline: without torchvision, ask for the PIL image processors.
+
+    transformers 5 made ``CLIPImageProcessor`` the torchvision implementation; when torchvision is
+    missing (UniFL never requires it), each access of the name logs "requires torchvision ... falling
+    back to CLIPImageProcessorPil", which diffusers' pipeline imports trigger in every command. Binding
+    the names to the ``…Pil`` classes is what transformers does after that warning, asked for up
+    front. transformers 4 has no ``…Pil`` classes; its processors need no torchvision.
+    """
+    import sys
+
+    from transformers.utils import is_torchvision_available
+
+    if is_torchvision_available():
+        return
+    for name in _PROCESSORS_DIFFUSERS_IMPORTS:
+        # Looked up each time: transformers replaces its module object in sys.modules on first use.
+        pil_class = getattr(sys.modules["transformers"], f"{name}Pil", None)
+        if pil_class is not None:
+            setattr(sys.modules["transformers"], name, pil_class)
+
+
 def _pipeline_class(architecture: str):
+    prefer_torchvision_free_processors()
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     return StableDiffusionXLPipeline if architecture == "sdxl" else StableDiffusionPipeline

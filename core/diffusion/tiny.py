@@ -88,6 +88,9 @@ def build_tiny_pipeline(architecture: str = "sd15", seed: int = 0, tokenizer_dir
     """
     import tempfile
 
+    from .loading import prefer_torchvision_free_processors
+
+    prefer_torchvision_free_processors()
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 

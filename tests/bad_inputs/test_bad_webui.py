@@ -36,7 +36,7 @@ def form_inputs(name="bad", extra="", **values):
     config = form.preset_config("tiny", "pocket")
     shown = form.form_values(config) | {"logging.output_name": name} | values
     rewards, perception = form.feedback_values(config)
-    return dict(checkpoint_title="pocket", preset_name="tiny", init_label=form.NO_LORA, resume_wanted=True, replace=False, extra=extra,
+    return dict(checkpoint_label="pocket", preset_name="tiny", init_label=form.NO_LORA, resume_wanted=True, replace=False, extra=extra,
                 values=shown, reward_labels=rewards, perception_labels=perception)
 
 

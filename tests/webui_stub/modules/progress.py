@@ -28,3 +28,13 @@ def record_results(id_task, res):
 
 def add_task_to_queue(id_job):
     pending_tasks[id_job] = time.time()
+
+
+def progressapi(id_task):
+    """What ``POST /internal/progress`` answers the page's ``requestProgress`` (its first lines, as A1111's):
+    a task never registered is "Waiting..." until the page gives up after 40 s; a finished one ends the bar."""
+    active, queued, completed = id_task == current_task, id_task in pending_tasks, id_task in finished_tasks
+    textinfo = None
+    if not active:
+        textinfo = f"In queue: {list(pending_tasks).index(id_task) + 1}/{len(pending_tasks)}" if queued else "Waiting..."
+    return {"active": active, "queued": queued, "completed": completed, "textinfo": textinfo}

@@ -1,0 +1,79 @@
+"""The public-model recipe: the published reward and perception models a run uses when their files are
+in the UniFL folder, and the weight-free image statistics that stand in for the rewards that are not.
+
+UniFL's own reward models are trained per aspect on annotated preference pairs that were never released
+(``unifl train-reward`` trains them from yours). The published scorers are overall judges of quality or
+preference; the recipe gives each one aspect slot so that all four contribute (the aesthetic loss is an
+unweighted sum over aspects, Eq. 5). The slot matters in one place: stage 2's discriminator is a trainable
+copy of the ``detail`` reward, so that slot holds the image-only LAION predictor. Thresholds α_d sit just
+above what Stable Diffusion 1.5 images score, so the hinge has work to do (docs/paper-choices.md).
+
+Looked for under ``<unifl folder>/rewards`` and ``/perception``, by the names the models are published
+under; the first name found is used::
+
+    rewards/HPS_v2.1_compressed.pt        (or HPS_v2_compressed.pt)             color      hpsv2
+    rewards/PickScore_v1/                 Hugging Face CLIP folder              layout     pickscore
+    rewards/laion-aesthetic/              clip/ + the head file (see .rewards.laion)  detail  laion-aesthetic
+    rewards/ImageReward/                  ImageReward.pt + bert tokenizer files lighting   imagereward
+    perception/vgg16-397923af.pth         torchvision's VGG16 (or vgg16.safetensors)  style  vgg16
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.presets import STATISTIC_REWARDS
+
+
+@dataclass(frozen=True)
+class PublicModel:
+    """One published model in the recipe: the aspect it fills, its loader kind and the names it has on disk."""
+
+    aspect: str
+    kind: str
+    names: tuple[str, ...]
+    threshold: float | None = None
+
+
+PUBLIC_REWARDS = (
+    # HPSv2.1 scores SD1.5 images about 0.27 and SDXL about 0.29 (HPSv2 paper / benchmark table).
+    PublicModel("color", "hpsv2", ("HPS_v2.1_compressed.pt", "HPS_v2_compressed.pt"), 0.30),
+    # PickScore: SD1.5 about 20.6-21, SDXL about 22.2 on Pick-a-Pic prompts (PickScore paper).
+    PublicModel("layout", "pickscore", ("PickScore_v1",), 22.0),
+    # LAION aesthetic: the LAION-Aesthetics "6+" subset is the high bar; SD1.5 outputs score 5.5-6.
+    PublicModel("detail", "laion-aesthetic", ("laion-aesthetic",), 6.0),
+    # ImageReward is standardised (mean 0, std 1); ReFL's own hinge is relu(2 - r) (THUDM/ImageReward ReFL.py).
+    PublicModel("lighting", "imagereward", ("ImageReward",), 2.0),
+)
+PUBLIC_PERCEPTION = (PublicModel("style", "vgg16", ("vgg16-397923af.pth", "vgg16.safetensors", "vgg16.pth")),)
+FOLDERS = {"rewards": "rewards", "perception": "perception"}
+#: The weight-free rewards: image statistics, not learned judgements (say so wherever they are offered).
+STATISTIC_KINDS = tuple(table["kind"] for table in STATISTIC_REWARDS)
+
+
+def _found(model: PublicModel, folder: Path) -> dict | None:
+    for name in model.names:
+        if (folder / name).exists():
+            table = {"aspect": model.aspect, "kind": model.kind, "path": str(folder / name)}
+            return table | ({"threshold": model.threshold} if model.threshold is not None else {})
+    return None
+
+
+def public_models(unifl_dir: str | Path) -> dict[str, list[dict]]:
+    """``{"rewards": [...], "perception": [...]}``: the recipe's ``[[rewards]]``/``[[perception]]`` tables
+    whose files are present in ``unifl_dir`` (existence only; loading checks the contents)."""
+    found = {}
+    for section, models in (("rewards", PUBLIC_REWARDS), ("perception", PUBLIC_PERCEPTION)):
+        folder = Path(unifl_dir) / FOLDERS[section]
+        found[section] = [table for table in (_found(model, folder) for model in models) if table is not None]
+    return found
+
+
+def default_feedback(unifl_dir: str | Path) -> dict[str, list[dict]]:
+    """The feedback a run gets unless told otherwise: the public models present, and for each reward
+    aspect without one, the image statistic for that aspect (colorfulness, sharpness, exposure) if any."""
+    found = public_models(unifl_dir)
+    covered = {table["aspect"] for table in found["rewards"]}
+    statistics = [dict(table) for table in STATISTIC_REWARDS if table["aspect"] not in covered]
+    return {"rewards": found["rewards"] + statistics, "perception": found["perception"]}
