@@ -59,10 +59,11 @@ def extra_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-#: Images a registered source (``image_folder = "pocket"``) makes for a ComfyUI run: every caption is encoded
-#: by the CLIP model before training starts (so it never loads beside the UNet), and 4096 would take minutes
-#: on a CPU. ``extra_settings`` may ask for more (``data.source_images=4096``).
-SOURCE_IMAGES = 256
+#: Images a registered source (``image_folder = "pocket"``, for trying the node) makes for a ComfyUI run. Every
+#: caption is encoded by the CLIP model before training starts (so it never loads beside the UNet): 256 took
+#: several minutes in ComfyUI on a busy 2-core CPU (fp16 text encoder). ``extra_settings`` may ask for more
+#: (``data.source_images=4096``).
+SOURCE_IMAGES = 64
 
 
 def image_sources() -> list[str]:

@@ -139,11 +139,16 @@ def test_unsupported_models_are_refused_by_name(host):
     class Flux:
         unet_config = {}
 
+    class Segmind_Vega:  # an SDXL distillation: fewer transformer layers, SDXL's conditioning and key names
+        unet_config = {"in_channels": 4}
+
     saved = model.model.model_config
     model.model.model_config = Flux()
     try:
         with pytest.raises(UnsupportedModel, match="Flux.*Stable Diffusion 1.x/2.x and SDXL"):
             architecture_of(model)
+        model.model.model_config = Segmind_Vega()
+        assert architecture_of(model) == "sdxl"
     finally:
         model.model.model_config = saved
 
@@ -232,11 +237,13 @@ def test_pocket_images_train_out_of_the_box(nodes, host, comfy_base):
     """image_folder = "pocket": the embedded pocket world's captioned images, no folder to prepare."""
     import json
 
+    from unifl.comfyui_nodes.train_jobs import SOURCE_IMAGES
+
     train(nodes, host, lora_name="unifl/pocket_data", image_folder="pocket", steps=1)
     assert (comfy_base / "models" / "loras" / "unifl" / "pocket_data.safetensors").is_file()
     run_dir = next((comfy_base / "output" / "unifl_runs").glob("pocket_data-*"))
     data = json.loads(next(run_dir.glob("checkpoints/step-*/state.json")).read_text())["config"]["data"]
-    assert data["images"] == "pocket" and data["source_images"] == 256
+    assert data["images"] == "pocket" and data["source_images"] == SOURCE_IMAGES
     with pytest.raises(FileNotFoundError, match="input directory"):
         train(nodes, host, lora_name="unifl/no_data", image_folder="no_such_folder")
 
