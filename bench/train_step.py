@@ -168,7 +168,7 @@ def naive_step(trainer) -> dict[str, float]:
     gen = lambda stream: step_generator(opt.seed, trainer.step, 0, stream)  # noqa: E731  (the trainer's streams)
     batch = trainer._real_batch(trainer.step)
     terms, fake = {}, None
-    with full_chain_rollouts(), trainer.accelerator.autocast():
+    with full_chain_rollouts(), trainer.precision.autocast():
         if trainer.uses_pefl:
             terms["pefl"] = trainer.pefl_loss(batch, gen(0))[0]
         if trainer.uses_adversarial:
@@ -176,13 +176,13 @@ def naive_step(trainer) -> dict[str, float]:
         if trainer.uses_aesthetic:
             terms["aesthetic"] = trainer.aesthetic_loss(trainer._prompt_batch(trainer.step), gen(1))[0]
         terms["regularizer"] = trainer.regularizer_loss(batch, gen(3))[0]
-    trainer.accelerator.backward(sum(terms.values()))
-    trainer.accelerator.clip_grad_norm_(trainer.lora_params, opt.max_grad_norm)
-    trainer.optimizer.step()
-    trainer.scheduler.step()
+    trainer.precision.backward("generator", sum(terms.values()))
+    trainer.precision.unscaled_grad_norm("generator", trainer.optimizer, trainer.lora_params, opt.max_grad_norm)
+    trainer.precision.step("generator", trainer.optimizer)
+    trainer.lr_schedule.step()
     trainer.optimizer.zero_grad(set_to_none=True)
     if fake is not None:
-        trainer.discriminator_step(batch["image"].to(trainer.device), fake, batch["caption"])
+        trainer.discriminator_step(batch["image"].to(trainer.device), fake.detach(), batch["caption"])
     return {name: float(value.detach()) for name, value in terms.items()}
 
 

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+    except (ConfigError, DataError, OSError, ValueError, ImportError) as err:  # OSError: a full disk, a missing or locked file
         print(f"unifl {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .arguments import number, whole
+
 
 def run(args) -> int:
     from ..core.diffusion.loading import load_denoiser
@@ -12,11 +14,15 @@ def run(args) -> int:
     from ..core.lora.kohya import SamplerContract, load_kohya_lora, read_lora_metadata
 
     denoiser = load_denoiser(args.model)
+    factor = denoiser.vae_scale_factor
+    for name, size in (("--height", args.height), ("--width", args.width)):
+        if size % factor:
+            raise ValueError(f"{name} {size}: this model's images are made of {factor}x{factor}-pixel latents; use a multiple of {factor}, e.g. {max(factor, size // factor * factor)}")
     contract = SamplerContract(steps=20, timestep_spacing="leading", cfg=7.5)
     if args.lora:
         contract = SamplerContract.from_metadata(read_lora_metadata(args.lora)) or contract
         load_kohya_lora(args.lora, denoiser.lora_target, architecture=denoiser.architecture)
-    steps = args.steps or contract.steps
+    steps = contract.steps if args.steps is None else args.steps
     spacing = args.spacing or contract.timestep_spacing
     cfg = contract.cfg if args.cfg is None else args.cfg
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
@@ -37,12 +43,12 @@ def add_command(subparsers) -> None:
     p.add_argument("--lora", help="a UniFL (kohya) LoRA file; its metadata sets steps, spacing and CFG unless given")
     p.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
     p.add_argument("--negative-prompt", default="")
-    p.add_argument("--num-images", type=int, default=1, help="images per prompt")
-    p.add_argument("--steps", type=int, help="DDIM steps (default: the LoRA's contract, else 20)")
+    p.add_argument("--num-images", type=whole(1), default=1, help="images per prompt")
+    p.add_argument("--steps", type=whole(1), help="DDIM steps (default: the LoRA's contract, else 20)")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], help="timestep spacing (default: the LoRA's contract)")
-    p.add_argument("--cfg", type=float, help="CFG scale; 1 disables CFG (one UNet call per step)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--cfg", type=number(1.0), help="CFG scale; 1 disables CFG (one UNet call per step)")
+    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--height", type=whole(8), default=512)
+    p.add_argument("--width", type=whole(8), default=512)
     p.add_argument("--out", default="out/samples", help="output folder")
     p.set_defaults(func=run)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from ..core.feedback.scoring import ScoreError, caption_prompts, collect_images, format_table, parse_reward_spec, score_images, write_scores
+from .arguments import torch_device, whole
 
 
 def add_command(subparsers) -> argparse.ArgumentParser:
@@ -28,13 +27,14 @@ def add_command(subparsers) -> argparse.ArgumentParser:
     prompts.add_argument("--prompt", help="the prompt of every image")
     prompts.add_argument("--prompts-from", choices=["captions"], help="captions: each image's prompt is the .txt file beside it")
     parser.add_argument("--out", default="out/scores", help="writes OUT.csv and OUT.json (default: out/scores)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--batch-size", type=whole(1), default=8, help="images per forward pass")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args) -> int:
+    device = torch_device(args.device)
     images = collect_images(args.images)
     if args.prompts_from == "captions":
         prompts = caption_prompts(images)
@@ -46,7 +46,6 @@ def run(args) -> int:
         if name in rewards:
             raise ScoreError(f"--reward {spec!r}: the name {name!r} is given twice; give each reward its own name")
         rewards[name] = (kind, path)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = score_images(images, rewards, prompts, batch_size=args.batch_size, device=device)
     print(format_table(rows, list(rewards)))
     csv_path, json_path = write_scores(rows, rewards, args.out)

@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from .arguments import number, whole
+
 
 def add_command(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,16 +20,16 @@ def add_command(subparsers) -> None:
     )
     p.add_argument("input", metavar="INPUT.txt", help="text file, one prompt per line (blank lines ignored, exact duplicates merged)")
     p.add_argument("--out", required=True, metavar="OUT.txt", help="where to write the selected prompts")
-    p.add_argument("-n", type=int, required=True, help="how many prompts to select")
-    p.add_argument("--tau1", type=int, default=1, help="information-score threshold (paper: 1)")
+    p.add_argument("-n", type=whole(1), required=True, help="how many prompts to select")
+    p.add_argument("--tau1", type=whole(0), default=1, help="information-score threshold (paper: 1)")
     p.add_argument("--tau1-rule", choices=["at-least", "more-than"], default="at-least",
                    help="keep score ≥ τ1 (the paper's text, default) or score > τ1 (its Algorithm 2)")
-    p.add_argument("--tau2", type=float, default=0.8, help="cosine similarity above which a prompt counts as a near-duplicate (paper: 0.8)")
+    p.add_argument("--tau2", type=number(-1.0, 1.0), default=0.8, help="cosine similarity above which a prompt counts as a near-duplicate (paper: 0.8)")
     p.add_argument("--embedder", default="tfidf", help="tfidf (lexical, no weights; default) | tfidf:DIM | sentence (packaged all-MiniLM-L6-v2) | sentence:PATH | clip:PATH")
     p.add_argument("--parser", choices=["builtin", "scenegraphparser"], default="builtin", help="information-score parser; scenegraphparser needs sng_parser, spaCy and an English model")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--device", help="device for the embedding model and the similarity search, e.g. cuda (default: models run on cuda when available, the search on cpu)")
-    p.add_argument("--chunk-size", type=int, default=4096, help="block size of the similarity computations (memory ~ chunk_size² floats)")
+    p.add_argument("--chunk-size", type=whole(1), default=4096, help="block size of the similarity computations (memory ~ chunk_size² floats)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=run)
 
@@ -39,17 +41,21 @@ def report_path(out: str | Path) -> Path:
 
 
 def run(args) -> int:
-    from ..core.files import atomic_write_text
+    from ..core.files import atomic_write_text, read_text
     from ..core.prompts.embed import build_embedder
     from ..core.prompts.relations import relation_score, scene_graph_parser
     from ..core.prompts.select import select_prompts
 
+    from .arguments import torch_device
+
+    if args.device is not None:
+        torch_device(args.device)  # refused now, not after the prompts are parsed
     source, out = Path(args.input), Path(args.out)
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such file; give a text file with one prompt per line")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    prompts = source.read_text(encoding="utf-8").splitlines()
+    prompts = read_text(source, "prompt file").splitlines()
     scorer = scene_graph_parser() if args.parser == "scenegraphparser" else relation_score
     embedder = build_embedder(args.embedder, device=args.device)
     report = select_prompts(prompts, args.n, tau1=args.tau1, rule=args.tau1_rule.replace("-", "_"), tau2=args.tau2, embedder=embedder,

@@ -7,7 +7,10 @@ images of held-out pairs, or a lower quantile: ``--alpha-quantile detail=0.25``)
 
 from __future__ import annotations
 
+import argparse
+
 from ..core.training.aspect_rewards import train_aspect_models
+from .arguments import number, whole
 
 
 def _parse_quantiles(items: list[str]) -> dict[str, float]:
@@ -15,9 +18,11 @@ def _parse_quantiles(items: list[str]) -> dict[str, float]:
     for item in items:
         aspect, _, value = item.partition("=")
         try:
-            out[aspect] = float(value)
-        except ValueError:
+            out[aspect] = number(0.0, 1.0, above=True, below=True)(value)
+        except argparse.ArgumentTypeError:
             raise ValueError(f"--alpha-quantile {item!r}: use ASPECT=Q with Q in (0, 1), e.g. detail=0.25") from None
+        if not aspect:
+            raise ValueError(f"--alpha-quantile {item!r}: name the aspect, e.g. detail=0.25")
     return out
 
 
@@ -38,14 +43,14 @@ def add_command(subparsers) -> None:
     p.add_argument("pairs", help="JSONL file of pairs (docs/preference-pairs.md)")
     p.add_argument("--out", required=True, help="output folder: one <aspect>.safetensors per aspect")
     p.add_argument("--backbone", default="pocket", help="'pocket' or 'clip:FOLDER' (a local Hugging Face CLIP model)")
-    p.add_argument("--steps", type=int, default=500, help="optimizer steps per model")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=whole(1), default=500, help="optimizer steps per model")
+    p.add_argument("--lr", type=number(0.0, above=True), default=2e-3)
+    p.add_argument("--batch-size", type=whole(1), default=32)
     p.add_argument("--val", help="a separate JSONL of held-out pairs (default: --val-fraction of each aspect's pairs)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=number(0.0, 1.0, above=True, below=True), default=0.1)
     p.add_argument("--alpha-quantile", action="append", default=[], metavar="ASPECT=Q", help="derive α of ASPECT as this quantile of preferred rewards (paper: lower for detail)")
     p.add_argument("--global", dest="global_model", action="store_true", help="also train one global model on all aspects' pairs (ablation)")
-    p.add_argument("--resolution", type=int, help="image size fed to the model (default: the backbone's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolution", type=whole(8), help="image size fed to the model (default: the backbone's)")
+    p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--overwrite", action="store_true", help="replace existing model files")
     p.set_defaults(func=run)

@@ -117,6 +117,8 @@ def load(role: str, choice: str, kind: str = "auto", aspect: str = "", weight: f
     from ..core.feedback import loading
 
     kind, path, aspect = resolve(role, choice, kind, aspect)
+    if kind == "module" and not paths.module_kinds_allowed():
+        raise ValueError(f"{choice}: kind 'module' imports and runs Python code; the owner of this ComfyUI can allow it by starting ComfyUI with {paths.ALLOW_MODULE_KINDS}=1")
     failed = ensure_kinds_registered()
     try:
         module = loading.load_reward_model(kind, path) if role == "reward" else loading.load_perception_model(kind, path)

@@ -7,6 +7,9 @@ Imported when ComfyUI starts, so it touches nothing heavier than ``folder_paths`
 * Trained LoRAs go to the first ``loras`` folder (``models/loras/unifl/…`` by default), so the stock
   ``LoraLoader`` lists them after a refresh.
 * Training runs (checkpoints, logs, samples) go to ``output/unifl_runs/<name>-<time>/``.
+* Paths typed into a node or a workflow (image folders, pair files, ``extra_settings``) must lie inside
+  ComfyUI's folders (:func:`comfyui_folders`); ``kind = "module"`` needs ``UNIFL_ALLOW_MODULE_KINDS=1``
+  in the environment of whoever starts ComfyUI.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import folder_paths
 
+from ..core.files import is_inside
 from ..pocket.plugin import WEIGHTS_DIR
 
 REWARD_FOLDER = "unifl_rewards"
@@ -30,6 +34,9 @@ BUILTIN_PERCEPTION = {"random-features": "style"}
 BUILTIN_PREFIX = "builtin/"
 #: The pocket world's shipped models (64 px, for the pocket model), shown as ``pocket/<name>``.
 POCKET_PREFIX = "pocket/"
+RUNS_FOLDER = "unifl_runs"
+#: Set to 1 by the owner of a ComfyUI to let nodes and workflows use ``kind = "module"`` (it runs Python code).
+ALLOW_MODULE_KINDS = "UNIFL_ALLOW_MODULE_KINDS"
 
 
 def register_model_folders() -> None:
@@ -99,7 +106,7 @@ def new_lora_path(name: str, overwrite: bool) -> Path:
 def run_folder(lora_path: Path) -> Path:
     """A fresh run folder ``output/unifl_runs/<stem>-<YYYYmmdd-HHMMSS>`` (checkpoints, logs.csv, samples)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(folder_paths.get_output_directory()) / "unifl_runs"
+    base = runs_folder()
     folder, n = base / f"{lora_path.stem}-{stamp}", 1
     while folder.exists():
         n += 1
@@ -107,23 +114,41 @@ def run_folder(lora_path: Path) -> Path:
     return folder
 
 
+def runs_folder() -> Path:
+    """``output/unifl_runs``: the only folder a training from ComfyUI writes run folders into (and deletes in)."""
+    return Path(folder_paths.get_output_directory()) / RUNS_FOLDER
+
+
+def comfyui_folders() -> list[Path]:
+    """The folders a path from a node or workflow may name: input, output, every model folder (also those
+    of ``extra_model_paths.yaml``) and the pack's shipped weights."""
+    model_folders = [Path(p) for paths, _ in folder_paths.folder_names_and_paths.values() for p in paths]
+    return [Path(folder_paths.get_input_directory()), Path(folder_paths.get_output_directory()), *model_folders, WEIGHTS_DIR]
+
+
+def module_kinds_allowed() -> bool:
+    return os.environ.get(ALLOW_MODULE_KINDS, "").strip() == "1"
+
+
 def input_folder(text: str) -> Path | None:
-    """An image folder: absolute, or relative to ComfyUI's input directory; ``""`` = none."""
+    """An image folder: relative to ComfyUI's input directory, or absolute inside ComfyUI's folders; ``""`` = none."""
     if not text.strip():
         return None
     path = input_path(text)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a folder; give a folder inside ComfyUI's input directory ({folder_paths.get_input_directory()}) or an absolute path")
+        raise FileNotFoundError(f"{path} is not a folder; give a folder inside ComfyUI's input directory ({folder_paths.get_input_directory()})")
     return path
 
 
 def input_path(text: str) -> Path:
-    """A file or folder: absolute, or relative to ComfyUI's input directory; it must exist."""
+    """A file or folder: relative to ComfyUI's input directory, or absolute inside ComfyUI's folders; it must exist."""
     path = Path(text.strip()).expanduser()
     if not path.is_absolute():
         path = Path(folder_paths.get_input_directory()) / path
+    if not is_inside(path, comfyui_folders()):
+        raise ValueError(f"{text.strip()!r} is outside ComfyUI's folders; put it inside the input directory ({folder_paths.get_input_directory()}) and give its path there")
     if not text.strip() or not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; give a path inside ComfyUI's input directory ({folder_paths.get_input_directory()}) or an absolute path")
+        raise FileNotFoundError(f"{path} does not exist; give a path inside ComfyUI's input directory ({folder_paths.get_input_directory()})")
     return path
 
 

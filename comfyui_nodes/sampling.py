@@ -31,7 +31,7 @@ def apply_unifl_lora(model, lora_name: str, strength: float):
     import comfy.sd
     import comfy.utils
 
-    from ..core.lora.kohya import BASE_MODEL_VERSIONS, SamplerContract, read_lora_metadata
+    from ..core.lora.kohya import BASE_MODEL_VERSIONS, SamplerContract, check_finite, read_lora_metadata
     from .denoiser import architecture_of
 
     path = paths.lora_file(lora_name)
@@ -44,6 +44,7 @@ def apply_unifl_lora(model, lora_name: str, strength: float):
     if base is not None and base != BASE_MODEL_VERSIONS[architecture]:
         raise ValueError(f"{path} is a LoRA for {base} but this MODEL is {architecture} ({BASE_MODEL_VERSIONS[architecture]}); pick a LoRA trained on this kind of model")
     lora = comfy.utils.load_torch_file(path, safe_load=True)
+    check_finite(path, lora)
     patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
     settings = contract.comfyui_settings()
     info = (f"{lora_name}: stage {meta.get('unifl.stage', '?')}, {contract.steps} steps, {contract.scheduler} "

@@ -113,6 +113,17 @@ def build_config(request: TrainRequest, architecture: str, run_dir: Path, lora_s
         raise ConfigError(f"UniFL Train LoRA: {error} (node inputs and extra_settings)") from None
 
 
+def confine_to_comfyui(config):
+    """The node's config may name only ComfyUI's folders, write its run only into ``output/unifl_runs``, and
+    use ``kind = "module"`` only where the owner set ``UNIFL_ALLOW_MODULE_KINDS=1`` (``extra_settings`` and
+    shared workflows are text from strangers)."""
+    from ..core.training.confinement import UIConfinement, confine
+
+    return confine(config, UIConfinement(
+        readable=tuple(paths.comfyui_folders()), runs=paths.runs_folder(), allow_module_kinds=paths.module_kinds_allowed(),
+        how_to_allow_modules=f"the owner of this ComfyUI can allow it by starting ComfyUI with {paths.ALLOW_MODULE_KINDS}=1", where="ComfyUI"))
+
+
 def place_lora(source: Path, target: Path, overwrite: bool) -> Path:
     """Copy the exported LoRA into the LoRA folder atomically; a name taken meanwhile gets a number."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +206,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
     config = build_config(request, architecture, run_dir, lora_path.stem, image_folder, init_meta)
     if init_path is not None:
         config.lora.init_from = str(init_path)  # the trainer loads it through the denoiser's LDM name map
+    confine_to_comfyui(config)
 
     data = config.data
     dataset = image_dataset(data.images, data.resolution, data.source_images, data.source_seed) if data.images else None

@@ -23,6 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .files import read_text
+from .images import ImageReadError, check_rgb_readable, read_label_map, read_rgb, rgb_array
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
@@ -55,23 +58,30 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         missing = [p for p in self.paths if not p.with_suffix(".txt").is_file()]
         if missing:
             raise DataError(f"{len(missing)} image(s) in {self.folder} have no caption file, e.g. {missing[0].name}: add {missing[0].with_suffix('.txt').name} with its caption")
+        for path in self.paths:  # headers only: an unreadable or unconvertible file stops the run now, not hours in
+            try:
+                check_rgb_readable(path)
+            except ImageReadError as err:
+                raise DataError(str(err)) from None
         self.resolution = resolution
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def captions(self) -> list[str]:
-        return [p.with_suffix(".txt").read_text(encoding="utf-8").strip() for p in self.paths]
+        return [self._caption(p) for p in self.paths]
+
+    def _caption(self, path: Path) -> str:
+        return read_text(path.with_suffix(".txt"), "caption file").strip()
 
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
         try:
-            image = Image.open(path)
-            image.load()
-        except OSError as err:
-            raise DataError(f"cannot read image {path}: {err}") from None
-        item = {"caption": path.with_suffix(".txt").read_text(encoding="utf-8").strip(), "path": str(path)}
-        item["image"] = torch.from_numpy(np.asarray(_resize_crop(image.convert("RGB"), self.resolution, Image.BICUBIC), dtype=np.float32) / 255.0).permute(2, 0, 1)
+            image = read_rgb(path)
+        except ImageReadError as err:
+            raise DataError(str(err)) from None
+        item = {"caption": self._caption(path), "path": str(path)}
+        item["image"] = torch.from_numpy(rgb_array(_resize_crop(image, self.resolution, Image.BICUBIC))).permute(2, 0, 1)
         stem = path.with_suffix("")
         instances = Path(f"{stem}.instances.png")
         if instances.is_file():
@@ -79,7 +89,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             labels_file = Path(f"{stem}.instances.json")
             if not labels_file.is_file():
                 raise DataError(f"{instances} has no {labels_file.name} with the instance labels: write {{\"labels\": [class of instance 1, …]}}")
-            labels = json.loads(labels_file.read_text(encoding="utf-8"))["labels"]
+            labels = _instance_labels(labels_file)
             present = [k for k in range(1, len(labels) + 1) if (ids == k).any()]
             item["instance_masks"] = torch.stack([ids == k for k in present]) if present else torch.zeros(0, *ids.shape, dtype=torch.bool)
             item["instance_labels"] = torch.tensor([labels[k - 1] for k in present], dtype=torch.long)
@@ -89,10 +99,24 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return item
 
     def _mask(self, path: Path, image_size: tuple[int, int]) -> torch.Tensor:
-        mask = Image.open(path)
+        try:
+            mask = read_label_map(path)
+        except ImageReadError as err:
+            raise DataError(str(err)) from None
         if mask.size != image_size:
             raise DataError(f"mask {path} is {mask.size[0]}x{mask.size[1]} but its image is {image_size[0]}x{image_size[1]}: masks must have the image's size")
         return torch.from_numpy(np.asarray(_resize_crop(mask, self.resolution, Image.NEAREST)).astype(np.int64))
+
+
+def _instance_labels(path: Path) -> list[int]:
+    """The ``labels`` list of an ``.instances.json`` file: one integer class a instance."""
+    try:
+        labels = json.loads(read_text(path, "instance labels file"))["labels"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        labels = None
+    if not (isinstance(labels, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in labels)):
+        raise DataError(f"{path}: expected {{\"labels\": [class of instance 1, class of instance 2, …]}} with non-negative integers")
+    return labels
 
 
 #: Procedural image sources named by a word in ``data.images`` (the pocket world registers ``"pocket"``):
@@ -125,7 +149,7 @@ def load_prompts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"prompt file {path} does not exist; set data.prompts to a text file with one prompt per line")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [line.strip() for line in read_text(path, "prompt file").splitlines() if line.strip()]
     if not prompts:
         raise DataError(f"prompt file {path} is empty: it needs at least one prompt, one per line")
     return prompts

@@ -149,17 +149,26 @@ def read_pickled_tensors(path: Path, expected: str, *, error: type[Exception] = 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
-        if "global" in str(err).lower():
-            raise error(f"{path}: holds Python objects besides tensors, which UniFL will not unpickle (that can run arbitrary code). {resave}") from None
+        # weights_only refuses globals ("Unsupported global …"), and the framing opcode of protocol-4/5 pickles
+        # written by plain `pickle` (torch.save writes protocol 2): Python objects either way, not a damaged file.
+        if "global" in str(err).lower() or _written_by_pickle(path):
+            raise error(f"{path}: holds Python objects besides tensors (or was written by pickle, not torch.save), which UniFL will not "
+                        f"unpickle (that can run arbitrary code). {resave}") from None
         raise error(f"{path}: is not a readable PyTorch file; it is probably truncated or corrupt. Copy it again.") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise error(f"{path}: is not a readable PyTorch file ({_first_line(err)}). Copy it again.") from None
+    except Exception as err:  # a damaged pickle raises anything from the unpickler: RuntimeError, EOFError, IndexError, struct.error …
+        raise error(f"{path}: is not a readable PyTorch file ({_first_line(err)}); it is probably truncated or corrupt. Copy it again.") from None
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)} if isinstance(state, dict) else {}
     if not tensors:
         raise error(f"{path}: holds no tensors by name (a {type(state).__name__}); expected {expected}.")
     return tensors
+
+
+def _written_by_pickle(path: Path) -> bool:
+    """Whether ``path`` starts as a protocol 4 or 5 pickle does (``PROTO`` opcode 0x80, then 4 or 5)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) in (b"\x80\x04", b"\x80\x05")
 
 
 def _few(keys: list[str]) -> str:

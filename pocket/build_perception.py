@@ -29,9 +29,9 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..core.feedback.losses.pefl import instance_segmentation_loss
+from ..core.progress import progress_bar
 from .degrade import degradation
 from .evaluators import (
     EmbeddingEvaluator,
@@ -125,7 +125,7 @@ def render_set(length: int, seed: int, resolution: int = 64) -> RenderedSet:
     semantic = torch.empty(length, resolution, resolution, dtype=torch.uint8)
     instance_ids = torch.zeros(length, resolution, resolution, dtype=torch.uint8)
     labels, scenes = [], []
-    for i in tqdm(range(length), desc=f"render seed {seed}", leave=False, mininterval=2):
+    for i in progress_bar(range(length), desc=f"render seed {seed}", leave=False, mininterval=2):
         sample = dataset[i]
         images[i] = sample.image
         semantic[i] = sample.semantic_mask
@@ -186,7 +186,7 @@ def train(name: str, model: nn.Module, data: RenderedSet, steps: int, batch_size
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=LEARNING_RATE, total_steps=steps, pct_start=0.15)
     model.train()
     order, cursor, recent = torch.randperm(len(data), generator=generator), 0, []
-    progress = tqdm(range(steps), desc=f"train {name}", mininterval=5)
+    progress = progress_bar(range(steps), desc=f"train {name}", mininterval=5)
     for step in progress:
         if cursor + batch_size > len(data):
             order, cursor = torch.randperm(len(data), generator=generator), 0

@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..core.files import atomic_write_text
 from ..core.images import grid, save_png
+from ..core.progress import progress_bar
 from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
@@ -102,7 +102,7 @@ def render_scenes(count: int, seed: int, desc: str) -> tuple[torch.Tensor, torch
     images = torch.empty((count, 3, RESOLUTION, RESOLUTION), dtype=torch.uint8)
     masks = torch.empty((count, RESOLUTION, RESOLUTION), dtype=torch.uint8)
     captions = []
-    for i in tqdm(range(count), desc=desc, unit="img", dynamic_ncols=True, mininterval=2):
+    for i in progress_bar(range(count), desc=desc, unit="img", dynamic_ncols=True, mininterval=2):
         sample = dataset[i]
         images[i] = (sample.image * 255).round().to(torch.uint8)
         masks[i] = sample.semantic_mask.to(torch.uint8)
@@ -125,7 +125,7 @@ def train_controlnet(pipe, latents: torch.Tensor, embeddings: torch.Tensor, mask
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.steps))
     log = LossLog(settings.steps)
     controlnet.train()
-    bar = tqdm(range(settings.steps), desc="ControlNet", dynamic_ncols=True, mininterval=2)
+    bar = progress_bar(range(settings.steps), desc="ControlNet", dynamic_ncols=True, mininterval=2)
     for step in bar:
         index = torch.randint(len(latents), (settings.batch,), generator=generator)
         context = embeddings[index].clone()
@@ -215,7 +215,7 @@ def measure(pipe, controlnet, images: torch.Tensor, masks: torch.Tensor, caption
     controls = control_images(masks)
     seeds = list(range(len(captions)))
     numbers, generated = {"real": control_iou(images.float() / 255, masks, evaluator)}, {}
-    for steps, spacing, cfg in tqdm(SAMPLERS, desc="measure", dynamic_ncols=True):
+    for steps, spacing, cfg in progress_bar(SAMPLERS, desc="measure", dynamic_ncols=True):
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing=spacing)
         for name, sampler, extra in (("without", plain_pipeline(pipe, scheduler), None), ("with", controlnet_pipeline(pipe, controlnet, scheduler), controls)):
             key = f"{name}_{steps}_{spacing}"

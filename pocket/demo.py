@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..core.config import load_config
 from ..core.diffusion.sampling import generate
 from ..core.files import atomic_write_text
 from ..core.images import save_grid
+from ..core.progress import progress_bar
 from ..core.training.trainer import TrainerCallbacks, UniFLTrainer
 from .plugin import MODEL_DIR, WEIGHTS_DIR, register
 
@@ -124,7 +124,7 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, on_result, desc: str =
     progress = context.Queue()
     done_steps: dict[str, int] = {}
     total = sum(job.steps for job in jobs)
-    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+    bar = progress_bar(total=total, desc=desc, unit="step", dynamic_ncols=True)
     pending, running, finished = list(jobs), {}, set()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads, progress)) as pool:
         while pending or running:

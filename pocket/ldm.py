@@ -46,6 +46,7 @@ from ..core.diffusion.sampling import generate
 from ..core.diffusion.tiny import SD15_SCHEDULER, write_clip_tokenizer
 from ..core.files import atomic_write_text
 from ..core.images import grid, save_png
+from ..core.progress import progress_bar
 from .world import VOCABULARY, PocketDataset, WorldConfig
 
 RESOLUTION = 64
@@ -155,7 +156,7 @@ def render_images(count: int, seed: int, desc: str) -> tuple[torch.Tensor, list[
     dataset = PocketDataset(count, seed, WorldConfig(resolution=RESOLUTION))
     images = torch.empty((count, 3, RESOLUTION, RESOLUTION), dtype=torch.uint8)
     captions = []
-    for i in tqdm(range(count), desc=desc, unit="img", dynamic_ncols=True, mininterval=2):
+    for i in progress_bar(range(count), desc=desc, unit="img", dynamic_ncols=True, mininterval=2):
         sample = dataset[i]
         images[i] = (sample.image * 255).round().to(torch.uint8)
         captions.append(sample.caption)
@@ -221,7 +222,7 @@ def train_vae(images: torch.Tensor, settings: BuildSettings, seed: int):
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, total))
     log = LossLog(total)
     vae.train()
-    bar = tqdm(range(total), desc="VAE", dynamic_ncols=True, mininterval=2)
+    bar = progress_bar(range(total), desc="VAE", dynamic_ncols=True, mininterval=2)
     for step in bar:
         if step < settings.vae_crop_steps:
             top, left = (4 * torch.randint((RESOLUTION - settings.vae_crop) // 4 + 1, (2,), generator=generator)).tolist()
@@ -313,7 +314,7 @@ def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildS
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.unet_steps))
     log = LossLog(settings.unet_steps)
     unet.train(), text_encoder.train()
-    bar = tqdm(range(settings.unet_steps), desc="UNet + text encoder", dynamic_ncols=True, mininterval=2)
+    bar = progress_bar(range(settings.unet_steps), desc="UNet + text encoder", dynamic_ncols=True, mininterval=2)
     for step in bar:
         index = torch.randint(len(latents), (settings.unet_batch,), generator=generator)
         batch_ids = ids[index].clone()

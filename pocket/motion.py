@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..core.files import atomic_write_text
 from ..core.images import grid, save_png
+from ..core.progress import progress_bar
 from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, UNET_CONFIG, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
@@ -155,7 +155,7 @@ def render_clips(count: int, seed: int, desc: str, frames: int = FRAMES) -> tupl
     dataset = PocketDataset(count, seed, config)
     clips = torch.empty((count, frames, 3, RESOLUTION, RESOLUTION), dtype=torch.uint8)
     captions = []
-    for i in tqdm(range(count), desc=desc, unit="clip", dynamic_ncols=True, mininterval=2):
+    for i in progress_bar(range(count), desc=desc, unit="clip", dynamic_ncols=True, mininterval=2):
         scene = dataset.scene(i)
         for f, moved in enumerate(pocket_clip(scene, np.random.default_rng([seed, i, 1]), frames)):
             clips[i, f] = (render(moved, config).image * 255).round().to(torch.uint8)
@@ -184,7 +184,7 @@ def train_motion_adapter(pipe, latents: torch.Tensor, embeddings: torch.Tensor, 
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.steps))
     log = LossLog(settings.steps)
     model.train()
-    bar = tqdm(range(settings.steps), desc="motion adapter", dynamic_ncols=True, mininterval=2)
+    bar = progress_bar(range(settings.steps), desc="motion adapter", dynamic_ncols=True, mininterval=2)
     for step in bar:
         index = torch.randint(len(latents), (settings.batch,), generator=generator)
         context = embeddings[index].clone()
@@ -258,7 +258,7 @@ def measure(pipe, adapter, real_clips: torch.Tensor, captions: list[str]) -> tup
     real = real_clips.float() / 255
     numbers = {"real": {"difference": consecutive_difference(real), "object_iou": consecutive_object_iou(real, evaluator)}}
     generated, seeds = {}, list(range(len(captions)))
-    for steps, spacing, cfg in tqdm(SAMPLERS, desc="measure", dynamic_ncols=True):
+    for steps, spacing, cfg in progress_bar(SAMPLERS, desc="measure", dynamic_ncols=True):
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing=spacing)
         for name, candidate in (("without", new_motion_adapter()), ("with", adapter)):
             key = f"{name}_{steps}_{spacing}"

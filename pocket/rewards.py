@@ -43,11 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..core.feedback.registry import register_reward_model
 from ..core.feedback.rewards.files import load_reward_file, save_reward_model
 from ..core.files import atomic_write_text
+from ..core.progress import progress_bar
 from ..core.training.reward_models import PreferencePairs, derive_alpha, pair_accuracy, score_pairs, train_reward_model
 from . import WEIGHTS_DIR
 from .degrade import ASPECTS, degradation
@@ -264,7 +264,7 @@ def generate_pairs(aspect: str, count: int, seed: int, config: WorldConfig = Wor
     better = torch.empty(count, 3, side, side, dtype=torch.float16)
     worse = torch.empty_like(better)
     prompts, variants, strengths = [], [], []
-    for i in tqdm(range(count), desc=f"pairs {aspect} seed {seed}", disable=not progress, dynamic_ncols=True, leave=False):
+    for i in progress_bar(range(count), desc=f"pairs {aspect} seed {seed}", disable=not progress, dynamic_ncols=True, leave=False):
         rng = np.random.default_rng([seed, ASPECTS.index(aspect), i])
         strength = float(rng.uniform(*STRENGTH_RANGE))
         sample = render(sample_scene(rng, config), config)

@@ -61,3 +61,16 @@ def test_round_trip_through_dict():
 def test_every_field_is_documented_and_the_reference_is_current():
     assert all(text for _, _, text in explain())
     assert (ROOT / "docs" / "config-reference.md").read_text() == render_reference(), "run: python -m unifl.core.config > docs/config-reference.md"
+
+
+def test_renamed_keys_say_their_new_name():
+    with pytest.raises(ConfigError, match="'data.num_pocket_images' was renamed to 'data.source_images'"):
+        load_config(None, ["data.num_pocket_images=16"], preset="tiny")
+
+
+def test_lora_dropout_and_init_are_reachable_from_a_config():
+    from unifl.core.lora.peft import settings_from_config
+
+    config = load_config(None, ["lora.dropout=0.1", 'lora.init="gaussian"'], preset="tiny")
+    settings = settings_from_config(config.lora)
+    assert (settings.dropout, settings.init) == (0.1, "gaussian")

@@ -148,8 +148,8 @@ def test_downstream_grids_with_a_trained_unifl_lora(tmp_path):
     lora = UniFLTrainer(config).train(overwrite=True).lora_path
     result = downstream.downstream_grids(lora, tmp_path / "grids", steps=4, seed=0)
     assert set(result.grids) == {"controlnet", "animatediff"}
-    assert Image.open(result.grids["controlnet"]).size == (4 * 130 + 2, 3 * 130 + 2)  # 4 prompts × (control, without, with), 128 px tiles
-    assert Image.open(result.grids["animatediff"]).size == (motion.FRAMES * 130 + 2, 4 * 130 + 2)  # 2 clips × (without, with)
+    assert Image.open(result.grids["controlnet"]).size == (4 * 128, 3 * 128)  # 4 prompts × (control, without, with), 128 px tiles
+    assert Image.open(result.grids["animatediff"]).size == (motion.FRAMES * 128, 4 * 128)  # 2 clips × (without, with)
     assert all(0 <= v <= 1 for v in result.metrics.values()) and len(result.metrics) == 8
     assert result.metrics["control_foreground_iou_with_lora"] > 0.2
     assert result.seconds < 60

@@ -97,3 +97,47 @@ def test_rollouts_are_deterministic_given_the_generator():
     a, _ = aesthetic_rollout(d, d.encode_prompts(["a"]), (1, 1, 3, 3), num_steps=8, grad_levels=(0, 3), generator=torch.Generator().manual_seed(7))
     b, _ = aesthetic_rollout(d, d.encode_prompts(["a"]), (1, 1, 3, 3), num_steps=8, grad_levels=(0, 3), generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
+
+
+def test_a_guided_rollout_guides_the_grad_step_too():
+    """With CFG the reward must score the x0 the guided trajectory leads to: the grad step is guided."""
+    d = ScaledDenoiser()
+    guided = []
+
+    def guidance(x, t, cond):
+        guided.append(torch.is_grad_enabled())
+        return 2.0 * d.predict_x0(x, t, cond)
+
+    cond = d.encode_prompts(["a", "b"])
+    aesthetic_rollout(d, cond, (2, 1, 2, 2), num_steps=8, grad_levels=(0, 2), generator=torch.Generator().manual_seed(0), guidance=guidance)
+    assert guided and guided[-1] is True and not any(guided[:-1])
+    assert len(guided) == len(d.calls), "every step, the grad step included, goes through the guidance"
+
+
+def test_the_adversarial_rollout_starts_from_pure_noise_like_the_sampler():
+    """Position 0 (t = 999) holds no trace of the real latent: two different images give one rollout."""
+    d = ScaledDenoiser()
+    cond = d.encode_prompts(["a", "b"])
+    kwargs = dict(num_steps=4, spacing="trailing", start_level=0, grad_levels=(1, 3))
+    first, _ = adversarial_rollout(d, torch.zeros(2, 1, 4, 4), cond, generator=torch.Generator().manual_seed(5), **kwargs)
+    second, _ = adversarial_rollout(d, torch.full((2, 1, 4, 4), 3.0), cond, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert torch.equal(first, second)
+    later, _ = adversarial_rollout(d, torch.full((2, 1, 4, 4), 3.0), cond, generator=torch.Generator().manual_seed(5), **{**kwargs, "start_level": 1})
+    assert not torch.equal(first, later)  # from position 1 on the real latent is part of the start
+
+
+def test_a_stop_request_ends_a_rollout_before_its_next_model_call():
+    class Stop(Exception):
+        pass
+
+    d = ScaledDenoiser()
+
+    def before_step():
+        if len(d.calls) >= 3:
+            raise Stop
+
+    try:
+        pefl_rollout(d, torch.randn(1, 1, 2, 2), d.encode_prompts(["a"]), num_steps=20, noise_level=15, grad_levels=(0, 0), generator=torch.Generator().manual_seed(0), before_step=before_step)
+    except Stop:
+        pass
+    assert len(d.calls) == 3

@@ -74,3 +74,19 @@ def test_sdxl_conditioning_has_pooled_embeds_and_zeroes_the_empty_prompt():
     assert set(cond.tensors) == {"prompt_embeds", "pooled_prompt_embeds"}
     assert cond.tensors["prompt_embeds"][1].abs().sum() == 0 and cond.tensors["pooled_prompt_embeds"][1].abs().sum() == 0
     assert cond.tensors["prompt_embeds"][0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("extra", [{"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}, {"beta_schedule": "squaredcos_cap_v2"}, {"steps_offset": 0}])
+def test_a_denoiser_trains_on_the_schedule_its_scheduler_samples_with(extra):
+    """ᾱ and the leading offset come from diffusers' scheduler itself: a zero-terminal-SNR model trains on
+    ᾱ_999 = 0, a cosine one on its cosine, and a config without the SD offset on unshifted timesteps."""
+    config = {k: v for k, v in SD15_SCHEDULER.items() if not k.startswith("_")} | extra
+    pipe = build_tiny_pipeline("sd15", seed=0)
+    denoiser = DiffusersDenoiser(pipe.unet, pipe.vae, [pipe.text_encoder], [pipe.tokenizer], config)
+    reference = DDIMScheduler.from_config(config)
+    torch.testing.assert_close(denoiser.alphas_cumprod.float(), reference.alphas_cumprod)
+    reference.register_to_config(timestep_spacing="leading")
+    reference.set_timesteps(20)
+    assert torch.equal(denoiser.timesteps(20, "leading"), reference.timesteps)
+    if extra.get("rescale_betas_zero_snr"):
+        assert denoiser.alphas_cumprod[-1] < 1e-6

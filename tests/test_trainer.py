@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from unifl.core.data import DataError
+from unifl.core.lora.peft import lora_state_dict
 from unifl.core.training.trainer import TrainerCallbacks, TrainingDiverged, UniFLTrainer
 
 pytestmark = pytest.mark.slow
@@ -61,15 +62,26 @@ def test_resume_latest_continues_with_the_same_loss_sequence(fast_config, tmp_pa
 
 
 def test_should_stop_saves_a_checkpoint_and_exports(fast_config):
-    calls = {"n": 0}
-
-    def should_stop():
-        calls["n"] += 1
-        return calls["n"] > 1
-
-    result = UniFLTrainer(fast_config("optim.max_steps=5"), callbacks=TrainerCallbacks(should_stop=should_stop)).train()
+    asked = {"stop": False}
+    callbacks = TrainerCallbacks(should_stop=lambda: asked["stop"], on_progress=lambda step, total, logs: asked.update(stop=True))
+    result = UniFLTrainer(fast_config("optim.max_steps=5"), callbacks=callbacks).train()
     assert result.stopped_early and result.steps == 1 and result.lora_path.is_file()
     assert (result.run_dir / "checkpoints" / "step-000001" / "state.json").is_file()
+    assert not (result.run_dir / "samples").exists()  # a stopped run hands the host back without validating
+
+
+def test_a_stop_request_ends_the_step_in_progress_within_one_model_call(fast_config):
+    """The stop is polled before every rollout step and feedback term: a request made during the first
+    rollout step ends the step there, with nothing of it applied."""
+    trainer = UniFLTrainer(fast_config("optim.max_steps=5", "pefl.inference_steps=8", "pefl.noise_level=6"))
+    before = {k: v.clone() for k, v in lora_state_dict(trainer.denoiser.lora_target).items()}
+    calls = {"unet": 0}
+    trainer.denoiser.unet.register_forward_hook(lambda *_: calls.update(unet=calls["unet"] + 1))
+    trainer.callbacks.should_stop = lambda: calls["unet"] >= 1
+    result = trainer.train()
+    assert result.stopped_early and result.steps == 0
+    assert calls["unet"] == 1  # the one UNet call already under way, then the stop
+    assert all(torch.equal(before[k], v) for k, v in lora_state_dict(trainer.denoiser.lora_target).items())
 
 
 def nan_reward():
@@ -84,7 +96,7 @@ def nan_reward():
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fast_config):
     config = fast_config("optim.max_steps=3", 'rewards=[{aspect = "color", kind = "module", path = "tests.test_trainer:nan_reward"}]', "aesthetic.weight=1.0")
-    with pytest.raises(TrainingDiverged, match="aesthetic loss became nan at step 0.*no checkpoint"):
+    with pytest.raises(TrainingDiverged, match="aesthetic loss became nan at step 1; nothing of that step was applied and no good checkpoint"):
         UniFLTrainer(config).train()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.config import PRESETS, TrainConfig, explain, load_config
-from ..core.lora.kohya import LoRAFileError, read_lora_metadata
+from ..core.lora.kohya import LoRAFileError, check_lora_file, read_lora_metadata
 from ..core.lora.peft import TARGET_PRESETS
 from ..pocket.plugin import register as register_pocket_world
 
@@ -224,6 +224,21 @@ def feedback_tables(choices: dict[str, str], catalog: dict[str, dict], what: str
 def extra_overrides(text: str) -> list[str]:
     """The "Extra settings" box: ``key=value`` lines as for ``unifl train --set``; ``#`` starts a comment."""
     return [line.strip() for line in (text or "").splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def confine_to_host(config: TrainConfig, host) -> TrainConfig:
+    """Refuse a config whose paths leave the host's folders or that runs code (``kind = "module"``) where
+    the host does not allow it: "Extra settings" is free text, and a shared preset may carry it. A LoRA to
+    start from must also be readable and finite."""
+    from ..core.training.confinement import ConfinementError, confine
+
+    try:
+        confine(config, host.ui_confinement())
+        if config.lora.init_from:
+            check_lora_file(config.lora.init_from)
+    except (ConfinementError, LoRAFileError) as error:
+        raise FormError(str(error)) from None
+    return config
 
 
 def build_config(*, preset: str, model_path: str, run_dir: Path, values: dict[str, object], init_from: str,

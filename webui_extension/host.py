@@ -51,6 +51,10 @@ class Host(Protocol):
     def release_gpu(self) -> Callable[[], None]:
         """Free the GPU memory the host holds for training; returns the function that gives it back."""
 
+    def ui_confinement(self):
+        """The :class:`~unifl.core.training.confinement.UIConfinement` of configs built by the tab: the folders
+        it may read, where its run folders go, and whether ``kind = "module"`` is allowed."""
+
 
 def _nothing() -> None:
     """Nothing to give back."""
@@ -59,9 +63,10 @@ def _nothing() -> None:
 class StandaloneHost:
     """``unifl webui``: checkpoints from folders, LoRAs into a folder, jobs on a plain thread."""
 
-    def __init__(self, checkpoint_dirs: list[Path], lora_dir: Path, unifl_dir: Path):
+    def __init__(self, checkpoint_dirs: list[Path], lora_dir: Path, unifl_dir: Path, allow_module_kinds: bool = False):
         self.checkpoint_dirs = [Path(d) for d in checkpoint_dirs]
         self._lora_dir, self._unifl_dir = Path(lora_dir), Path(unifl_dir)
+        self.allow_module_kinds = allow_module_kinds
 
     def checkpoints(self, refresh: bool = False) -> dict[str, str]:
         found = {POCKET_TITLE: POCKET_TITLE}
@@ -101,10 +106,20 @@ class StandaloneHost:
     def release_gpu(self) -> Callable[[], None]:
         return _nothing
 
+    def ui_confinement(self):
+        from ..core.training.confinement import UIConfinement
+
+        return UIConfinement(readable=(self._unifl_dir, self._lora_dir, *self.checkpoint_dirs), runs=self._unifl_dir / RUNS_FOLDER,
+                             models=frozenset(self.checkpoints().values()), allow_module_kinds=self.allow_module_kinds,
+                             how_to_allow_modules="start `unifl webui` with --allow-module-kinds to allow it", where="the UniFL tab")
+
 
 SETTINGS_SECTION = ("unifl", "UniFL")
 UNIFL_DIR_OPTION = "unifl_dir"
 UNLOAD_OPTION = "unifl_unload_model"
+MODULE_KINDS_OPTION = "unifl_allow_module_kinds"
+#: Run folders live in ``<UniFL folder>/runs``; nothing the tab starts writes or deletes outside it.
+RUNS_FOLDER = "runs"
 
 
 class WebuiHost:
@@ -165,3 +180,10 @@ class WebuiHost:
                 send_back(model)
 
         return give_back
+
+    def ui_confinement(self):
+        from ..core.training.confinement import UIConfinement
+
+        return UIConfinement(readable=(self.unifl_dir(), self.lora_dir(), Path(self.paths.models_path)), runs=self.unifl_dir() / RUNS_FOLDER,
+                             models=frozenset(self.checkpoints().values()), allow_module_kinds=bool(getattr(self.shared.opts, MODULE_KINDS_OPTION, False)),
+                             how_to_allow_modules="the webui's owner can allow it in Settings → UniFL", where="the UniFL tab")

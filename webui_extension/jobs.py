@@ -183,10 +183,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from ..core.data import DataError
     from ..core.diffusion.loading import ModelLoadError
     from ..core.feedback.loading import UnknownModelKind
+    from ..core.files import TextFileError
     from ..core.lora.kohya import LoRAFileError
+    from ..core.training.checkpoint import CheckpointError, CheckpointWriteError
     from ..core.training.trainer import TrainingDiverged
 
-    return (ConfigError, DataError, LoRAFileError, ModelLoadError, UnknownModelKind, TrainingDiverged, FileExistsError, FileNotFoundError)
+    return (ConfigError, DataError, LoRAFileError, ModelLoadError, UnknownModelKind, TrainingDiverged, FileExistsError, FileNotFoundError,
+            TextFileError, CheckpointError, CheckpointWriteError)
 
 
 EXPECTED_ERRORS = _expected_errors()

@@ -58,9 +58,12 @@ def add_settings() -> None:
     """``on_ui_settings`` callback: the UniFL section of Settings."""
     from modules import shared
 
-    from .host import SETTINGS_SECTION, UNIFL_DIR_OPTION, UNLOAD_OPTION
+    from .host import MODULE_KINDS_OPTION, SETTINGS_SECTION, UNIFL_DIR_OPTION, UNLOAD_OPTION
 
     shared.opts.add_option(UNIFL_DIR_OPTION, shared.OptionInfo(
         "", "UniFL folder: reward/perception model files (rewards/, perception/) and training runs (runs/); empty = models/unifl", section=SETTINGS_SECTION))
     shared.opts.add_option(UNLOAD_OPTION, shared.OptionInfo(
         True, "Move the webui's model off the GPU while UniFL trains (it is brought back afterwards)", section=SETTINGS_SECTION))
+    shared.opts.add_option(MODULE_KINDS_OPTION, shared.OptionInfo(
+        False, "Allow kind = \"module\" in the tab's Extra settings: it imports and runs the Python code a setting names "
+        "(turn on only where everyone who can reach this webui may run code on this machine)", section=SETTINGS_SECTION))

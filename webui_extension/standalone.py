@@ -30,6 +30,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-dir", type=Path, default=Path("models/Lora"), help="where finished LoRAs go (default models/Lora)")
     parser.add_argument("--unifl-dir", type=Path, default=Path("models/unifl"),
                         help="reward/perception model files (rewards/, perception/) and run folders (runs/) (default models/unifl)")
+    parser.add_argument("--allow-module-kinds", action="store_true",
+                        help='let the form use kind = "module", which imports and runs the Python code a setting names (off by default)')
 
 
 def build_app(host) -> "gradio.Blocks":  # noqa: F821 (gradio is imported late, after the environment is set)
@@ -51,7 +53,7 @@ def _serve(args) -> int:
     from .compat import queue_app
     from .host import StandaloneHost
 
-    host = StandaloneHost(args.checkpoint_dir, args.lora_dir, args.unifl_dir)
+    host = StandaloneHost(args.checkpoint_dir, args.lora_dir, args.unifl_dir, allow_module_kinds=args.allow_module_kinds)
     app = queue_app(build_app(host))
     print(f"UniFL tab on http://{LOOPBACK}:{args.port} (LoRAs go to {args.lora_dir.resolve()})", flush=True)
     app.launch(server_name=LOOPBACK, server_port=args.port, inbrowser=False, share=False, show_error=True)

@@ -17,7 +17,7 @@ from ..core.diffusion.loading import ModelLoadError
 from ..core.training.checkpoint import list_checkpoints
 from . import client_js, form, jobs, views
 from .compat import js_hook
-from .host import Host
+from .host import RUNS_FOLDER, Host
 
 CONTINUE, START_OVER = "continue it", "start over"
 #: Errors of the form and of config validation, shown in the status instead of starting.
@@ -215,9 +215,11 @@ def start_job(host: Host, task_id: str, checkpoint_title: str, preset_name: str,
     init_from = form.lora_choices(host.lora_dir()).get(init_label)
     if init_from is None:
         raise form.FormError(f"start-from LoRA {init_label!r} is no longer in {host.lora_dir()}: press 🔄 Refresh lists")
-    run_dir = host.unifl_dir() / "runs" / name
+    run_dir = host.unifl_dir() / RUNS_FOLDER / name
     config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_title), run_dir=run_dir, values=values, init_from=init_from,
                                rewards=reward_labels, perception=perception_labels, unifl_dir=host.unifl_dir(), extra=extra)
-    job = jobs.TrainingJob(task_id, config, host, destination, resume=resume_wanted and bool(list_checkpoints(run_dir)), replace=replace)
+    form.confine_to_host(config, host)
+    resume = resume_wanted and bool(list_checkpoints(config.logging.output_dir))  # the folder the run will use, wherever it was set
+    job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
     jobs.submit(job, host)
     return job

@@ -21,7 +21,7 @@ class UniFLTrainRewardModel(io.ComfyNode):
                 "paths relative to the file (docs/preference-pairs.md)."
             ),
             inputs=[
-                io.String.Input("pairs", default="unifl_pairs", tooltip="A pair folder holding pairs.jsonl, or a .jsonl file; inside ComfyUI's input directory or absolute."),
+                io.String.Input("pairs", default="unifl_pairs", tooltip="A pair folder holding pairs.jsonl, or a .jsonl file; inside ComfyUI's input directory (an absolute path must lie inside ComfyUI's folders)."),
                 io.String.Input("backbone", default="pocket", tooltip="'pocket' (small CNN for 64 px images) or 'clip:FOLDER' (a local Hugging Face CLIP model; frozen, a head is trained)."),
                 io.String.Input("output_folder", default="my_rewards", tooltip="Sub-folder of models/unifl/rewards for the trained models."),
                 io.Int.Input("steps", default=500, min=1, max=1000000, tooltip="Optimizer steps per aspect model."),

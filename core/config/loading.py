@@ -15,6 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ..files import TextFileError, read_text
 from .schema import ConfigError, TrainConfig
 
 #: Old config keys → their new names (the error says so in one line).
@@ -118,10 +119,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), prese
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_text(path, "config file"))
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
+        except TextFileError as err:
+            raise ConfigError(str(err)) from None
     preset = data.pop("preset", None) or preset
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{path}: preset = {preset!r}: name a preset, e.g. preset = 'sd15'")
     merged = preset_dict(preset) if preset else {}
     merged = merge(merged, data)
     for text in overrides:

@@ -7,6 +7,8 @@ are the defaults; where the paper is silent the choice and its reason are in ``d
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,8 @@ class LoRAConfig:
     alpha: float = doc(16.0, "LoRA alpha; the effective scale is alpha/rank. Written to the file as the true alpha.")
     targets: str = doc("attention", "Which UNet layers get LoRA: 'attention' (to_q/k/v/out), 'attention+ff' (adds feed-forward) or 'all' (adds proj_in/out, resnet convs, time embedding).")
     init_from: str = doc("", "A kohya LoRA file to continue from (stage 2 starts from the stage-1 LoRA). Empty = a fresh, zero-effect LoRA.")
+    dropout: float = doc(0.0, "Dropout on the LoRA input during training (peft lora_dropout), in [0, 1).")
+    init: str = doc("default", "Initialisation of a fresh LoRA: 'default' (A Kaiming-uniform, B zero) or 'gaussian' (A normal with std 1/rank, B zero). Both start as a no-op.")
 
 
 @dataclass
@@ -68,9 +72,10 @@ class AestheticConfig:
     """Decoupled aesthetic feedback (paper §4.2): pure noise → no-grad DDIM → one grad step at a late level → Σ_d w_d ReLU(α_d − r_d)."""
 
     weight: float = doc(1.0, "Weight of L_aes.")
-    inference_steps: int = doc(20, "DDIM steps of the rollout schedule.")
-    grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory).")
-    cfg: float = doc(1.0, "Classifier-free guidance during the rollout (1.0 = off, as ReFL and the same team's ID-Aligner do).")
+    inference_steps: int = doc(20, "DDIM steps of the stage-1 rollout schedule (leading spacing, as the 20-step sampler).")
+    grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory). In stage 2 it is clipped to the few-step schedule.")
+    stage2_schedule: str = doc("deployment", "Rollout schedule of the aesthetic term in stage 2: 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with) or 'rollout' (inference_steps with leading spacing, as in stage 1). docs/paper-choices.md says why.")
+    cfg: float = doc(1.0, "Classifier-free guidance of the rollout, the no-grad prefix and the grad step alike (1.0 = off, as ReFL and the same team's ID-Aligner do; CFG doubles the grad step's memory).")
 
 
 @dataclass
@@ -81,8 +86,9 @@ class AdversarialConfig:
     inference_steps: int = doc(4, "Steps of the few-step schedule trained for (deployment default).")
     timestep_spacing: str = doc("trailing", "Spacing of the few-step schedule: 'trailing' starts at t = 999 like the deployed sampler.")
     grad_levels: list = doc([0, 3], "Inclusive range of schedule positions (0 = the noisiest) where the grad step is taken: any step of the few-step schedule (paper: t ∈ [0, 20], the whole trajectory).")
-    start_level: int = doc(0, "Position of the few-step schedule the real latent is noised to before the no-grad denoising prefix (0 = the noisiest, as at sampling).")
+    start_level: int = doc(0, "Position of the few-step schedule where the rollout starts: 0 = pure noise, where sampling starts; k > 0 = the real latent noised to position k.")
     discriminator_from: str = doc("detail", "Aspect whose reward model initialises the discriminator (paper: detail).")
+    discriminator_trainable: str = doc("auto", "What of the discriminator trains: 'all' (a full copy of the reward model), 'head' (its 'head' module alone; the frozen trunk is shared, not copied) or 'auto' (head alone for reward models over 20 M parameters that have one).")
     discriminator_lr: float = doc(1e-5, "Learning rate of the discriminator's own optimizer.")
     discriminator_text_conditioned: bool = doc(True, "Whether the discriminator sees the prompt (Eq. 6 is ambiguous).")
 
@@ -129,7 +135,7 @@ class LoggingConfig:
     output_dir: str = doc("runs/unifl", "Run folder: checkpoints, logs, samples, the final LoRA.")
     output_name: str = doc("unifl", "File stem of the exported LoRA (ss_output_name).")
     checkpoint_every: int = doc(100, "Save a resumable checkpoint every N steps (and at the end).")
-    keep_checkpoints: int = doc(3, "How many recent checkpoints to keep.")
+    keep_checkpoints: int = doc(3, "How many recent checkpoints to keep (0 = all).")
     validate_every: int = doc(100, "Sample validation images with the deployment sampler every N steps (0 = only at the end).")
     validation_prompts: list = doc([], "Prompts for validation images; empty = the first prompts of the data.")
     validation_cfg: float = doc(1.0, "CFG scale of stage-1 validation images (and of the stage-1 LoRA's sampler contract). Stage 2 always samples without CFG.")
@@ -138,6 +144,24 @@ class LoggingConfig:
 
 
 STAGES = ("1", "2")
+#: The values of ``lora.targets`` and ``adversarial.timestep_spacing``: the keys of ``core.lora.peft.TARGET_PRESETS``
+#: and ``core.diffusion.schedule.SPACINGS``, which the config layer may not import (a test keeps them equal).
+LORA_TARGETS = ("attention", "attention+ff", "all")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+#: Pixels per latent of every supported VAE divide it (SD1.5/SDXL: 8; the pocket model: 4).
+RESOLUTION_MULTIPLE = 8
+MAX_SEED = 2**63 - 1
+#: Numeric fields by the range they must lie in (floats must also be finite). Counts and intervals are
+#: checked here, at load time, so that a bad value is one line naming it, not a crash hours into a run.
+AT_LEAST_ONE = ("lora.rank", "data.source_images", "pefl.inference_steps", "aesthetic.inference_steps", "adversarial.inference_steps",
+                "optim.batch_size", "optim.gradient_accumulation_steps", "optim.max_steps", "logging.checkpoint_every", "logging.log_every")
+COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
+NON_NEGATIVE = ("pefl.weight", "aesthetic.weight", "adversarial.weight", "regularizer.denoising_weight", "regularizer.base_kl_weight",
+                "optim.weight_decay", "optim.max_grad_norm")
+POSITIVE = ("lora.alpha", "optim.learning_rate", "adversarial.discriminator_lr")
+#: Classifier-free guidance scales: 1 is off, below 1 pushes away from the prompt.
+GUIDANCE_SCALES = ("aesthetic.cfg", "logging.validation_cfg")
+_FILE_STEM = re.compile(r"[^/\\\x00]+")
 
 
 @dataclass
@@ -158,9 +182,10 @@ class TrainConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "Outputs."})
 
     def validate(self) -> "TrainConfig":
-        """Check cross-field consistency; raise :class:`ConfigError` naming the field and the fix."""
+        """Check every field's range and the fields' consistency; raise :class:`ConfigError` naming the field and the fix."""
         if self.stage not in STAGES:
             raise ConfigError(f"stage = {self.stage!r}: use '1' (quality) or '2' (acceleration)")
+        self._check_ranges()
         for name, section in (("pefl", self.pefl), ("aesthetic", self.aesthetic)):
             lo, hi = _range(f"{name}.grad_levels", section.grad_levels)
             if hi >= section.inference_steps:
@@ -173,6 +198,10 @@ class TrainConfig:
         for key, value in (("model.dtype", self.model.dtype), ("model.vae_dtype", self.model.vae_dtype)):
             if value not in ("fp32", "fp16", "bf16"):
                 raise ConfigError(f"{key} = {value!r}: use 'fp32', 'fp16' or 'bf16'")
+        if self.aesthetic.stage2_schedule not in ("deployment", "rollout"):
+            raise ConfigError(f"aesthetic.stage2_schedule = {self.aesthetic.stage2_schedule!r}: use 'deployment' or 'rollout'")
+        if self.adversarial.discriminator_trainable not in ("auto", "all", "head"):
+            raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all' or 'head'")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"optim.mixed_precision = {self.optim.mixed_precision!r}: use 'no', 'fp16' or 'bf16'")
         for i, spec in enumerate(self.rewards):
@@ -181,12 +210,69 @@ class TrainConfig:
         for i, spec in enumerate(self.perception):
             if spec.aspect not in ("style", "structure", "layout"):
                 raise ConfigError(f"perception[{i}].aspect = {spec.aspect!r}: use 'style', 'structure' or 'layout'")
+        aspects = [spec.aspect for spec in self.rewards]
+        twice = sorted({a for a in aspects if aspects.count(a) > 1})
+        if twice:
+            raise ConfigError(f"two [[rewards]] entries judge the aspect {twice[0]!r}; give each reward its own aspect (one would silently replace the other)")
         if self.stage == "2" and self.adversarial.weight > 0 and not any(r.aspect == self.adversarial.discriminator_from for r in self.rewards):
             raise ConfigError(f"stage 2 initialises the discriminator from the {self.adversarial.discriminator_from!r} reward model, but no [[rewards]] entry has that aspect; add one or set adversarial.discriminator_from")
         return self
 
+    def _check_ranges(self) -> None:
+        def value(key: str):
+            section, name = key.split(".")
+            return getattr(getattr(self, section), name)
+
+        for key in AT_LEAST_ONE:
+            _number(key, value(key), 1, integer=True)
+        for key in COUNTS_FROM_ZERO:
+            _number(key, value(key), 0, integer=True)
+        for key in NON_NEGATIVE:
+            _number(key, value(key), 0)
+        for key in POSITIVE:
+            _number(key, value(key), 0, above=True)
+        for key in GUIDANCE_SCALES:
+            _number(key, value(key), 1)
+        _number("optim.seed", self.optim.seed, 0, integer=True)
+        if self.optim.seed > MAX_SEED:
+            raise ConfigError(f"optim.seed = {self.optim.seed}: use a seed from 0 to {MAX_SEED}")
+        _number("data.resolution", self.data.resolution, RESOLUTION_MULTIPLE, integer=True)
+        if self.data.resolution % RESOLUTION_MULTIPLE:
+            raise ConfigError(f"data.resolution = {self.data.resolution}: use a multiple of {RESOLUTION_MULTIPLE} (a latent pixel is {RESOLUTION_MULTIPLE}x{RESOLUTION_MULTIPLE} image pixels in SD models), e.g. {self.data.resolution // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE or RESOLUTION_MULTIPLE}")
+        if self.pefl.noise_level >= self.pefl.inference_steps:
+            raise ConfigError(f"pefl.noise_level = {self.pefl.noise_level}: a level of the {self.pefl.inference_steps}-step schedule, so at most pefl.inference_steps - 1 = {self.pefl.inference_steps - 1}")
+        if self.model.architecture not in ("", "sd15", "sdxl"):
+            raise ConfigError(f"model.architecture = {self.model.architecture!r}: use 'sd15', 'sdxl', or leave it empty to detect it from the file")
+        if self.lora.targets not in LORA_TARGETS:
+            raise ConfigError(f"lora.targets = {self.lora.targets!r}: use one of {', '.join(map(repr, LORA_TARGETS))}")
+        if self.adversarial.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ConfigError(f"adversarial.timestep_spacing = {self.adversarial.timestep_spacing!r}: use one of {', '.join(map(repr, TIMESTEP_SPACINGS))}")
+        if not self.logging.output_dir.strip():
+            raise ConfigError("logging.output_dir is empty: name the run folder, e.g. runs/my_style")
+        stem = self.logging.output_name
+        if not _FILE_STEM.fullmatch(stem) or stem.strip() in ("", ".", "..") or stem != stem.strip():
+            raise ConfigError(f"logging.output_name = {stem!r}: a file name without folders (it becomes <output_name>.safetensors in the run folder)")
+        if not (isinstance(self.logging.validation_prompts, list) and all(isinstance(p, str) for p in self.logging.validation_prompts)):
+            raise ConfigError(f"logging.validation_prompts = {self.logging.validation_prompts!r}: give a list of prompt strings")
+        for section, specs in (("rewards", self.rewards), ("perception", self.perception)):
+            for i, spec in enumerate(specs):
+                if not spec.kind:
+                    raise ConfigError(f"{section}[{i}] has no kind: name its loader, e.g. kind = 'laion-aesthetic' (see docs/config-reference.md)")
+                _number(f"{section}[{i}].weight", spec.weight, 0)
+                if spec.threshold is not None:
+                    _number(f"{section}[{i}].threshold", spec.threshold, -math.inf)
+
+
+def _number(key: str, value, lowest: float, *, integer: bool = False, above: bool = False) -> None:
+    """Refuse ``value`` unless it is a (whole, if ``integer``) finite number ``>= lowest`` (``> lowest`` if ``above``)."""
+    kind = "a whole number" if integer else "a finite number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(value, bool) or not ok or (value <= lowest if above else value < lowest):
+        bound = "" if lowest == -math.inf else f" {'above' if above else 'of at least'} {lowest:g}"
+        raise ConfigError(f"{key} = {value!r}: must be {kind}{bound}")
+
 
 def _range(name: str, value) -> tuple[int, int]:
-    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value) and 0 <= value[0] <= value[1]):
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 0 <= value[0] <= value[1]):
         raise ConfigError(f"{name} = {value!r}: give two integers [lo, hi] with 0 <= lo <= hi")
     return value[0], value[1]

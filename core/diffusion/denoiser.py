@@ -84,6 +84,8 @@ class Denoiser(ABC):
     host: str = "diffusers"
     #: The base model's file or folder, when known (LoRA metadata ``ss_sd_model_name``).
     source: str = ""
+    #: The scheduler's offset of "leading" timesteps (``steps_offset`` in a diffusers scheduler config).
+    steps_offset: int = 1
 
     # -- what a host implements -------------------------------------------------------------------
 
@@ -120,6 +122,10 @@ class Denoiser(ABC):
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in the backward pass of the UNet and the VAE decoder. Optional."""
 
+    def offload_text_encoders(self) -> None:
+        """Move the text encoders off the accelerator (they never train; prompts are encoded once each and
+        cached). Optional: a host that pre-encodes its prompts has nothing to move."""
+
     @property
     def device(self) -> torch.device:
         return next(self.lora_target.parameters()).device
@@ -132,7 +138,7 @@ class Denoiser(ABC):
 
     def timesteps(self, num_steps: int, spacing: str = "leading") -> torch.Tensor:
         """The training timesteps of a ``num_steps`` sampler, noisiest first."""
-        return sched.sampling_timesteps(self.num_train_timesteps, num_steps, spacing)
+        return sched.sampling_timesteps(self.num_train_timesteps, num_steps, spacing, self.steps_offset)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Noise clean latents to ``timesteps`` (one per sample)."""

@@ -18,17 +18,11 @@ from .denoiser import Conditioning, Denoiser
 
 
 def alphas_cumprod_from_config(config: dict) -> torch.Tensor:
-    """``ᾱ_t`` from a diffusers scheduler config (``scaled_linear`` for SD, also ``linear``)."""
-    n = int(config.get("num_train_timesteps", 1000))
-    start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
-    kind = config.get("beta_schedule", "scaled_linear")
-    if kind == "scaled_linear":
-        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
-    elif kind == "linear":
-        betas = torch.linspace(start, end, n, dtype=torch.float64)
-    else:
-        raise ValueError(f"beta_schedule {kind!r} is not supported (use 'scaled_linear' or 'linear')")
-    return torch.cumprod(1.0 - betas, dim=0)
+    """``ᾱ_t`` of a diffusers scheduler config, computed by diffusers' own ``DDIMScheduler`` (every beta
+    schedule it knows, ``rescale_betas_zero_snr`` included), so training sees the ᾱ sampling uses."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(config).alphas_cumprod.clone()
 
 
 class DiffusersDenoiser(Denoiser):
@@ -50,6 +44,7 @@ class DiffusersDenoiser(Denoiser):
         self.text_encoders, self.tokenizers = list(text_encoders), list(tokenizers)
         self.scheduler_config = dict(scheduler_config)
         self.alphas_cumprod = alphas_cumprod_from_config(self.scheduler_config)
+        self.steps_offset = int(self.scheduler_config.get("steps_offset", 0))
         self.is_sdxl = getattr(unet.config, "addition_embed_type", None) == "text_time"
         if self.is_sdxl and len(self.text_encoders) != 2:
             raise ValueError("an SDXL-architecture UNet needs two text encoders (CLIP-L and CLIP-G)")
@@ -81,6 +76,11 @@ class DiffusersDenoiser(Denoiser):
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
         self.vae.enable_gradient_checkpointing()
+
+    def offload_text_encoders(self) -> None:
+        if self.device.type != "cpu":
+            for encoder in self.text_encoders:
+                encoder.to("cpu", torch.float32)  # half-precision kernels are patchy on CPUs; RAM is cheap
 
     def predict_model_output(self, x_t: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         cond = cond.to(x_t.device)

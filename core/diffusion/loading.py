@@ -76,7 +76,7 @@ def detect_architecture(path: str | Path) -> str:
     ``"StableDiffusionXLPipeline"``), or for a single file ``"sd15"`` (SD1.x), ``"sdxl"``, and also
     ``"sd2"`` / ``"sdxl-refiner"``, which are recognised but cannot be loaded from single files.
     """
-    path = _existing(resolve_model_path(path))
+    path = _model_path(path)
     if path.is_dir():
         return _pipeline_class_name(path)
     return _architecture_from_keys(path, _checkpoint_shapes(path))
@@ -106,7 +106,7 @@ def load_pipeline(
     Raises:
         ModelLoadError: for anything about ``path`` that prevents loading, with the fix in the message.
     """
-    path = _existing(resolve_model_path(path))
+    path = _model_path(path)
     if path.is_dir():
         pipe = _load_folder(path, dtype)
     else:
@@ -294,6 +294,14 @@ def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
+
+
+def _model_path(path: str | Path) -> Path:
+    """The existing file or folder a model path (or registered source name) stands for."""
+    if not str(path).strip():  # Path("") is the current folder, which would then be blamed for not being a model
+        raise ModelLoadError("no base model given (the model path is empty): set path in the config's [model] section, or --model; "
+                             "a diffusers pipeline folder, a .safetensors/.ckpt checkpoint, or 'pocket' for the embedded model")
+    return _existing(resolve_model_path(path))
 
 
 def _existing(path: str | Path) -> Path:

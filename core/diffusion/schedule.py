@@ -17,14 +17,14 @@ import torch
 SPACINGS = ("leading", "trailing", "linspace")
 
 
-def sampling_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "leading") -> torch.Tensor:
+def sampling_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "leading", steps_offset: int = 1) -> torch.Tensor:
     """Training-timestep indices of an ``num_steps``-step sampler, noisiest first (int64, shape [num_steps]).
 
     The three spacings are diffusers' (``DDIMScheduler.set_timesteps``) so a LoRA trained here samples
     the same way in diffusers, ComfyUI (``ddim_uniform``/``sgm_uniform``) and A1111:
 
-    * ``leading``  (SD1.5's default): ``0, k, 2k, …`` shifted by the scheduler's offset of 1, never
-      reaching ``T − 1``. 20-step DDIM in the paper uses this.
+    * ``leading``  (SD1.5's default): ``0, k, 2k, …`` shifted by the scheduler's ``steps_offset`` (1 in
+      SD1.5's and SDXL's configs), never reaching ``T − 1``. 20-step DDIM in the paper uses this.
     * ``trailing``: counts back from ``T − 1`` (``999, 749, 499, 249`` for 4 steps). Few-step models need
       it: the first step starts from (almost) pure noise, as sampling will.
     * ``linspace``: evenly from ``0`` to ``T − 1`` inclusive.
@@ -33,7 +33,7 @@ def sampling_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = 
         raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
     if spacing == "leading":
         ratio = num_train_timesteps // num_steps
-        steps = torch.arange(num_steps, dtype=torch.int64) * ratio + 1
+        steps = torch.arange(num_steps, dtype=torch.int64) * ratio + steps_offset
     elif spacing == "trailing":
         ratio = num_train_timesteps / num_steps
         steps = torch.round(torch.arange(num_train_timesteps, 0, -ratio, dtype=torch.float64)).to(torch.int64) - 1

@@ -5,6 +5,7 @@ Importing this module imports :mod:`.builtin`, so the core's own kinds are alway
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from . import builtin as _builtin  # noqa: F401  (registers the core's kinds)
@@ -18,7 +19,12 @@ class UnknownModelKind(ValueError):
 def _load(registry: dict[str, Loader], what: str, kind: str, path: str) -> nn.Module:
     if kind not in registry:
         raise UnknownModelKind(f"unknown {what} kind {kind!r}; known: {', '.join(sorted(registry))}")
-    model = registry[kind](path)
+    # Weights a file does not hold (a fresh head, e.g. the one Sharpness grows as a discriminator) are
+    # initialised from a fixed seed, not from whatever the global RNG holds, so the same kind and path
+    # give the same model every time: two runs with one seed train the same discriminator.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = registry[kind](path)
     model.requires_grad_(False)
     return model.eval()
 

@@ -21,10 +21,9 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-
 from ..data import IMAGE_SUFFIXES
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_text
+from ..images import ImageReadError, read_rgb, rgb_array
 
 MASK_SUFFIXES = (".instances.png", ".semantic.png")
 
@@ -55,7 +54,7 @@ def caption_prompts(images: Sequence[Path]) -> list[str]:
     missing = [image for image in images if not image.with_suffix(".txt").is_file()]
     if missing:
         raise ScoreError(f"{len(missing)} image(s) have no caption file, e.g. {missing[0]}: add {missing[0].with_suffix('.txt').name}, or give --prompt")
-    return [image.with_suffix(".txt").read_text(encoding="utf-8").strip() for image in images]
+    return [read_text(image.with_suffix(".txt"), "caption file").strip() for image in images]
 
 
 def parse_reward_spec(spec: str) -> tuple[str, str, str]:
@@ -68,13 +67,11 @@ def parse_reward_spec(spec: str) -> tuple[str, str, str]:
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """``[3, H, W]`` RGB in ``[0, 1]``, upright as the photo's EXIF orientation says."""
+    """``[3, H, W]`` RGB in ``[0, 1]``, upright as the photo's EXIF orientation says (:func:`~unifl.core.images.read_rgb`)."""
     try:
-        with Image.open(path) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-    except OSError as err:
-        raise ScoreError(f"{path}: not a readable image ({err})") from None
-    return torch.from_numpy(np.array(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return torch.from_numpy(rgb_array(read_rgb(path))).permute(2, 0, 1)
+    except ImageReadError as err:
+        raise ScoreError(str(err)) from None
 
 
 def score_images(

@@ -280,8 +280,11 @@ def save_kohya_lora(
     try:
         save_file(tensors, tmp, metadata=meta)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, Exception) and not isinstance(error, OSError):  # safetensors reports a full disk as its own error
+            raise OSError(f"{path}: could not be written ({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                          "a file that was there is untouched. Free some space and export again (unifl export latest --run-dir …)") from None
         raise
     return path
 
@@ -298,6 +301,25 @@ def read_lora_metadata(path: str | os.PathLike) -> dict[str, str]:
             return dict(handle.metadata() or {})
     except Exception as error:  # safetensors raises its own SafetensorError for corrupt headers
         raise LoRAFileError(f"{path}: not a readable .safetensors file ({error})") from None
+
+
+def check_finite(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse a LoRA holding NaN or infinite values: it samples black images and, continued, blames the
+    learning rate. Every loader (the trainer's ``init_from``, ``unifl sample``, the ComfyUI and A1111
+    front ends) calls this with the file's tensors."""
+    bad = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise LoRAFileError(f"{path}: {len(bad)} of {len(tensors)} tensors hold NaN or infinite values (e.g. {bad[0]}); "
+                            "the training that wrote it diverged. Use an earlier LoRA or checkpoint of that run")
+
+
+def check_lora_file(path: str | os.PathLike) -> dict[str, str]:
+    """Read a LoRA file whole before a run starts from it: readable, finite; returns its metadata."""
+    from safetensors.torch import load_file
+
+    meta = read_lora_metadata(path)
+    check_finite(path, load_file(str(path)))
+    return meta
 
 
 def load_kohya_lora(
@@ -338,7 +360,9 @@ def load_kohya_lora(
     meta = read_lora_metadata(path)
     if architecture is not None:
         _check_architecture(path, meta, architecture)
-    modules = _read_kohya_modules(path, load_file(str(path)))
+    state = load_file(str(path))
+    check_finite(path, state)
+    modules = _read_kohya_modules(path, state)
     rank, alpha = _uniform_rank_and_alpha(path, modules)
     if "ss_network_alpha" in meta and math.isclose(float(meta["ss_network_alpha"]), alpha, rel_tol=1e-6):
         alpha = float(meta["ss_network_alpha"])  # the exact value; the tensor is float32-rounded

@@ -89,6 +89,11 @@ class LoRASettings:
         return target_pattern(self.targets)
 
 
+def settings_from_config(lora) -> LoRASettings:
+    """The :class:`LoRASettings` of a config's ``[lora]`` table (:class:`~unifl.core.config.LoRAConfig`)."""
+    return LoRASettings(rank=lora.rank, alpha=lora.alpha, targets=lora.targets, dropout=lora.dropout, init=lora.init)
+
+
 def target_pattern(targets: str) -> str:
     """Suffix regex (for ``re.fullmatch``) of a target preset's leaf module paths."""
     leaves = "|".join(re.escape(leaf) for leaf in TARGET_PRESETS[targets])

@@ -28,7 +28,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from ..progress import progress_bar
 
 
 class PromptEmbedder(Protocol):
@@ -82,7 +83,7 @@ class HashedTfidfEmbedder:
 
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         rows, features, counts = [], [], []
-        for row, prompt in enumerate(tqdm(prompts, desc="tfidf features", disable=not self.progress, unit="prompt", mininterval=2)):
+        for row, prompt in enumerate(progress_bar(prompts, desc="tfidf features", disable=not self.progress, unit="prompt", mininterval=2)):
             for feature, count in self._features(prompt).items():
                 rows.append(row)
                 features.append(feature)
@@ -134,12 +135,20 @@ class SentenceEmbedder:
 
     def _read_json(self, relative: str) -> dict:
         file = self.path / relative
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        if not file.is_file():
+            return {}
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"sentence embedder: {file} is not readable JSON ({type(err).__name__}: {err}); copy the model folder again") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"sentence embedder: {file} is not a JSON object; copy the model folder again")
+        return data
 
     @torch.no_grad()
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         out = torch.zeros(len(prompts), self.model.config.hidden_size)
-        for batch in tqdm(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
+        for batch in progress_bar(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
             tokens = self.tokenizer([prompts[i] for i in batch], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self.model(**tokens).last_hidden_state
             if self.cls_pooling:
@@ -180,7 +189,7 @@ class ClipTextEmbedder:
     def embed(self, prompts: Sequence[str]) -> torch.Tensor:
         width = self.model.config.projection_dim if self.projected else self.model.config.hidden_size
         out = torch.zeros(len(prompts), width)
-        for batch in tqdm(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
+        for batch in progress_bar(_batches_by_length(prompts, self.batch_size), desc=self.name, disable=not self.progress, unit="batch"):
             tokens = self.tokenizer([prompts[i] for i in batch], padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
             output = self.model(input_ids=tokens["input_ids"])
             out[batch] = (output.text_embeds if self.projected else output.pooler_output).float().cpu()
@@ -204,6 +213,8 @@ def build_embedder(spec: str, device: str | None = None, progress: bool = True) 
     """``tfidf`` | ``tfidf:DIM`` | ``sentence`` | ``sentence:PATH`` | ``clip:PATH`` → an embedder."""
     kind, _, argument = spec.partition(":")
     if kind == "tfidf":
+        if argument and not (argument.isdigit() and int(argument) > 0):
+            raise ValueError(f"embedder {spec!r}: tfidf:DIM needs a positive whole number of dimensions, e.g. tfidf:1024")
         return HashedTfidfEmbedder(dim=int(argument) if argument else 1024, progress=progress)
     if kind == "sentence" and argument:
         return SentenceEmbedder(argument, device=device, progress=progress)

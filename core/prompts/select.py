@@ -37,8 +37,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import progress_bar
 from .relations import relation_score
 
 FILTER_RULES = ("at_least", "more_than")
@@ -77,7 +77,7 @@ def compress_neighbours(embeddings: torch.Tensor, tau2: float = 0.8, seed: int =
     kept_buffer = torch.empty_like(embeddings)
     kept_ids: list[int] = []
     suppressed_by = np.full(n, -1, dtype=np.int64)
-    for start in tqdm(range(0, n, chunk_size), desc="compress", disable=not progress, unit="block"):
+    for start in progress_bar(range(0, n, chunk_size), desc="compress", disable=not progress, unit="block"):
         block_ids = order[start:start + chunk_size]
         block = embeddings[block_ids]
         best_sim, best_kept = _max_similarity(block, kept_buffer[:len(kept_ids)], chunk_size)
@@ -127,7 +127,7 @@ def average_nn_similarity(embeddings: torch.Tensor, chunk_size: int = 4096, prog
         raise ValueError(f"average nearest-neighbour similarity needs at least 2 prompts, got {n}")
     nearest = torch.full((n,), float("-inf"), device=embeddings.device)
     starts = range(0, n, chunk_size)
-    for row_start in tqdm(starts, desc="ANS", disable=not progress, unit="block"):
+    for row_start in progress_bar(starts, desc="ANS", disable=not progress, unit="block"):
         rows = embeddings[row_start:row_start + chunk_size]
         for col_start in range(row_start, n, chunk_size):
             sims = rows @ embeddings[col_start:col_start + chunk_size].T

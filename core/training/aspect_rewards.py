@@ -50,8 +50,11 @@ def register_reward_backbone(name: str, build: Callable[[], nn.Module], kind: st
 def native_resolution(backbone: str) -> int:
     """The image size a backbone is built for, read without loading its weights."""
     if backbone.startswith("clip:"):
-        config = json.loads((Path(backbone.removeprefix("clip:")) / "config.json").read_text(encoding="utf-8"))
-        return int(config["vision_config"].get("image_size", 224))
+        file = Path(backbone.removeprefix("clip:")) / "config.json"
+        try:
+            return int(json.loads(file.read_text(encoding="utf-8"))["vision_config"].get("image_size", 224))
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise DataError(f"--backbone {backbone}: {file} is not a CLIP model config ({type(err).__name__}: {err}); give a Hugging Face CLIP model folder") from None
     return _backbone(backbone).resolution
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from ..files import atomic_write_text, read_text
 
 
 class RunLogger:
@@ -12,9 +15,12 @@ class RunLogger:
     def __init__(self, run_dir: str | Path, tensorboard: bool, resume_step: int | None = None):
         self.path = Path(run_dir) / "logs.csv"
         self.rows: list[dict] = []
-        if self.path.is_file():
-            with self.path.open(newline="", encoding="utf-8") as fh:
-                self.rows = [r for r in csv.DictReader(fh) if resume_step is not None and int(r["step"]) <= resume_step]
+        if resume_step is not None and self.path.is_file():
+            text = read_text(self.path, "training log")
+            try:
+                self.rows = [r for r in csv.DictReader(io.StringIO(text, newline="")) if int(r["step"]) <= resume_step]
+            except (KeyError, TypeError, ValueError) as err:  # a hand-edited or damaged log
+                raise ValueError(f"{self.path}: not a UniFL training log ({type(err).__name__}: {err}); move it away to resume without the old rows") from None
         self.fields: list[str] = list(self.rows[0].keys()) if self.rows else []
         self._rewrite()
         self.writer = None
@@ -27,11 +33,12 @@ class RunLogger:
                 self.writer = None
 
     def _rewrite(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        """Replace the whole file atomically (a full disk keeps the old rows)."""
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=self.fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buffer.getvalue())
 
     def log(self, step: int, values: dict[str, float]) -> None:
         row = {"step": step, **{k: f"{v:.6g}" for k, v in values.items()}}
@@ -40,11 +47,21 @@ class RunLogger:
             self.fields = list(dict.fromkeys([*self.fields, *row]))
             self._rewrite()
         else:
-            with self.path.open("a", newline="", encoding="utf-8") as fh:
-                csv.DictWriter(fh, fieldnames=self.fields).writerow(row)
+            self._append(row)
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
+
+    def _append(self, row: dict) -> None:
+        """One row at the end; a write that fails half-way (a full disk) is cut back off, so no half row stays."""
+        with self.path.open("a", newline="", encoding="utf-8") as fh:
+            end = fh.tell()
+            try:
+                csv.DictWriter(fh, fieldnames=self.fields).writerow(row)
+                fh.flush()
+            except OSError:
+                fh.truncate(end)
+                raise
 
     def close(self) -> None:
         if self.writer is not None:

@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 
 from ..data import DataError
+from ..files import read_text
+from ..images import ImageReadError, read_rgb
 from .reward_models import PreferencePairs
 
 REQUIRED_KEYS = ("prompt", "image_a", "image_b", "preferred", "aspect")
@@ -27,7 +29,7 @@ def read_pairs(path: str | Path, resolution: int) -> dict[str, PreferencePairs]:
     if not path.is_file():
         raise DataError(f"pair file {path} does not exist")
     rows, problems = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "pair file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -35,9 +37,16 @@ def read_pairs(path: str | Path, resolution: int) -> dict[str, PreferencePairs]:
         except json.JSONDecodeError as err:
             problems.append(f"line {number}: not JSON ({err.msg})")
             continue
+        if not isinstance(row, dict):
+            problems.append(f"line {number}: a {type(row).__name__}, not a JSON object")
+            continue
         missing = [k for k in REQUIRED_KEYS if k not in row]
         if missing:
             problems.append(f"line {number}: missing {', '.join(missing)}")
+            continue
+        not_text = [k for k in REQUIRED_KEYS if not isinstance(row[k], str)]
+        if not_text:
+            problems.append(f"line {number}: {', '.join(not_text)} must be text")
             continue
         if row["preferred"] not in ("a", "b", "tie"):
             problems.append(f"line {number}: preferred = {row['preferred']!r}, use 'a', 'b' or 'tie'")
@@ -46,6 +55,8 @@ def read_pairs(path: str | Path, resolution: int) -> dict[str, PreferencePairs]:
             if not (path.parent / row[key]).is_file():
                 problems.append(f"line {number}: {key} {path.parent / row[key]} does not exist")
         rows.append(row)
+    if len(problems) == 1:
+        raise DataError(f"{path}: {problems[0]}")
     if problems:
         shown = "\n  ".join(problems[:10]) + (f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise DataError(f"{path}: {len(problems)} bad row(s):\n  {shown}")
@@ -59,9 +70,9 @@ def read_pairs(path: str | Path, resolution: int) -> dict[str, PreferencePairs]:
 
 def _load_image(path: Path, resolution: int) -> torch.Tensor:
     try:
-        image = Image.open(path).convert("RGB").resize((resolution, resolution), Image.BICUBIC)
-    except OSError as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        image = read_rgb(path).resize((resolution, resolution), Image.BICUBIC)
+    except ImageReadError as err:
+        raise DataError(str(err)) from None
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

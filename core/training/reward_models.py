@@ -22,7 +22,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from ..progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def train_reward_model(
     )
     log = TrainingLog([], [])
     model.train()
-    bar = tqdm(range(steps), desc=progress if isinstance(progress, str) else "reward", disable=progress is False, dynamic_ncols=True)
+    bar = progress_bar(range(steps), desc=progress if isinstance(progress, str) else "reward", disable=progress is False, dynamic_ncols=True)
     for step in bar:
         if should_stop is not None and should_stop():
             log.stopped = True

@@ -3,12 +3,13 @@
 Read it top to bottom like a diffusers training script: numbered set-up phases in ``__init__``, then
 ``train()``'s loop. Each feedback term is back-propagated as soon as it is computed, so only one
 rollout's graph is alive at a time (the same gradient as summing the terms, at a fraction of the peak
-memory).
+memory). A step whose gradient is not finite is never applied, and a checkpoint is never written with
+non-finite weights. The host's stop request is polled before every feedback term and every rollout step.
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,24 +17,29 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import TrainConfig, to_dict
 from ..data import DataError, batch_indices, collate, image_dataset, load_prompts
 from ..diffusion import schedule as sched
 from ..diffusion.denoiser import Conditioning, Denoiser
 from ..diffusion.rollouts import adversarial_rollout, aesthetic_rollout, pefl_rollout
-from ..diffusion.sampling import generate, guided_x0
+from ..diffusion.sampling import guided_x0
+from ..feedback.discriminator import make_discriminator, trainable_parameters
 from ..feedback.loading import load_perception_model, load_reward_model
 from ..feedback.losses import decoupled_aesthetic_loss, discriminator_loss, generator_loss
 from ..feedback.losses.regularizers import base_model_kl, denoising_loss
 from ..feedback.perception import pefl_layout_loss, pefl_structure_loss, pefl_style_loss
 from ..lora.kohya import SamplerContract, load_kohya_lora, save_kohya_lora
-from ..lora.peft import LoRASettings, add_lora, load_lora_state_dict, lora_state_dict
+from ..lora.peft import add_lora, load_lora_state_dict, lora_state_dict, settings_from_config
+from ..progress import progress_bar
 from . import checkpoint as ckpt
 from .logs import RunLogger
+from .outputs import describe_run, sampler_contract, training_metadata, validation_images
+from .precision import DTYPES, MixedPrecision
+from .run_lock import owns_run_folder
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: The terms a step back-propagates, as they are logged.
+LOSS_TERMS = ("pefl", "adv_g", "aesthetic", "regularizer")
 
 
 class TrainingDiverged(RuntimeError):
@@ -41,7 +47,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingStopped(Exception):
-    """Raised inside the loop when ``should_stop`` says so; caught by :meth:`UniFLTrainer.train`."""
+    """Raised inside a step when ``should_stop`` says so; caught by :meth:`UniFLTrainer.train`, which
+    saves the last finished step and skips the end-of-run validation."""
 
 
 @dataclass
@@ -51,7 +58,8 @@ class TrainerCallbacks:
     Args:
         on_progress: ``(step, total_steps, logs)`` after every optimizer step.
         on_preview: ``(step, images)`` with PIL images whenever validation images are made.
-        should_stop: polled every micro-step; returning True stops cleanly after saving a checkpoint.
+        should_stop: polled before every feedback term and every rollout step; returning True abandons
+            the step in progress and stops cleanly after saving the last finished step.
     """
 
     on_progress: Callable[[int, int, dict], None] | None = None
@@ -74,26 +82,19 @@ def step_generator(seed: int, step: int, micro: int, stream: int, rank: int = 0)
     return torch.Generator().manual_seed(hash((seed, step, micro, stream, rank)) & 0x7FFFFFFFFFFF)
 
 
-def fresh_accelerator(mixed_precision: str, cpu: bool):
-    """An ``Accelerator`` for this run, even when an earlier run in the same process chose other settings.
+def process_accelerator(cpu: bool):
+    """The process's ``Accelerator``: devices, processes and collectives (``accelerate launch``; on CPUs
+    Accelerate joins the process group only when asked for ``cpu``).
 
-    Accelerate keeps its settings in a process-wide singleton and refuses to change them, but a host
-    (ComfyUI, the webui) runs many trainings in one long-lived process. The per-run part of that state is
-    reset; the process group of an ``accelerate launch`` run (``PartialState``) is kept.
+    Only that: its mixed-precision setting is a process-wide singleton that cannot change between the
+    runs a host makes in one process, so each run keeps its own precision (:mod:`.precision`).
     """
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
 
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
-
-
-def sampler_contract(config: TrainConfig) -> SamplerContract:
-    """How a LoRA of this stage is meant to be sampled: stage 2 is the few-step model, without CFG."""
-    if config.stage == "2":
-        return SamplerContract(steps=config.adversarial.inference_steps, scheduler="ddim", timestep_spacing=config.adversarial.timestep_spacing, cfg=1.0)
-    return SamplerContract(steps=config.pefl.inference_steps, scheduler="ddim", timestep_spacing="leading", cfg=config.logging.validation_cfg)
+    try:
+        return Accelerator(cpu=cpu)
+    except ValueError:  # set up on a GPU by an earlier run of this process; a host now training on the
+        return Accelerator()  # CPU keeps it: the run uses the host's device, and a host is one process
 
 
 class PromptCache:
@@ -122,12 +123,14 @@ class UniFLTrainer:
         self.step, self.started_at = 0, time.time()
         opt = config.optim
 
-        # 1. Devices and precision (Accelerate: one process per GPU under `accelerate launch`).
-        # A host hands us its model on the device it chose (ComfyUI --cpu on a GPU machine stays on the CPU).
-        self.accelerator = fresh_accelerator(opt.mixed_precision, cpu=denoiser.device.type == "cpu" if denoiser is not None else not torch.cuda.is_available())
-        self.device = self.accelerator.device
+        # 1. Devices, processes and precision. A host hands us its model on the device it chose
+        #    (ComfyUI --cpu on a GPU machine stays on the CPU); otherwise Accelerate's device.
+        self.accelerator = process_accelerator(cpu=denoiser.device.type == "cpu" if denoiser is not None else not torch.cuda.is_available())
+        self.device = denoiser.device if denoiser is not None else self.accelerator.device
+        self.precision = MixedPrecision(opt.mixed_precision, self.device)
 
-        # 2. The model, seen through the seam.
+        # 2. The model, seen through the seam. The text encoders leave the accelerator: prompts are
+        #    encoded once each (PromptCache) and the encoders never train.
         if denoiser is None:
             from ..diffusion.loading import load_denoiser
 
@@ -135,11 +138,12 @@ class UniFLTrainer:
             if config.model.vae_dtype != config.model.dtype:
                 denoiser.vae.to(DTYPES[config.model.vae_dtype])
         self.denoiser = denoiser
+        denoiser.offload_text_encoders()
         if opt.gradient_checkpointing:
             denoiser.enable_gradient_checkpointing()
 
         # 3. The LoRA: the only trainable weights; fp32 under autocast.
-        self.lora_settings = LoRASettings(rank=config.lora.rank, alpha=config.lora.alpha, targets=config.lora.targets)
+        self.lora_settings = settings_from_config(config.lora)
         with torch.random.fork_rng(devices=[]):  # peft draws lora_A from the global RNG: seed it
             torch.manual_seed(opt.seed)
             self.lora_params = add_lora(denoiser.lora_target, self.lora_settings)
@@ -147,17 +151,16 @@ class UniFLTrainer:
             load_kohya_lora(config.lora.init_from, denoiser.lora_target, settings=self.lora_settings, name_map=denoiser.lora_name_map, architecture=denoiser.architecture)
 
         # 4. Feedback models: frozen rewards and perception models; stage 2's discriminator is a
-        #    trainable copy of one reward model (paper: the detail one).
+        #    trainable copy of one reward model (paper: the detail one), or of its head alone.
         self.rewards = {spec.aspect: load_reward_model(spec.kind, spec.path).to(self.device) for spec in config.rewards}
         self.reward_specs = {spec.aspect: spec for spec in config.rewards}
         self.thresholds = {aspect: self._threshold(spec, self.rewards[aspect]) for aspect, spec in self.reward_specs.items()}
         self.perception = [(spec, load_perception_model(spec.kind, spec.path).to(self.device)) for spec in config.perception]
-        self.discriminator = None
+        self.discriminator, self.d_params = None, []
         if self.uses_adversarial:
-            self.discriminator = copy.deepcopy(self.rewards[config.adversarial.discriminator_from]).train()
-            self.discriminator.requires_grad_(True)
-            if not any(p.requires_grad for p in self.discriminator.parameters()):
-                raise ValueError(f"the {config.adversarial.discriminator_from!r} reward model ({self.reward_specs[config.adversarial.discriminator_from].kind}) has no parameters to train as a discriminator; use a learned reward model")
+            source = config.adversarial.discriminator_from
+            self.discriminator = make_discriminator(self.rewards[source], config.adversarial.discriminator_trainable, name=f"{source!r} ({self.reward_specs[source].kind})")
+            self.d_params = trainable_parameters(self.discriminator)
 
         # 5. Data: real images (PeFL, adversarial, denoising regulariser) and prompts (aesthetic).
         self.images = image_dataset if image_dataset is not None else self._image_dataset()
@@ -165,12 +168,12 @@ class UniFLTrainer:
         self.encode = PromptCache(denoiser)
         self._check_data()
 
-        # 6. Optimizers (prepared by Accelerate for fp16 loss scaling) and the warm-up schedule.
-        self.optimizer = self.accelerator.prepare_optimizer(torch.optim.AdamW(self.lora_params, lr=opt.learning_rate, weight_decay=opt.weight_decay))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, lambda s: min(1.0, (s + 1) / opt.warmup_steps) if opt.warmup_steps else 1.0)
-        self.d_optimizer = None
-        if self.discriminator is not None:
-            self.d_optimizer = self.accelerator.prepare_optimizer(torch.optim.AdamW(self.discriminator.parameters(), lr=config.adversarial.discriminator_lr))
+        # 6. Optimizers and diffusers' warm-up schedule.
+        from diffusers.optimization import get_scheduler
+
+        self.optimizer = torch.optim.AdamW(self.lora_params, lr=opt.learning_rate, weight_decay=opt.weight_decay)
+        self.lr_schedule = get_scheduler("constant_with_warmup", self.optimizer, num_warmup_steps=opt.warmup_steps)
+        self.d_optimizer = torch.optim.AdamW(self.d_params, lr=config.adversarial.discriminator_lr) if self.d_params else None
 
     # -- set-up helpers ----------------------------------------------------------------------------
 
@@ -187,8 +190,19 @@ class UniFLTrainer:
         return self.config.aesthetic.weight > 0 and bool(self.rewards)
 
     @property
+    def uses_regularizer(self) -> bool:
+        r = self.config.regularizer
+        return r.denoising_weight > 0 or r.base_kl_weight > 0
+
+    @property
     def needs_real_images(self) -> bool:
         return self.uses_pefl or self.uses_adversarial or self.config.regularizer.denoising_weight > 0
+
+    @property
+    def feedback_terms(self) -> list[str]:
+        r = self.config.regularizer
+        named = (("PeFL", self.uses_pefl), ("aesthetic", self.uses_aesthetic), ("adversarial", self.uses_adversarial), ("denoising", r.denoising_weight > 0), ("base-KL", r.base_kl_weight > 0))
+        return [name for name, on in named if on]
 
     def _threshold(self, spec, model) -> float:
         if spec.threshold is not None:
@@ -222,20 +236,20 @@ class UniFLTrainer:
                     raise DataError(f"PeFL layout ({spec.kind}) needs semantic masks, but {self.config.data.images} has none: add <image>.semantic.png files or remove that [[perception]] entry")
 
     def describe(self) -> str:
-        """The derived batch and step math, printed at start (ddpo-pytorch does this; people need it)."""
-        c, a = self.config, self.accelerator
-        per_step = c.optim.batch_size * c.optim.gradient_accumulation_steps * a.num_processes
-        terms = [name for name, on in (("PeFL", self.uses_pefl), ("aesthetic", self.uses_aesthetic), ("adversarial", self.uses_adversarial), ("denoising", c.regularizer.denoising_weight > 0), ("base-KL", c.regularizer.base_kl_weight > 0)) if on]
-        lines = [
-            f"UniFL stage {c.stage} on {self.denoiser.architecture} ({a.num_processes} process(es), {self.device}, mixed precision {c.optim.mixed_precision})",
-            f"  feedback terms: {', '.join(terms) or 'none'}",
-            f"  samples per optimizer step and term: {c.optim.batch_size} per device × {c.optim.gradient_accumulation_steps} accumulation × {a.num_processes} processes = {per_step}",
-            f"  {c.optim.max_steps} steps → {c.optim.max_steps * per_step} samples per term; {len(self.images) if self.images is not None else 0} real images, {len(self.prompts)} prompts",
-            f"  LoRA rank {c.lora.rank}, alpha {c.lora.alpha} ({c.lora.targets}): {sum(p.numel() for p in self.lora_params):,} trainable parameters",
-        ]
-        return "\n".join(lines)
+        return describe_run(self.config, architecture=self.denoiser.architecture, device=self.device, processes=self.accelerator.num_processes, terms=self.feedback_terms,
+                            real_images=len(self.images) if self.images is not None else 0, prompts=len(self.prompts), lora_parameters=sum(p.numel() for p in self.lora_params))
 
     # -- the feedback terms ------------------------------------------------------------------------
+
+    def _stop_if_asked(self) -> None:
+        if self.callbacks.should_stop and self.callbacks.should_stop():
+            raise TrainingStopped
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents → images, outside autocast: the VAE runs in its own storage dtype (an fp32 VAE stays
+        fp32 under fp16 mixed precision; SDXL's VAE overflows in fp16)."""
+        with self.precision.full_precision():
+            return self.denoiser.decode_latents(latents)
 
     def _real_batch(self, micro_step: int) -> dict:
         idx = batch_indices(self.config.optim.seed, micro_step, self.config.optim.batch_size, len(self.images), stream=0, rank=self.accelerator.process_index, world=self.accelerator.num_processes)
@@ -250,8 +264,8 @@ class UniFLTrainer:
 
     def pefl_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         p = self.config.pefl
-        x0, _ = pefl_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=p.inference_steps, noise_level=p.noise_level, grad_levels=tuple(p.grad_levels), generator=generator)
-        images = self.denoiser.decode_latents(x0)
+        x0, _ = pefl_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=p.inference_steps, noise_level=p.noise_level, grad_levels=tuple(p.grad_levels), generator=generator, before_step=self._stop_if_asked)
+        images = self._decode(x0)
         terms = {}
         for spec, model in self.perception:
             if spec.aspect == "style":
@@ -263,13 +277,23 @@ class UniFLTrainer:
                 terms[f"pefl_layout_{spec.kind}"] = spec.weight * pefl_layout_loss(model, images, batch["semantic_mask"].to(self.device))
         return p.weight * sum(terms.values()), terms
 
+    def aesthetic_schedule(self) -> tuple[int, str, tuple[int, int]]:
+        """``(steps, spacing, grad levels)`` of the aesthetic rollout: stage 2 rolls out the few-step
+        schedule its LoRA is sampled with (``aesthetic.stage2_schedule``), grad levels clipped to it."""
+        a, adv = self.config.aesthetic, self.config.adversarial
+        if self.config.stage == "2" and a.stage2_schedule == "deployment":
+            last = adv.inference_steps - 1
+            return adv.inference_steps, adv.timestep_spacing, (min(a.grad_levels[0], last), min(a.grad_levels[1], last))
+        return a.inference_steps, "leading", tuple(a.grad_levels)
+
     def aesthetic_loss(self, prompts: list[str], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         a, res = self.config.aesthetic, self.config.data.resolution
         f = self.denoiser.vae_scale_factor
         guidance = guided_x0(self.denoiser, self.encode([""]), a.cfg) if a.cfg != 1.0 else None
         shape = (len(prompts), self.denoiser.latent_channels, res // f, res // f)
-        x0, _ = aesthetic_rollout(self.denoiser, self.encode(prompts), shape, num_steps=a.inference_steps, grad_levels=tuple(a.grad_levels), generator=generator, guidance=guidance)
-        images = self.denoiser.decode_latents(x0)
+        steps, spacing, levels = self.aesthetic_schedule()
+        x0, _ = aesthetic_rollout(self.denoiser, self.encode(prompts), shape, num_steps=steps, spacing=spacing, grad_levels=levels, generator=generator, guidance=guidance, before_step=self._stop_if_asked)
+        images = self._decode(x0)
         scores = {aspect: model(images, prompts) for aspect, model in self.rewards.items()}
         weights = {aspect: spec.weight for aspect, spec in self.reward_specs.items()}
         total, hinges = decoupled_aesthetic_loss(scores, self.thresholds, weights)
@@ -277,26 +301,37 @@ class UniFLTrainer:
         return a.weight * total, logs
 
     def adversarial_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """The generator term. The discriminator scores in eval mode with its parameters frozen, so this
+        term writes no gradient into it; its fakes are clamped to [0, 1] exactly as in its own step."""
         adv = self.config.adversarial
-        x0, _ = adversarial_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=adv.inference_steps, spacing=adv.timestep_spacing, start_level=adv.start_level, grad_levels=tuple(adv.grad_levels), generator=generator)
-        images = self.denoiser.decode_latents(x0)
-        self.discriminator.requires_grad_(False)  # the generator step must not write D's gradients
-        fake_scores = self.discriminator(images, self._d_prompts(batch["caption"]))
-        self.discriminator.requires_grad_(True)
+        x0, _ = adversarial_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=adv.inference_steps, spacing=adv.timestep_spacing, start_level=adv.start_level, grad_levels=tuple(adv.grad_levels), generator=generator, before_step=self._stop_if_asked)
+        images = self._decode(x0).clamp(0, 1)
+        for p in self.d_params:
+            p.requires_grad_(False)
+        try:
+            fake_scores = self.discriminator(images, self._d_prompts(batch["caption"]))
+        finally:
+            for p in self.d_params:
+                p.requires_grad_(True)
         return adv.weight * generator_loss(fake_scores), {"d_fake_score": fake_scores.mean()}, images.detach()
 
     def _d_prompts(self, captions: list[str]) -> list[str]:
         return captions if self.config.adversarial.discriminator_text_conditioned else [""] * len(captions)
 
     def discriminator_step(self, real_images: torch.Tensor, fake_images: torch.Tensor, captions: list[str]) -> dict:
+        """One step of the discriminator on real images vs the generator's (detached) predictions; its
+        gradients are cleared after the step, so none are left over for anything else."""
         prompts = self._d_prompts(captions)
-        with self.accelerator.autocast():
-            loss = discriminator_loss(self.discriminator(real_images, prompts), self.discriminator(fake_images.clamp(0, 1), prompts))
-        self._check_finite("discriminator", loss)
+        with self.precision.autocast():
+            loss = discriminator_loss(self.discriminator(real_images.clamp(0, 1), prompts), self.discriminator(fake_images, prompts))
+        self.precision.backward("discriminator", loss)
+        self._average_gradients(self.d_params)
+        norm = self.precision.unscaled_grad_norm("discriminator", self.d_optimizer, self.d_params, 0.0)
+        if not math.isfinite(norm) and not self.precision.skips_non_finite_steps:
+            self.d_optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(self._diverged(f"the discriminator's gradient became {norm}"))
+        self.precision.step("discriminator", self.d_optimizer)
         self.d_optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
-        self._sync_gradients(list(self.discriminator.parameters()))
-        self.d_optimizer.step()
         return {"d_loss": loss.detach()}
 
     def regularizer_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
@@ -321,61 +356,103 @@ class UniFLTrainer:
 
     # -- the loop ------------------------------------------------------------------------------------
 
-    def _check_finite(self, name: str, value: torch.Tensor) -> None:
-        if not torch.isfinite(value).all():
-            found = ckpt.list_checkpoints(self.run_dir)
-            last = f"the last good checkpoint is {found[-1]} (resume with --resume latest)" if found else "no checkpoint was written yet"
-            raise TrainingDiverged(f"the {name} loss became {value.item()} at step {self.step}; {last}. Lower optim.learning_rate, enable optim.max_grad_norm, or use fp32/bf16 instead of fp16.")
+    def _diverged(self, what: str) -> str:
+        good = self.last_good_checkpoint(before_step=self.step)
+        last = f"the last good checkpoint is {good} (resume with --resume {good})" if good else "no good checkpoint was written yet"
+        return f"{what} at step {self.step + 1}; nothing of that step was applied and {last}. Lower optim.learning_rate, enable optim.max_grad_norm, or use fp32/bf16 instead of fp16."
 
-    def _backward(self, name: str, loss, logs: dict, into: dict) -> None:
+    def last_good_checkpoint(self, before_step: int) -> Path | None:
+        """The newest checkpoint older than ``before_step`` whose trained weights are all finite.
+
+        The checkpoint of the state that just failed is left out even when its weights are finite: its
+        next step is exactly the one that failed (data and noise are functions of the step), so resuming
+        from it would fail the same way."""
+        for path in reversed([p for p in ckpt.list_checkpoints(self.run_dir) if int(p.name.split("-")[1]) < before_step]):
+            try:
+                tensors, _, _ = ckpt.load_checkpoint(path)
+            except Exception:  # a damaged checkpoint is not a good one; look further back
+                continue
+            if all(torch.isfinite(t).all() for group in tensors.values() for t in group.values()):
+                return path
+        return None
+
+    def _accumulate(self, name: str, loss, logs: dict, into: dict) -> None:
+        """Back-propagate one term (scaled for accumulation) and keep its logs as tensors: reading them
+        back would make the host wait for the device, so that happens once per step (:meth:`train_step`)."""
         if not torch.is_tensor(loss):
             return
-        self._check_finite(name, loss)
-        self.accelerator.backward(loss / self.config.optim.gradient_accumulation_steps)
+        accumulation = self.config.optim.gradient_accumulation_steps
+        self.precision.backward("generator", loss / accumulation)
         for key, value in {name: loss, **logs}.items():
-            into[key] = into.get(key, 0.0) + float(value.detach() if torch.is_tensor(value) else value) / self.config.optim.gradient_accumulation_steps
+            value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
+            into[key] = into.get(key, 0.0) + value / accumulation
 
-    def _sync_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """Average gradients across processes. Host modules are not wrapped in DDP (the seam stays
-        host-neutral), so the LoRA's few parameters are all-reduced explicitly."""
-        if self.accelerator.num_processes > 1:
-            for p in params:
-                if p.grad is not None:
-                    p.grad = self.accelerator.reduce(p.grad, reduction="mean")
+    def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Average gradients across processes in one collective over a flat buffer. Host modules are not
+        wrapped in DDP (the seam stays host-neutral), so the LoRA's gradients are reduced here."""
+        if self.accelerator.num_processes == 1:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+        for grad, averaged in zip(grads, flat.split([g.numel() for g in grads])):
+            grad.copy_(averaged.view_as(grad))
 
-    def train_step(self) -> dict:
-        """One optimizer step: every enabled term on ``gradient_accumulation_steps`` micro-batches."""
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step: every enabled term on ``gradient_accumulation_steps`` micro-batches.
+
+        Run with the global random generator seeded from (seed, step): what draws from it inside the models
+        (dropout in a reward head trained as the discriminator) is then the same in every run and resume."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(step_generator(self.config.optim.seed, self.step, 0, 4, self.accelerator.process_index).initial_seed())
+            return self._train_step()
+
+    def _train_step(self) -> dict[str, float]:
         opt, logs = self.config.optim, {}
         d_real, d_fake, d_captions = [], [], []
-        for micro in range(opt.gradient_accumulation_steps):
-            if self.callbacks.should_stop and self.callbacks.should_stop():
-                raise TrainingStopped
-            micro_step = self.step * opt.gradient_accumulation_steps + micro
-            gen = lambda stream: step_generator(opt.seed, self.step, micro, stream, self.accelerator.process_index)  # noqa: E731
-            batch = self._real_batch(micro_step) if self.needs_real_images else None
-            with self.accelerator.autocast():
-                if self.uses_pefl:
-                    self._backward("pefl", *self.pefl_loss(batch, gen(0)), logs)
-                if self.uses_adversarial:
-                    loss, extra, fake = self.adversarial_loss(batch, gen(2))
-                    self._backward("adv_g", loss, extra, logs)
-                    d_real.append(batch["image"].to(self.device))
-                    d_fake.append(fake)
-                    d_captions += batch["caption"]
-                if self.uses_aesthetic:
-                    self._backward("aesthetic", *self.aesthetic_loss(self._prompt_batch(micro_step), gen(1)), logs)
-                if batch is not None and (self.config.regularizer.denoising_weight > 0 or self.config.regularizer.base_kl_weight > 0):
-                    self._backward("regularizer", *self.regularizer_loss(batch, gen(3)), logs)
-        self._sync_gradients(self.lora_params)
-        if opt.max_grad_norm > 0:
-            logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.lora_params, opt.max_grad_norm))
-        self.optimizer.step()
-        self.scheduler.step()
+        try:
+            for micro in range(opt.gradient_accumulation_steps):
+                micro_step = self.step * opt.gradient_accumulation_steps + micro
+                gen = lambda stream: step_generator(opt.seed, self.step, micro, stream, self.accelerator.process_index)  # noqa: E731
+                self._stop_if_asked()
+                batch = self._real_batch(micro_step) if self.needs_real_images else None
+                with self.precision.autocast():
+                    if self.uses_pefl:
+                        self._accumulate("pefl", *self.pefl_loss(batch, gen(0)), logs)
+                        self._stop_if_asked()
+                    if self.uses_adversarial:
+                        loss, extra, fake = self.adversarial_loss(batch, gen(2))
+                        self._accumulate("adv_g", loss, extra, logs)
+                        d_real.append(batch["image"].to(self.device))
+                        d_fake.append(fake)
+                        d_captions += batch["caption"]
+                        self._stop_if_asked()
+                    if self.uses_aesthetic:
+                        self._accumulate("aesthetic", *self.aesthetic_loss(self._prompt_batch(micro_step), gen(1)), logs)
+                        self._stop_if_asked()
+                    if batch is not None and self.uses_regularizer:
+                        self._accumulate("regularizer", *self.regularizer_loss(batch, gen(3)), logs)
+        except BaseException:
+            self.optimizer.zero_grad(set_to_none=True)  # an abandoned step leaves nothing behind
+            raise
+        self._average_gradients(self.lora_params)
+        grad_norm = self.precision.unscaled_grad_norm("generator", self.optimizer, self.lora_params, opt.max_grad_norm)
+        values = dict(zip(logs, torch.stack([v.to(self.device) for v in logs.values()]).tolist())) if logs else {}
+        non_finite = [k for k in LOSS_TERMS if not math.isfinite(values.get(k, 0.0))]
+        if non_finite or (not math.isfinite(grad_norm) and not self.precision.skips_non_finite_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            what = f"the {', '.join(non_finite)} loss became {values[non_finite[0]]}" if non_finite else f"the LoRA's gradient norm became {grad_norm}"
+            raise TrainingDiverged(self._diverged(what))
+        self.precision.step("generator", self.optimizer)
+        self.lr_schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
+        values["grad_norm"] = grad_norm
         if self.discriminator is not None and d_real:
-            logs |= {k: float(v) for k, v in self.discriminator_step(torch.cat(d_real), torch.cat(d_fake), d_captions).items()}
-        logs["lr"] = self.scheduler.get_last_lr()[0]
-        return logs
+            values |= {k: float(v) for k, v in self.discriminator_step(torch.cat(d_real), torch.cat(d_fake), d_captions).items()}
+        values["lr"] = self.lr_schedule.get_last_lr()[0]
+        return values
 
     def sampler_contract(self) -> SamplerContract:
         return sampler_contract(self.config)
@@ -387,22 +464,24 @@ class UniFLTrainer:
         prompts = self.config.logging.validation_prompts or self.prompts[:4]
         if not prompts or not self.accelerator.is_main_process:
             return None
-        contract = self.sampler_contract()
-        res = self.config.data.resolution
-        images = generate(self.denoiser, prompts, list(range(len(prompts))), height=res, width=res, steps=contract.steps, spacing=contract.timestep_spacing, cfg=contract.cfg)
+        images = validation_images(self.denoiser, self.config, prompts)
         path = save_grid(images, self.run_dir / "samples" / f"step-{self.step:06d}.png", columns=min(4, len(prompts)))
         if self.callbacks.on_preview:
             self.callbacks.on_preview(self.step, to_pil(images))
         return path
 
     def save_checkpoint(self) -> Path | None:
+        """Save the finished steps; refuses (TrainingDiverged) to write weights that are not finite."""
         if not self.accelerator.is_main_process:
             return None
         tensors = {"lora": lora_state_dict(self.denoiser.lora_target)}
-        optimizers = {"optimizer": self.optimizer.optimizer.state_dict(), "lr_scheduler": self.scheduler.state_dict()}
+        optimizers = {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_schedule.state_dict(), "grad_scalers": self.precision.state_dict()}
         if self.discriminator is not None:
-            tensors["discriminator"] = self.discriminator.state_dict()
-            optimizers["discriminator_optimizer"] = self.d_optimizer.optimizer.state_dict()
+            tensors["discriminator"] = {name: p.detach() for name, p in self.discriminator.named_parameters() if p.requires_grad}
+            optimizers["discriminator_optimizer"] = self.d_optimizer.state_dict()
+        broken = sorted(f"{group}:{key}" for group, sd in tensors.items() for key, t in sd.items() if not torch.isfinite(t).all())
+        if broken:
+            raise TrainingDiverged(self._diverged(f"{len(broken)} trained tensor(s) became non-finite (e.g. {broken[0]})").replace(" at step", " before the checkpoint of step"))
         state = {"step": self.step, "stage": self.config.stage, "config": to_dict(self.config)}
         return ckpt.save_checkpoint(self.run_dir, self.step, tensors, optimizers, state, self.config.logging.keep_checkpoints)
 
@@ -411,40 +490,30 @@ class UniFLTrainer:
         if state.get("stage") != self.config.stage:
             raise ValueError(f"checkpoint {path} is from stage {state.get('stage')} but this run is stage {self.config.stage}")
         load_lora_state_dict(self.denoiser.lora_target, tensors["lora"])
-        self.optimizer.optimizer.load_state_dict(optimizers["optimizer"])
-        self.scheduler.load_state_dict(optimizers["lr_scheduler"])
+        self.optimizer.load_state_dict(optimizers["optimizer"])
+        self.lr_schedule.load_state_dict(optimizers["lr_scheduler"])
+        self.precision.load_state_dict(optimizers.get("grad_scalers", {}))
         if self.discriminator is not None:
-            self.discriminator.load_state_dict(tensors["discriminator"])
-            self.d_optimizer.optimizer.load_state_dict(optimizers["discriminator_optimizer"])
+            params = dict(self.discriminator.named_parameters())
+            with torch.no_grad():
+                for name, value in tensors["discriminator"].items():
+                    params[name].copy_(value)
+            self.d_optimizer.load_state_dict(optimizers["discriminator_optimizer"])
         self.step = int(state["step"])
 
     @property
     def lora_path(self) -> Path:
         return self.run_dir / f"{self.config.logging.output_name}.safetensors"
 
-    def training_metadata(self) -> dict[str, str]:
-        """What the A1111 Lora card and kohya tools show about how the file was trained."""
-        c, d = self.config, self.denoiser
-        return {
-            "unifl.stage": c.stage,
-            "unifl.steps_trained": str(self.step),
-            "unifl.host": d.host,
-            "ss_sd_model_name": Path(d.source).name if d.source else "",
-            "ss_resolution": f"({c.data.resolution}, {c.data.resolution})",
-            "ss_learning_rate": repr(c.optim.learning_rate),
-            "ss_max_train_steps": str(c.optim.max_steps),
-            "ss_training_started_at": repr(self.started_at),
-            "ss_training_finished_at": repr(time.time()),
-        }
-
     def export(self, overwrite: bool = False) -> Path:
         """The deployable kohya LoRA: ``<output_dir>/<output_name>.safetensors``."""
         return save_kohya_lora(
             self.lora_path, self.denoiser.lora_target, self.lora_settings, naming=self.denoiser.module_naming, name_map=self.denoiser.lora_name_map, architecture=self.denoiser.architecture,
-            metadata=self.training_metadata(),
+            metadata=training_metadata(self.config, self.denoiser, self.step, self.started_at),
             sampler=self.sampler_contract(), overwrite=overwrite,
         )
 
+    @owns_run_folder  # one run per folder: the main process holds <run_dir>/run.lock until train() returns
     def train(self, resume: str | None = None, overwrite: bool = False) -> TrainResult:
         """Run to ``optim.max_steps`` (or until stopped); returns where the LoRA went."""
         c = self.config
@@ -459,7 +528,7 @@ class UniFLTrainer:
             print(self.describe())
         logger = RunLogger(self.run_dir, c.logging.tensorboard and self.accelerator.is_main_process, resume_step=self.step if resume else None)
         self.denoiser.lora_target.train()
-        bar = tqdm(total=c.optim.max_steps, initial=self.step, desc=f"UniFL stage {c.stage}", disable=not self.accelerator.is_main_process, dynamic_ncols=True)
+        bar = progress_bar(total=c.optim.max_steps, initial=self.step, desc=f"UniFL stage {c.stage}", disable=not self.accelerator.is_main_process, dynamic_ncols=True)
         logs, stopped, started = {}, False, time.time()
         self.started_at = started
         try:
@@ -467,7 +536,7 @@ class UniFLTrainer:
                 logs = self.train_step()
                 self.step += 1
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in ("pefl", "aesthetic", "adv_g", "d_loss", "regularizer")})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k in (*LOSS_TERMS, "d_loss")})
                 if self.step % c.logging.log_every == 0 and self.accelerator.is_main_process:
                     logger.log(self.step, logs | {"seconds": time.time() - started})
                 if self.callbacks.on_progress:
@@ -482,7 +551,8 @@ class UniFLTrainer:
             bar.close()
             logger.close()
         self.save_checkpoint()
-        self.validate()
+        if not stopped:  # a user who pressed Stop wants the host back, not more images
+            self.validate()
         # This run's own file (checked free, or resumed, at the start), so replacing it loses nothing.
         lora_path = self.export(overwrite=True) if self.accelerator.is_main_process else None
         self.accelerator.wait_for_everyone()
