@@ -258,7 +258,9 @@ def train_reward_models(pairs: str, backbone: str, output_folder: str, steps: in
     import torch
 
     from ..core.training.aspect_rewards import train_aspect_models
+    from .feedback_models import ensure_kinds_registered
 
+    ensure_kinds_registered()  # the 'pocket' backbone, also when this is the first UniFL node since ComfyUI started
     source = paths.input_path(pairs)
     if source.is_dir():
         source = source / "pairs.jsonl"

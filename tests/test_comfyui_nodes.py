@@ -301,6 +301,18 @@ def test_train_reward_models_from_pairs(nodes, comfy_base, pair_folder):
         run(nodes["UniFLTrainRewardModel"], **inputs)
 
 
+def test_reward_training_registers_the_pocket_backbone_itself(nodes, comfy_base, pair_folder, monkeypatch):
+    """The first UniFL node after ComfyUI starts may be this one: no loader has registered the pocket world yet."""
+    from unifl.core.training import aspect_rewards
+    from unifl.pocket import plugin
+
+    monkeypatch.setattr(aspect_rewards, "REWARD_BACKBONES", {})
+    monkeypatch.setattr(plugin, "_registered", False)
+    report = run(nodes["UniFLTrainRewardModel"], pairs="pairs", backbone="pocket", output_folder="first_node", steps=1, learning_rate=1e-3, batch_size=2,
+                 val_fraction=0.3, global_model=False, seed=0, overwrite=False).args[0]
+    assert "| color |" in report and "pocket" in aspect_rewards.REWARD_BACKBONES
+
+
 def test_cancel_stops_reward_training_within_a_step(nodes, comfy_base, pair_folder):
     """ComfyUI's Cancel during the first optimizer step: the node stops after that step and saves nothing."""
     from unifl.core.training.aspect_rewards import REWARD_BACKBONES, register_reward_backbone
