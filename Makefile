@@ -9,7 +9,7 @@ VENV341 ?= .venv-gradio341
 STAMP341 := $(VENV341)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-host-stacks demo bench clean browser
+.PHONY: setup test test-fast test-host-stacks demo bench clean browser comfy-validate
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,12 +32,19 @@ setup: $(STAMP)
 browser:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser tests will skip"
 
+# The Comfy Registry's checks of [tool.comfy] and the code (`comfy node validate`, the same as before
+# `comfy node publish`; offline). It only warns about exec/eval and one-line `a; b` statements, which the
+# registry says it will refuse: here a warning fails. DO_NOT_TRACK: comfy-cli neither asks nor records consent.
+comfy-validate: setup
+	@out=$$(DO_NOT_TRACK=1 $(VENV)/bin/comfy --skip-prompt node validate </dev/null 2>&1); status=$$?; echo "$$out"; \
+		test $$status -eq 0 && ! echo "$$out" | grep -q "Security warnings"
+
 # lint-imports: the house's arrows (pyproject.toml [tool.importlinter], ARCHITECTURE.md).
-test: setup browser $(STAMP341)
+test: setup browser $(STAMP341) comfy-validate
 	$(VENV)/bin/lint-imports --no-cache
 	UNIFL_WEBUI_PYTHONS=$(CURDIR)/$(VENV341)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup comfy-validate
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -41,8 +41,10 @@ from ..core.diffusion.denoiser import Conditioning, Denoiser
 
 log = logging.getLogger("unifl")
 
-#: ComfyUI model-config class → UniFL architecture tag (LoRA metadata).
-ARCHITECTURES = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl"}
+#: ComfyUI model-config class → UniFL architecture tag (LoRA metadata). SSD-1B, Segmind-Vega and KOALA are
+#: SDXL with fewer transformer layers (``comfy/supported_models.py`` subclasses of ``SDXL``): same
+#: conditioning, same LoRA key names.
+ARCHITECTURES = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl", "KOALA_700M": "sdxl", "KOALA_1B": "sdxl"}
 TOKENS = 77
 
 

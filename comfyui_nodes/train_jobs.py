@@ -41,6 +41,8 @@ class TrainRequest:
     extra_settings: str = ""
     rewards: list = field(default_factory=list)
     perception: list = field(default_factory=list)
+    #: The checkpoint file the MODEL was loaded from, when the graph says (LoRA metadata ``ss_sd_model_name``).
+    base_model: str = ""
 
 
 def check_dependencies() -> None:
@@ -57,17 +59,39 @@ def extra_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def build_config(request: TrainRequest, architecture: str, run_dir: Path, lora_stem: str, image_folder: Path | None, init_meta: dict | None):
-    """The core ``TrainConfig``: preset of the architecture ← node inputs ← ``extra_settings`` lines."""
+#: Images a registered source (``image_folder = "pocket"``, for trying the node) makes for a ComfyUI run. Every
+#: caption is encoded by the CLIP model before training starts (so it never loads beside the UNet): 256 took
+#: several minutes in ComfyUI on a busy 2-core CPU (fp16 text encoder). ``extra_settings`` may ask for more
+#: (``data.source_images=4096``).
+SOURCE_IMAGES = 64
+
+
+def image_sources() -> list[str]:
+    """Names of the registered procedural image sources (the pocket world's ``pocket``)."""
+    from ..core.data import IMAGE_SOURCES
+    from .feedback_models import ensure_kinds_registered
+
+    ensure_kinds_registered()
+    return sorted(IMAGE_SOURCES)
+
+
+def build_config(request: TrainRequest, architecture: str, run_dir: Path, lora_stem: str, image_folder: Path | str | None, init_meta: dict | None):
+    """The core ``TrainConfig``: preset of the architecture ← node inputs ← ``extra_settings`` lines.
+
+    ``image_folder`` is a folder, the name of a registered image source (``"pocket"``) or ``None``.
+    """
     from ..core.config import ConfigError, TrainConfig, from_dict, merge, parse_override, preset_dict
 
     lora = {"rank": request.rank, "alpha": float(request.alpha), "targets": request.lora_targets}
     if init_meta is not None:  # continue a UniFL LoRA: its shape wins
         lora = {"rank": int(init_meta["ss_network_dim"]), "alpha": float(init_meta["ss_network_alpha"]), "targets": init_meta.get("unifl.lora_targets", request.lora_targets)}
+    data = {"images": str(image_folder) if image_folder else "", "resolution": request.resolution}
+    if isinstance(image_folder, str):
+        data["source_images"] = SOURCE_IMAGES
     inputs = {
         "stage": request.stage,
         "lora": lora,
-        "data": {"images": str(image_folder) if image_folder else "", "resolution": request.resolution},
+        "data": data,
         "optim": {
             "learning_rate": float(request.learning_rate), "max_steps": request.steps, "batch_size": request.batch_size,
             "gradient_accumulation_steps": request.gradient_accumulation, "seed": request.seed,
@@ -161,7 +185,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
     import torch
 
     check_dependencies()
-    from ..core.data import ImageFolderDataset
+    from ..core.data import image_dataset
     from ..core.lora.kohya import read_lora_metadata
     from ..core.training.trainer import TrainerCallbacks, UniFLTrainer
     from .denoiser import ComfyDenoiser, architecture_of, release
@@ -171,7 +195,8 @@ def train_lora(model, clip, vae, request: TrainRequest):
         raise ValueError("clip input is None: this checkpoint has no text encoder; load one with a CLIP loader")
     lora_path = paths.new_lora_path(request.lora_name, request.overwrite)  # refused before any work
     run_dir = paths.run_folder(lora_path)
-    image_folder = paths.input_folder(request.image_folder)
+    source = request.image_folder.strip()
+    image_folder = source if source in image_sources() else paths.input_folder(request.image_folder)
     init_path, init_meta = None, None
     if request.init_lora:
         init_path = paths.lora_file(request.init_lora)
@@ -183,7 +208,8 @@ def train_lora(model, clip, vae, request: TrainRequest):
         config.lora.init_from = str(init_path)  # the trainer loads it through the denoiser's LDM name map
     confine_to_comfyui(config)
 
-    dataset = ImageFolderDataset(image_folder, config.data.resolution) if image_folder else None
+    data = config.data
+    dataset = image_dataset(data.images, data.resolution, data.source_images, data.source_seed) if data.images else None
     prompts = [line.strip() for line in request.prompts.splitlines() if line.strip()] or None
     texts = list(prompts or []) + (dataset.captions() if dataset is not None else [])
     texts += list(config.logging.validation_prompts) or (prompts or texts)[:4]
@@ -206,6 +232,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
     try:
         with torch.inference_mode(False), torch.enable_grad():
             denoiser = ComfyDenoiser(model, clip, vae, texts)
+            denoiser.source = request.base_model
             trainer = UniFLTrainer(config, denoiser=denoiser, callbacks=callbacks, image_dataset=dataset, prompts=prompts)
             result = trainer.train()
             del trainer
@@ -231,7 +258,9 @@ def train_reward_models(pairs: str, backbone: str, output_folder: str, steps: in
     import torch
 
     from ..core.training.aspect_rewards import train_aspect_models
+    from .feedback_models import ensure_kinds_registered
 
+    ensure_kinds_registered()  # the 'pocket' backbone, also when this is the first UniFL node since ComfyUI started
     source = paths.input_path(pairs)
     if source.is_dir():
         source = source / "pairs.jsonl"
@@ -242,7 +271,11 @@ def train_reward_models(pairs: str, backbone: str, output_folder: str, steps: in
     mm.throw_exception_if_processing_interrupted()
     with torch.inference_mode(False), torch.enable_grad():
         results = train_aspect_models(source, out_dir, backbone=backbone.strip(), steps=steps, lr=learning_rate, batch_size=batch_size,
-                                      val_fraction=val_fraction, include_global=global_model, seed=seed, overwrite=overwrite)
+                                      val_fraction=val_fraction, include_global=global_model, seed=seed, overwrite=overwrite,
+                                      should_stop=mm.processing_interrupted)
+    if mm.processing_interrupted():
+        log.warning("UniFL: reward training cancelled; finished aspect models kept: %s", ", ".join(r.aspect for r in results) or "none")
+        mm.throw_exception_if_processing_interrupted()
     lines = ["| aspect | train pairs | held-out pairs | held-out accuracy | α | file |", "|---|---|---|---|---|---|"]
     lines += [f"| {r.aspect} | {r.pairs} | {r.val_pairs} | {r.val_accuracy:.3f} | {r.alpha:.4g} | {name}/{r.path.name} |" for r in results]
     return "\n".join(lines)

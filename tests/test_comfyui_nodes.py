@@ -139,11 +139,16 @@ def test_unsupported_models_are_refused_by_name(host):
     class Flux:
         unet_config = {}
 
+    class Segmind_Vega:  # an SDXL distillation: fewer transformer layers, SDXL's conditioning and key names
+        unet_config = {"in_channels": 4}
+
     saved = model.model.model_config
     model.model.model_config = Flux()
     try:
         with pytest.raises(UnsupportedModel, match="Flux.*Stable Diffusion 1.x/2.x and SDXL"):
             architecture_of(model)
+        model.model.model_config = Segmind_Vega()
+        assert architecture_of(model) == "sdxl"
     finally:
         model.model.model_config = saved
 
@@ -176,11 +181,18 @@ def test_train_stage_1_then_2_into_models_loras(nodes, host, comfy_base):
 
     comfy.sd.NOT_LOADED.clear()
     progress_before = len(comfy.utils.PROGRESS)
-    patched, name, curve = train(nodes, host).args
+    # The queued graph (ComfyUI hands it to the node as a hidden input): checkpoint → LoraLoader → this node.
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15/my-base.safetensors"}},
+        "2": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "lora_name": "style.safetensors", "strength_model": 1.0, "strength_clip": 1.0}},
+        "6": {"class_type": "UniFLTrainLoRA", "inputs": {"model": ["2", 0], "clip": ["2", 1], "vae": ["1", 2]}},
+    }
+    patched, name, curve = train(nodes, host, hidden={"PROMPT": graph, "UNIQUE_ID": "6"}).args
     path = comfy_base / "models" / "loras" / "unifl" / "s1.safetensors"
     assert name == "unifl/s1.safetensors" and path.is_file()
     meta = read_lora_metadata(path)
     assert meta["unifl.stage"] == "1" and meta["unifl.host"] == "comfyui" and meta["ss_base_model_version"] == "sd_v1"
+    assert meta["ss_sd_model_name"] == "my-base.safetensors"
     assert SamplerContract.from_metadata(meta) is not None
     from safetensors.torch import load_file
 
@@ -197,10 +209,43 @@ def test_train_stage_1_then_2_into_models_loras(nodes, host, comfy_base):
     patched2, name2, _ = train(nodes, host, stage="2", lora_name="unifl/s2", init_lora="unifl/s1.safetensors").args
     meta2 = read_lora_metadata(comfy_base / "models" / "loras" / "unifl" / "s2.safetensors")
     assert meta2["unifl.stage"] == "2" and meta2["unifl.sampler.steps"] == "2" and meta2["unifl.sampler.cfg"] == "1.0"
+    assert meta2["ss_sd_model_name"] == ""  # run without a graph (a script): the file name is unknown, not made up
 
     model, sampler, sigmas, cfg, steps, info = run(nodes["UniFLLoadLoRA"], model=host[0], lora_name=name2, strength=1.0).args
     assert (cfg, steps, sampler.name) == (1.0, 2, "euler") and len(sigmas) == 3 and "trailing" in info
     assert len(model.patches) == len(patched2.patches) and comfy.sd.NOT_LOADED == []
+
+
+def test_checkpoint_name_follows_model_links_to_the_loader():
+    from unifl.comfyui_nodes.graph import checkpoint_name
+
+    graph = {
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "sdxl/base.safetensors", "weight_dtype": "default"}},
+        "2": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["1", 0], "sampling": "eps", "zsnr": False}},
+        "3": {"class_type": "UniFLTrainLoRA", "inputs": {"model": ["2", 0]}},
+        "4": {"class_type": "Loop", "inputs": {"model": ["5", 0]}},
+        "5": {"class_type": "Loop", "inputs": {"model": ["4", 0]}},
+        "6": {"class_type": "UniFLTrainLoRA", "inputs": {"model": ["4", 0]}},
+        "7": {"class_type": "UniFLTrainLoRA", "inputs": {"model": ["99", 0]}},
+    }
+    assert checkpoint_name(graph, "3") == "sdxl/base.safetensors"
+    assert checkpoint_name(graph, 3) == "sdxl/base.safetensors"
+    assert checkpoint_name(graph, "6") == checkpoint_name(graph, "7") == checkpoint_name(None, "3") == checkpoint_name(graph, None) == ""
+
+
+def test_pocket_images_train_out_of_the_box(nodes, host, comfy_base):
+    """image_folder = "pocket": the embedded pocket world's captioned images, no folder to prepare."""
+    import json
+
+    from unifl.comfyui_nodes.train_jobs import SOURCE_IMAGES
+
+    train(nodes, host, lora_name="unifl/pocket_data", image_folder="pocket", steps=1)
+    assert (comfy_base / "models" / "loras" / "unifl" / "pocket_data.safetensors").is_file()
+    run_dir = next((comfy_base / "output" / "unifl_runs").glob("pocket_data-*"))
+    data = json.loads(next(run_dir.glob("checkpoints/step-*/state.json")).read_text())["config"]["data"]
+    assert data["images"] == "pocket" and data["source_images"] == SOURCE_IMAGES
+    with pytest.raises(FileNotFoundError, match="input directory"):
+        train(nodes, host, lora_name="unifl/no_data", image_folder="no_such_folder")
 
 
 def test_interrupt_stops_training_cleanly(nodes, host, comfy_base):
@@ -224,7 +269,9 @@ def test_lora_names_stay_inside_the_lora_folder(comfy_base):
     assert paths.new_lora_path("unifl/ok.safetensors", overwrite=False).name == "ok.safetensors"
 
 
-def test_train_reward_models_from_pairs(nodes, comfy_base):
+@pytest.fixture(scope="module")
+def pair_folder(comfy_base):
+    """input/pairs: six preference pairs (random 16 px images), aspects colour and detail."""
     import json
 
     from PIL import Image
@@ -238,6 +285,10 @@ def test_train_reward_models_from_pairs(nodes, comfy_base):
             Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}{side}.png")
         rows.append({"prompt": "a red cat", "image_a": f"{i}a.png", "image_b": f"{i}b.png", "preferred": "a", "aspect": "color" if i % 2 else "detail"})
     (folder / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return folder
+
+
+def test_train_reward_models_from_pairs(nodes, comfy_base, pair_folder):
     inputs = dict(pairs="pairs", backbone="pocket", output_folder="mine", steps=2, learning_rate=1e-3, batch_size=2, val_fraction=0.3, global_model=False, seed=0, overwrite=False)
     out = run(nodes["UniFLTrainRewardModel"], **inputs)
     report = out.args[0]
@@ -248,3 +299,41 @@ def test_train_reward_models_from_pairs(nodes, comfy_base):
     assert (loaded.kind, loaded.aspect) == ("pocket-reward", "color") and loaded.threshold is not None
     with pytest.raises(FileExistsError):
         run(nodes["UniFLTrainRewardModel"], **inputs)
+
+
+def test_reward_training_registers_the_pocket_backbone_itself(nodes, comfy_base, pair_folder, monkeypatch):
+    """The first UniFL node after ComfyUI starts may be this one: no loader has registered the pocket world yet."""
+    from unifl.core.training import aspect_rewards
+    from unifl.pocket import plugin
+
+    monkeypatch.setattr(aspect_rewards, "REWARD_BACKBONES", {})
+    monkeypatch.setattr(plugin, "_registered", False)
+    report = run(nodes["UniFLTrainRewardModel"], pairs="pairs", backbone="pocket", output_folder="first_node", steps=1, learning_rate=1e-3, batch_size=2,
+                 val_fraction=0.3, global_model=False, seed=0, overwrite=False).args[0]
+    assert "| color |" in report and "pocket" in aspect_rewards.REWARD_BACKBONES
+
+
+def test_cancel_stops_reward_training_within_a_step(nodes, comfy_base, pair_folder):
+    """ComfyUI's Cancel during the first optimizer step: the node stops after that step and saves nothing."""
+    from unifl.core.training.aspect_rewards import REWARD_BACKBONES, register_reward_backbone
+    from unifl.pocket.rewards import MODEL_RESOLUTION, AspectReward
+
+    steps_run = []
+
+    class CancelledDuringFirstStep(AspectReward):
+        def forward(self, images, prompts):
+            if self.training:  # a training step (accuracy and α are scored in eval mode)
+                steps_run.append(len(images))
+                mm.interrupt_current_processing(True)  # what POST /interrupt does
+            return super().forward(images, prompts)
+
+    register_reward_backbone("test-cancel", CancelledDuringFirstStep, kind="pocket-reward", resolution=MODEL_RESOLUTION)
+    inputs = dict(pairs="pairs", backbone="test-cancel", output_folder="cancelled", steps=500, learning_rate=1e-3, batch_size=2, val_fraction=0.3, global_model=False, seed=0, overwrite=False)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run(nodes["UniFLTrainRewardModel"], **inputs)
+    finally:
+        mm.interrupt_current_processing(False)
+        del REWARD_BACKBONES["test-cancel"]
+    assert len(steps_run) == 1
+    assert not list((comfy_base / "models" / "unifl" / "rewards" / "cancelled").glob("*.safetensors"))

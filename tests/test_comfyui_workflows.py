@@ -9,10 +9,17 @@ reduced ``/object_info``), UniFL's from their schemas (ComfyUI's own imports stu
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 STUB = Path(__file__).resolve().parent / "comfyui_stub"
 if str(STUB) not in sys.path:
@@ -28,9 +35,19 @@ def info():
     return wf.node_info()
 
 
-def test_every_workflow_has_ui_and_api_files():
+def test_every_workflow_has_ui_and_api_files_and_a_thumbnail():
     assert {p.stem for p in wf.WORKFLOWS.glob("*.json")} == set(NAMES)
     assert {p.stem for p in wf.API.glob("*.json")} == set(NAMES)
+    # The Templates browser's card image is <name>.jpg beside <name>.json (made by tests/comfyui_stub/thumbnails.py).
+    assert {p.stem for p in wf.WORKFLOWS.glob("*.jpg")} == set(NAMES)
+    for name in NAMES:
+        path = wf.WORKFLOWS / f"{name}.jpg"
+        with Image.open(path) as image:
+            assert (image.format, image.size) == ("JPEG", (384, 384)), name
+        assert 5_000 < path.stat().st_size < 64_000, f"{name}.jpg is {path.stat().st_size} bytes"
+    # The file name is the card's title (the frontend reads none from the file): numbered, readable, portable.
+    for name in NAMES:
+        assert re.fullmatch(r"UniFL [1-9] - [A-Za-z0-9 ()+-]+", name), name
     # ComfyUI's template browser lists <pack>/workflows/*.json (example_workflows/ too); API twins sit one level down so
     # they are not offered as (broken) UI workflows.
     assert wf.WORKFLOWS.name == "workflows" and wf.API.parent == wf.WORKFLOWS
@@ -67,3 +84,43 @@ def test_third_party_ids_only_where_documented():
             notes = next(n for n in json.loads((wf.WORKFLOWS / f"{name}.json").read_text())["nodes"] if n["type"] == "Note")["widgets_values"][0]
             assert "ComfyUI-AnimateDiff-Evolved" in notes, f"{name} uses {used} but does not say it needs the pack"
     assert any({n["class_type"] for n in json.loads((wf.API / f"{name}.json").read_text()).values()} & set(wf.THIRD_PARTY) for name in NAMES)
+
+
+def model_entries(name: str) -> dict[str, dict]:
+    """``properties.models`` of the UI workflow's nodes, by file name."""
+    ui = json.loads((wf.WORKFLOWS / f"{name}.json").read_text())
+    entries = {}
+    for node in ui["nodes"]:
+        for model in node["properties"].get("models", []):
+            # The frontend's schema (zModelFile, 1.27): name, url (a URL), directory; it only lists an entry whose
+            # name is the node's current widget value, and only when the file is not in that folder.
+            assert set(model) == {"name", "url", "directory"} and re.match(r"https://[^ ]+$", model["url"]), model
+            assert model["name"] in node["widgets_values"], (name, node["type"], model)
+            entries[model["name"]] = model
+    return entries
+
+
+def test_prerequisites_are_model_entries_the_frontend_lists():
+    stage1, stage2 = wf.S1 + ".safetensors", wf.S2 + ".safetensors"
+    for name in NAMES:
+        entries = model_entries(name)
+        graph = json.loads((wf.API / f"{name}.json").read_text())
+        if any(n["class_type"] == "CheckpointLoaderSimple" for n in graph.values()):
+            assert entries[wf.CKPT]["directory"] == "checkpoints" and entries[wf.CKPT]["url"].startswith("https://huggingface.co/")
+    for name in (wf.FOUR_STEP, wf.CONTROLNET, wf.ANIMATEDIFF):
+        assert model_entries(name)[stage2] == {"name": stage2, "url": wf.HOW_TO_TRAIN, "directory": "loras"}, name
+    assert model_entries(wf.TRAIN_2)[stage1]["directory"] == "loras"
+    assert model_entries(wf.CONTROLNET)[wf.CONTROLNET_FILE]["directory"] == "controlnet"
+    assert model_entries(wf.ANIMATEDIFF)[wf.MOTION_MODULE]["directory"] == "animatediff_models"
+    assert model_entries(wf.SCORE) == {}
+    assert wf.HOW_TO_TRAIN.startswith(tomllib.loads((wf.ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"])
+
+
+def test_training_workflows_need_no_hand_made_folder():
+    """Their real images are the embedded pocket world ('pocket', a registered image source), so they run as shipped."""
+    from unifl.core.data import IMAGE_SOURCES
+
+    for name in (wf.TRAIN_1, wf.TRAIN_2):
+        graph = json.loads((wf.API / f"{name}.json").read_text())
+        folders = [n["inputs"]["image_folder"] for n in graph.values() if n["class_type"] == "UniFLTrainLoRA"]
+        assert folders == ["pocket"] and "pocket" in IMAGE_SOURCES, name

@@ -138,6 +138,21 @@ def test_training_is_deterministic_from_the_seed():
     assert runs[0] == runs[1]
 
 
+def test_should_stop_ends_training_after_the_step_in_progress():
+    asked = []
+
+    def stop_before_the_fourth_step():
+        asked.append(True)
+        return len(asked) == 4
+
+    model = Brightness(-1.0)
+    log = train_reward_model(model, brightness_pairs(64), steps=100, lr=0.05, batch_size=16, progress=False, should_stop=stop_before_the_fourth_step)
+    assert log.stopped and len(log.losses) == len(log.accuracies) == 3 and len(asked) == 4
+    assert model.weight.item() != -1.0 and not model.training  # the steps taken stay in the model, left in eval mode
+    finished = train_reward_model(Brightness(-1.0), brightness_pairs(64), steps=3, lr=0.05, batch_size=16, progress=False, should_stop=lambda: False)
+    assert not finished.stopped and len(finished.losses) == 3
+
+
 def test_streams_augmentation_and_their_errors():
     batches = [brightness_pairs(8, seed=s) for s in range(5)]
     seen = []

@@ -63,6 +63,18 @@ def test_trains_one_model_per_aspect_and_a_global_one(pair_file, tmp_path):
         train_aspect_models(pair_file, tmp_path / "rewards", backbone="pocket", steps=1, resolution=32)
 
 
+def test_a_stop_keeps_the_finished_aspects_and_drops_the_one_in_training(pair_file, tmp_path):
+    asked = []
+
+    def stop_in_the_second_aspect():
+        asked.append(True)
+        return len(asked) == 5 + 3  # 5 steps of "color", then 2 steps of "detail"
+
+    results = train_aspect_models(pair_file, tmp_path / "rewards", backbone="pocket", steps=5, batch_size=8, resolution=32, should_stop=stop_in_the_second_aspect)
+    assert [r.aspect for r in results] == ["color"] and len(asked) == 8
+    assert sorted(p.name for p in (tmp_path / "rewards").glob("*")) == ["color.safetensors"]
+
+
 def test_bad_rows_are_listed_with_line_numbers(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "image_a": "a.png", "image_b": "b.png", "preferred": "c", "aspect": "color"}\nnot json\n{"prompt": "x"}\n')

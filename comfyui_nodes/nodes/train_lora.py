@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from .. import paths
+from ..graph import checkpoint_name
 
 CATEGORY = "UniFL/training"
 REWARD_SLOTS = 4
@@ -34,7 +35,7 @@ class UniFLTrainLoRA(io.ComfyNode):
                 io.Combo.Input("stage", options=["1", "2"], default="1", tooltip="1: quality (PeFL + decoupled aesthetic). 2: few-step acceleration (adversarial + aesthetic)."),
                 io.String.Input("lora_name", default="unifl/unifl_stage1", tooltip="File name under models/loras (sub-folders allowed), without .safetensors."),
                 io.String.Input("prompts", multiline=True, default="", tooltip="Prompts for aesthetic rollouts, one per line. Empty: the captions of the images."),
-                io.String.Input("image_folder", default="", tooltip="Folder of real images with a .txt caption each (+ .instances.png/.json, .semantic.png masks for PeFL structure/layout), inside ComfyUI's input directory (an absolute path must lie inside ComfyUI's folders). Needed by PeFL, stage 2 and the denoising regulariser."),
+                io.String.Input("image_folder", default="pocket", tooltip="Real images for PeFL, stage 2 and the denoising regulariser. 'pocket': the embedded pocket world's captioned shape images with exact masks (works out of the box; to try the node). Or a folder of your images with a .txt caption each (+ .instances.png/.json, .semantic.png masks for PeFL structure/layout), inside ComfyUI's input directory (an absolute path must lie inside ComfyUI's folders)."),
                 io.Int.Input("steps", default=500, min=1, max=1000000, tooltip="Optimizer steps."),
                 io.Float.Input("learning_rate", default=5e-5, min=0.0, max=1.0, step=1e-6, round=1e-7, tooltip="AdamW learning rate of the LoRA."),
                 io.Int.Input("rank", default=16, min=1, max=512, tooltip="LoRA rank."),
@@ -57,6 +58,7 @@ class UniFLTrainLoRA(io.ComfyNode):
                 io.String.Output(display_name="lora_name", tooltip="The LoRA's name in LoraLoader's list."),
                 io.Image.Output(display_name="loss_curve"),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],  # the checkpoint's file name, for the LoRA's ss_sd_model_name
             is_output_node=True,
         )
 
@@ -74,6 +76,7 @@ class UniFLTrainLoRA(io.ComfyNode):
             extra_settings=extra_settings,
             rewards=[models[f"reward_{i}"] for i in range(1, REWARD_SLOTS + 1) if models.get(f"reward_{i}") is not None],
             perception=[models[f"perception_{i}"] for i in range(1, PERCEPTION_SLOTS + 1) if models.get(f"perception_{i}") is not None],
+            base_model=checkpoint_name(cls.hidden.prompt, cls.hidden.unique_id) if cls.hidden is not None else "",
         )
         patched, name, curve = train_lora(model, clip, vae, request)
         return io.NodeOutput(patched, name, curve)

@@ -87,8 +87,14 @@ def train_aspect_models(
     pairs_file: str | Path, out_dir: str | Path, *, backbone: str, steps: int = 500, lr: float = 2e-3, batch_size: int = 32,
     val_fraction: float = 0.1, val_file: str | Path | None = None, alpha_quantiles: dict[str, float] | None = None,
     include_global: bool = False, resolution: int | None = None, seed: int = 0, overwrite: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[AspectResult]:
-    """One reward model per aspect of ``pairs_file`` (plus ``global.safetensors`` if asked), in ``out_dir``."""
+    """One reward model per aspect of ``pairs_file`` (plus ``global.safetensors`` if asked), in ``out_dir``.
+
+    ``should_stop`` (a host's cancel button) is asked before every training step: when it answers True,
+    the aspect in training is dropped unsaved (a half-trained model with a threshold would look finished)
+    and the aspects finished before it are returned.
+    """
     out_dir = Path(out_dir)
     resolution = resolution or native_resolution(backbone)
     train_sets = read_pairs(pairs_file, resolution)
@@ -116,7 +122,9 @@ def train_aspect_models(
         model.requires_grad_(False)
         for p in (model.head.parameters() if kind == "clip-reward" else model.parameters()):
             p.requires_grad_(True)
-        train_reward_model(model, train, steps=steps, lr=lr, batch_size=min(batch_size, len(train)), seed=seed, progress=f"reward {aspect}")
+        log = train_reward_model(model, train, steps=steps, lr=lr, batch_size=min(batch_size, len(train)), seed=seed, progress=f"reward {aspect}", should_stop=should_stop)
+        if log.stopped:
+            break
         accuracy = pair_accuracy(model, val_sets[aspect])
         quantile = (alpha_quantiles or {}).get(aspect)
         alpha = derive_alpha(model, val_sets[aspect], quantile=quantile)

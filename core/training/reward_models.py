@@ -150,6 +150,8 @@ class TrainingLog:
 
     losses: list[float]
     accuracies: list[float]
+    #: True when ``should_stop`` ended the run before its last step (``len(losses)`` steps were taken).
+    stopped: bool = False
 
     def recent(self, steps: int = 50) -> tuple[float, float]:
         """Mean loss and accuracy over the last ``steps`` steps."""
@@ -170,6 +172,7 @@ def train_reward_model(
     augment: Augment | None = None,
     seed: int = 0,
     progress: bool | str = True,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainingLog:
     """Fit ``model`` with the Bradley–Terry loss for ``steps`` AdamW steps; returns the per-step log.
 
@@ -183,6 +186,8 @@ def train_reward_model(
         warmup_steps: linear warm-up, then cosine decay to zero (default: 5 % of ``steps``).
         augment: ``augment(batch, generator) -> batch``, applied to every training batch.
         progress: a tqdm bar (its description when a string).
+        should_stop: asked before every step (a host's cancel button); when it answers True the run ends
+            there, the model keeps the steps taken and the log says ``stopped``.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -201,6 +206,9 @@ def train_reward_model(
     model.train()
     bar = progress_bar(range(steps), desc=progress if isinstance(progress, str) else "reward", disable=progress is False, dynamic_ncols=True)
     for step in bar:
+        if should_stop is not None and should_stop():
+            log.stopped = True
+            break
         try:
             batch = next(source)
         except StopIteration:

@@ -8,7 +8,12 @@ v1-5 shape (860M-parameter UNet). The VAE and CLIP ViT-L text encoder are always
 builds those from fixed configs). Built with diffusers/transformers from the configs shipped in
 ``core/diffusion/model_configs/sd15`` and converted with ``tests/ldm_keys.py``; weights are seeded, fp16.
 
-    python tests/comfyui_stub/random_sd15.py OUT.safetensors [--size small|full]
+``build_sdxl`` makes the SDXL-family counterpart: ComfyUI tells SDXL models apart by their transformer
+depths, and the smallest SDXL shape it knows is Segmind-Vega's (``Segmind_Vega``, UNet ~745M parameters
+with SDXL's conditioning: two text encoders, pooled output and size embeddings). Its CLIP-L and OpenCLIP
+bigG text encoders and the VAE are full size (fixed configs in ComfyUI), so the file is ~3.3 GB in fp16.
+
+    python tests/comfyui_stub/random_sd15.py OUT.safetensors [--size small|full|sdxl-vega]
 """
 
 from __future__ import annotations
@@ -52,14 +57,6 @@ def build(out: str | Path, size: str = "small", seed: int = 0) -> Path:
     return out
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out")
-    parser.add_argument("--size", default="small", choices=["small", "full"])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(build(args.out, args.size, args.seed))
-
 
 def build_controlnet(out: str | Path, size: str = "small", seed: int = 1) -> Path:
     """A random SD1.5 ControlNet matching :func:`build`'s UNet, in the original (LDM) key layout.
@@ -100,3 +97,44 @@ def build_controlnet(out: str | Path, size: str = "small", seed: int = 1) -> Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(out_state, str(out))
     return out
+
+
+#: Segmind-Vega's transformer depths (ComfyUI's ``Segmind_Vega``: [0, 0, 1, 1, 2, 2] per input block).
+VEGA_UNET = {"transformer_layers_per_block": [1, 1, 2]}
+
+
+def build_sdxl(out: str | Path, seed: int = 0) -> Path:
+    """A random-weight SDXL-family checkpoint (SGM single-file layout) that ComfyUI loads as ``Segmind_Vega``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from ldm_keys import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+    configs = ROOT / "core" / "diffusion" / "model_configs" / "sdxl"
+    text_config = lambda folder: CLIPTextConfig(**{k: v for k, v in json.loads((configs / folder / "config.json").read_text()).items() if not k.startswith("_")})  # noqa: E731
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config({**json.loads((configs / "unet" / "config.json").read_text()), **VEGA_UNET}).half()
+    state = unet_to_ldm(unet.state_dict(), unet.config)
+    del unet
+    vae = AutoencoderKL.from_config(json.loads((configs / "vae" / "config.json").read_text())).half()
+    state.update(vae_to_ldm(vae.state_dict(), vae.config))
+    state.update(clip_to_ldm(CLIPTextModel(text_config("text_encoder")).half().state_dict(), "conditioner.embedders.0.transformer."))
+    state.update(open_clip_to_ldm(CLIPTextModelWithProjection(text_config("text_encoder_2")).half().state_dict()))
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"unifl.test": f"random SDXL-family (Segmind-Vega shape), seed {seed}"})
+    tmp.replace(out)
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--size", default="small", choices=["small", "full", "sdxl-vega"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(build_sdxl(args.out, args.seed) if args.size == "sdxl-vega" else build(args.out, args.size, args.seed))

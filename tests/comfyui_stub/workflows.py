@@ -11,6 +11,13 @@ Each workflow is defined once here in API format (what ``POST /prompt`` takes); 
 Regenerate after changing a workflow or a node's inputs (then commit both folders)::
 
     .venv/bin/python tests/comfyui_stub/workflows.py            # writes workflows/*.json and api/*.json
+    .venv/bin/python tests/comfyui_stub/thumbnails.py           # the Templates browser's workflows/*.jpg
+
+File names are the titles: ComfyUI's Templates browser (frontend 1.27) shows a pack's workflow under its
+file name and fetches ``<name>.jpg`` beside it as the card's thumbnail; it reads no title from the file or
+an index. The model files a workflow needs are listed in the UI file the frontend's way (``properties.models``
+of the node that selects the file: name, folder, where to get it), so opening a template names what is
+missing; :data:`MODEL_FILES` holds them.
 """
 
 from __future__ import annotations
@@ -47,10 +54,34 @@ THIRD_PARTY = {
     },
 }
 
-CKPT = "v1-5-pruned-emaonly.safetensors"
+#: The workflows' titles, which are their file names (see the module docstring); numbered in the order to run them.
+SCORE = "UniFL 1 - Score images per aspect"
+TRAIN_1 = "UniFL 2 - Train stage 1 (quality)"
+TRAIN_2 = "UniFL 3 - Train stage 2 (4-step)"
+FOUR_STEP = "UniFL 4 - 4-step generation"
+CONTROLNET = "UniFL 5 - 4-step with ControlNet"
+ANIMATEDIFF = "UniFL 6 - 4-step with AnimateDiff"
+
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
+CONTROLNET_FILE = "control_v11p_sd15_canny_fp16.safetensors"
+MOTION_MODULE = "mm_sd_v15_v2.ckpt"
 PROMPT = "a photo of a red fox in a snowy forest, golden hour, detailed fur"
 TRAIN_PROMPTS = "a photo of a red fox in a snowy forest\na bowl of ramen on a wooden table, soft window light\na lighthouse on a cliff at dusk, dramatic sky\na portrait of an old fisherman, film grain"
 S1, S2 = "unifl/unifl_stage1", "unifl/unifl_stage2"
+#: Where the README says how the UniFL LoRAs are made (the frontend needs a URL for every model entry).
+HOW_TO_TRAIN = "https://github.com/unifl-pack/unifl#in-comfyui"
+
+#: (node class, widget, file) → (ComfyUI model folder, URL) of every model file the workflows select, written
+#: into the UI files as ``properties.models`` (frontend 1.27 format: name, url, directory). The frontend lists
+#: the ones missing when a workflow opens (offering a download from huggingface.co/civitai.com); the UniFL
+#: LoRAs have no download: their URL is the README section that says which workflows make them.
+MODEL_FILES = {
+    ("CheckpointLoaderSimple", "ckpt_name", CKPT): ("checkpoints", "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors"),
+    ("ControlNetLoader", "control_net_name", CONTROLNET_FILE): ("controlnet", "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/control_v11p_sd15_canny_fp16.safetensors"),
+    ("ADE_AnimateDiffLoaderGen1", "model_name", MOTION_MODULE): ("animatediff_models", "https://huggingface.co/guoyww/animatediff/resolve/main/mm_sd_v15_v2.ckpt"),
+    ("UniFLLoadLoRA", "lora_name", S2 + ".safetensors"): ("loras", HOW_TO_TRAIN),
+    ("UniFLTrainLoRA", "init_lora", S1 + ".safetensors"): ("loras", HOW_TO_TRAIN),
+}
 
 
 # -- node interfaces ----------------------------------------------------------------------------------
@@ -194,6 +225,8 @@ def api_to_ui(graph: dict, info: dict, notes: str) -> dict:
             if to == node_id:
                 links.append([link_id, int(source), slot, int(to), [i["name"] for i in inputs].index(name), info[graph[source]["class_type"]]["outputs"][slot]])
         outs = [{"name": t, "type": t, "links": [l for l, s, sl, _, _ in raw if s == node_id and sl == i], "slot_index": i} for i, t in enumerate(spec["outputs"])]
+        models = [{"name": value, "url": url, "directory": directory} for (kind, name, value), (directory, url) in MODEL_FILES.items()
+                  if kind == node["class_type"] and node["inputs"].get(name) == value]
         multiline = sum(1 for name, kind, *_ in spec["inputs"] if kind == "STRING" and "\n" in str(node["inputs"].get(name, "")) or name in ("prompts", "extra_settings", "prompt", "text"))
         height = 40 + 22 * max(len([i for i in inputs if "widget" not in i]), len(outs)) + 26 * len(widgets) + 70 * multiline
         top = rows.get(depth[node_id], 40)
@@ -201,7 +234,7 @@ def api_to_ui(graph: dict, info: dict, notes: str) -> dict:
         nodes.append({
             "id": int(node_id), "type": node["class_type"], "pos": [40 + 420 * depth[node_id], top], "size": [380, height],
             "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outs,
-            "properties": {"Node name for S&R": node["class_type"], **({"cnr_id": "comfy-core", "ver": "0.3.64"} if spec["source"] == "core" else {})},
+            "properties": {"Node name for S&R": node["class_type"], **({"cnr_id": "comfy-core", "ver": "0.3.64"} if spec["source"] == "core" else {}), **({"models": models} if models else {})},
             "widgets_values": widgets,
         })
     note_id = max(int(n) for n in graph) + 1
@@ -221,7 +254,7 @@ def _reward(name: str) -> dict:
 def _train(stage: str, lora: str, init: str, rewards: list[str], perception: list[str]) -> dict:
     inputs = {
         "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "stage": stage, "lora_name": lora, "prompts": TRAIN_PROMPTS,
-        "image_folder": "unifl_data", "steps": 500, "learning_rate": 5e-05, "rank": 16, "alpha": 16.0, "lora_targets": "attention",
+        "image_folder": "pocket", "steps": 500, "learning_rate": 5e-05, "rank": 16, "alpha": 16.0, "lora_targets": "attention",
         "resolution": 512, "batch_size": 1, "gradient_accumulation": 1, "seed": 0, "mixed_precision": "no", "gradient_checkpointing": True,
         "init_lora": init, "overwrite": False, "extra_settings": "",
     }
@@ -240,13 +273,13 @@ def definitions() -> dict[str, tuple[dict, str]]:
     sampler_custom = lambda model, cfg, sampler, sigmas, pos="3", neg="4", lat="5": {"class_type": "SamplerCustom", "inputs": {  # noqa: E731
         "model": model, "add_noise": True, "noise_seed": 0, "cfg": cfg, "positive": [pos, 0], "negative": [neg, 0], "sampler": sampler, "sigmas": sigmas, "latent_image": [lat, 0]}}
     out = {}
-    out["unifl_score_images"] = ({
+    out[SCORE] = ({
         "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
         "2": _reward("builtin/colorfulness"), "3": _reward("builtin/sharpness"), "4": _reward("builtin/exposure"),
         "5": {"class_type": "UniFLScoreImages", "inputs": {"images": ["1", 0], "prompt": "", "reward_1": ["2", 0], "reward_2": ["3", 0], "reward_3": ["4", 0]}},
         "6": {"class_type": "PreviewAny", "inputs": {"source": ["5", 0]}},
-    }, "Score images per aspect with UniFL reward models. builtin/* are weight-free statistics (colourfulness, sharpness, exposure); put learned aspect reward models (.safetensors) into models/unifl/rewards and pick them in the loaders. The table shows each image's scores and each model's hinge threshold α.")
-    out["unifl_train_stage1"] = ({
+    }, "Score images per aspect with UniFL reward models. Needs no model file. builtin/* are weight-free statistics (colourfulness, sharpness, exposure); put learned aspect reward models (.safetensors) into models/unifl/rewards and pick them in the loaders. The table shows each image's scores and each model's hinge threshold α.")
+    out[TRAIN_1] = ({
         "1": ckpt,
         "2": _reward("builtin/colorfulness"), "3": _reward("builtin/sharpness"), "4": _reward("builtin/exposure"),
         "5": {"class_type": "UniFLLoadPerceptionModel", "inputs": {"model_name": "builtin/random-features", "aspect": "auto", "weight": 1.0, "kind": "auto"}},
@@ -256,8 +289,8 @@ def definitions() -> dict[str, tuple[dict, str]]:
         "11": {"class_type": "KSampler", "inputs": {"model": ["6", 0], "seed": 0, "steps": 20, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "ddim_uniform", "positive": ["8", 0], "negative": ["9", 0], "latent_image": ["10", 0], "denoise": 1.0}},
         "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["1", 2]}},
         "13": {"class_type": "SaveImage", "inputs": {"images": ["12", 0], "filename_prefix": "unifl/stage1"}},
-    }, "UniFL stage 1 (quality): perceptual feedback on real images + decoupled aesthetic feedback, trained as a LoRA on the loaded checkpoint. Put images with a .txt caption each into ComfyUI/input/unifl_data (optional .instances.png/.json and .semantic.png masks for the structure/layout perception models). The LoRA is saved to models/loras/unifl/unifl_stage1.safetensors (LoraLoader lists it after Refresh); the KSampler then samples with it (20 DDIM steps, leading spacing = ddim_uniform, CFG 7.5: the stage-1 sampler contract).")
-    out["unifl_train_stage2"] = ({
+    }, "UniFL stage 1 (quality): perceptual feedback on real images + decoupled aesthetic feedback, trained as a LoRA on the loaded checkpoint (NEEDS an SD1.5 checkpoint in models/checkpoints; the one named downloads from the missing-models dialog). Real images: image_folder 'pocket' is the embedded pocket world's captioned shapes, so the workflow runs as it is; for your own style put images with a .txt caption each into a folder of ComfyUI/input, e.g. unifl_data, and type its name (optional .instances.png/.json and .semantic.png masks for the structure/layout perception models). The LoRA is saved to models/loras/unifl/unifl_stage1.safetensors (LoraLoader lists it after Refresh); the KSampler then samples with it (20 DDIM steps, leading spacing = ddim_uniform, CFG 7.5: the stage-1 sampler contract).")
+    out[TRAIN_2] = ({
         "1": ckpt, "2": _reward("builtin/colorfulness"), "3": _reward("builtin/sharpness"), "4": _reward("builtin/exposure"),
         "6": _train("2", S2, S1 + ".safetensors", ["2", "3", "4"], []),
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 2]}},
@@ -267,8 +300,8 @@ def definitions() -> dict[str, tuple[dict, str]]:
         "13": sampler_custom(["6", 0], 1.0, ["11", 0], ["12", 0], "8", "9", "10"),
         "14": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["1", 2]}},
         "15": {"class_type": "SaveImage", "inputs": {"images": ["14", 0], "filename_prefix": "unifl/stage2"}},
-    }, "UniFL stage 2 (4-step acceleration): adversarial feedback (the discriminator starts from the 'detail' reward model, here builtin/sharpness) + decoupled aesthetic feedback, continuing the stage-1 LoRA (init_lora). Saved to models/loras/unifl/unifl_stage2.safetensors, then sampled in 4 steps without CFG with the UniFL sampler and sigmas (timesteps 999, 749, 499, 249).")
-    out["unifl_4step_generation"] = ({
+    }, "UniFL stage 2 (4-step acceleration). NEEDS models/loras/unifl/unifl_stage1.safetensors: run 'UniFL 2 - Train stage 1' first (or set init_lora to (none) to train stage 2 alone). Adversarial feedback (the discriminator starts from the 'detail' reward model, here builtin/sharpness) + decoupled aesthetic feedback, continuing the stage-1 LoRA (init_lora), on the same real images as stage 1 (image_folder). Saved to models/loras/unifl/unifl_stage2.safetensors, then sampled in 4 steps without CFG with the UniFL sampler and sigmas (timesteps 999, 749, 499, 249).")
+    out[FOUR_STEP] = ({
         "1": ckpt,
         "2": {"class_type": "UniFLLoadLoRA", "inputs": {"model": ["1", 0], "lora_name": S2 + ".safetensors", "strength": 1.0}},
         "3": _text(PROMPT), "4": _text(""), "5": latent,
@@ -276,27 +309,27 @@ def definitions() -> dict[str, tuple[dict, str]]:
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "unifl/4step"}},
         "9": {"class_type": "PreviewAny", "inputs": {"source": ["2", 5]}},
-    }, "4-step generation with a UniFL stage-2 LoRA: 'Load UniFL LoRA' applies the LoRA and outputs the sampler, sigmas and CFG stored in the file (4 DDIM steps, trailing spacing, CFG 1: 4 UNet calls per image). The plain KSampler equivalent is shown in the info text (sampler ddim, scheduler simple, 4 steps, CFG 1).")
-    out["unifl_4step_controlnet"] = ({
-        **{k: v for k, v in out["unifl_4step_generation"][0].items() if k != "6"},
-        "10": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "control_v11p_sd15_canny.pth"}},
+    }, "4-step generation with a UniFL stage-2 LoRA. NEEDS models/loras/unifl/unifl_stage2.safetensors: run 'UniFL 2 - Train stage 1' and then 'UniFL 3 - Train stage 2' first (or pick another UniFL stage-2 LoRA in 'Load UniFL LoRA'). 'Load UniFL LoRA' applies the LoRA and outputs the sampler, sigmas and CFG stored in the file (4 DDIM steps, trailing spacing, CFG 1: 4 UNet calls per image). The plain KSampler equivalent is shown in the info text (sampler ddim, scheduler simple, 4 steps, CFG 1).")
+    out[CONTROLNET] = ({
+        **{k: v for k, v in out[FOUR_STEP][0].items() if k != "6"},
+        "10": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET_FILE}},
         "11": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
         "12": {"class_type": "ControlNetApplyAdvanced", "inputs": {"positive": ["3", 0], "negative": ["4", 0], "control_net": ["10", 0], "image": ["11", 0], "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "vae": ["1", 2]}},
         "6": sampler_custom(["2", 0], ["2", 3], ["2", 1], ["2", 2], "12", "12"),
-    }, "4-step generation with a UniFL LoRA plus an SD1.5 ControlNet (any SD1.5 ControlNet in models/controlnet; feed it a matching control image, e.g. canny edges). The UniFL LoRA and the ControlNet combine as usual; sampling stays 4 steps without CFG.")
-    out["unifl_4step_controlnet"][0]["6"]["inputs"]["negative"] = ["12", 1]
-    out["unifl_4step_animatediff"] = ({
+    }, "4-step generation with a UniFL LoRA plus an SD1.5 ControlNet. NEEDS models/loras/unifl/unifl_stage2.safetensors: run 'UniFL 2 - Train stage 1' and then 'UniFL 3 - Train stage 2' first (or pick another UniFL stage-2 LoRA in 'Load UniFL LoRA'). Also NEEDS an SD1.5 ControlNet in models/controlnet (the canny one named downloads from the missing-models dialog; feed it a matching control image, e.g. canny edges). The UniFL LoRA and the ControlNet combine as usual; sampling stays 4 steps without CFG.")
+    out[CONTROLNET][0]["6"]["inputs"]["negative"] = ["12", 1]
+    out[ANIMATEDIFF] = ({
         "1": ckpt,
         "2": {"class_type": "UniFLLoadLoRA", "inputs": {"model": ["1", 0], "lora_name": S2 + ".safetensors", "strength": 1.0}},
         "3": _text(PROMPT), "4": _text(""),
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 16}},
         "10": {"class_type": "ADE_StandardUniformContextOptions", "inputs": {"context_length": 16, "context_stride": 1, "context_overlap": 4, "fuse_method": "pyramid", "use_on_equal_length": False, "start_percent": 0.0, "guarantee_steps": 1}},
-        "11": {"class_type": "ADE_AnimateDiffLoaderGen1", "inputs": {"model": ["2", 0], "model_name": "mm_sd_v15_v2.ckpt", "beta_schedule": "autoselect", "context_options": ["10", 0]}},
+        "11": {"class_type": "ADE_AnimateDiffLoaderGen1", "inputs": {"model": ["2", 0], "model_name": MOTION_MODULE, "beta_schedule": "autoselect", "context_options": ["10", 0]}},
         "12": {"class_type": "UniFLFewStepSigmas", "inputs": {"model": ["11", 0], "steps": 4, "spacing": "trailing"}},
         "6": sampler_custom(["11", 0], ["2", 3], ["2", 1], ["12", 0]),
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "8": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["7", 0], "filename_prefix": "unifl/animatediff", "fps": 8.0, "lossless": False, "quality": 85, "method": "default"}},
-    }, "4-step AnimateDiff with a UniFL LoRA. NEEDS the third-party pack ComfyUI-AnimateDiff-Evolved (Kosinkadink) and an SD1.5 motion module in its models folder. The sigmas are taken from the AnimateDiff-patched model (its beta schedule), 4 trailing steps, CFG from the LoRA (1.0).")
+    }, "4-step AnimateDiff with a UniFL LoRA. NEEDS models/loras/unifl/unifl_stage2.safetensors: run 'UniFL 2 - Train stage 1' and then 'UniFL 3 - Train stage 2' first (or pick another UniFL stage-2 LoRA in 'Load UniFL LoRA'). Also NEEDS the third-party pack ComfyUI-AnimateDiff-Evolved (Kosinkadink) and an SD1.5 motion module in its models folder. The sigmas are taken from the AnimateDiff-patched model (its beta schedule), 4 trailing steps, CFG from the LoRA (1.0).")
     return out
 
 

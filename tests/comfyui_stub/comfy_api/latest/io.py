@@ -100,6 +100,16 @@ class Hidden:
     extra_pnginfo = "EXTRA_PNGINFO"
 
 
+class HiddenHolder:
+    """``cls.hidden`` while a node executes: the hidden values its schema asked for; any other is ``None``."""
+
+    def __init__(self, unique_id=None, prompt=None, extra_pnginfo=None):
+        self.unique_id, self.prompt, self.extra_pnginfo = unique_id, prompt, extra_pnginfo
+
+    def __getattr__(self, key: str):
+        return None
+
+
 @dataclass
 class Schema:
     node_id: str
@@ -171,9 +181,14 @@ class ComfyNode:
         return schema
 
     @classmethod
-    def run(cls, **kwargs) -> NodeOutput:
-        """Execute as ComfyUI does: inputs by name, optional ones only when connected."""
+    def run(cls, hidden: dict | None = None, **kwargs) -> NodeOutput:
+        """Execute as ComfyUI does: inputs by name, optional ones only when connected, on a clone of the class
+        whose ``hidden`` holds the values of ``hidden`` (``{Hidden.prompt: graph, Hidden.unique_id: "6"}``) that
+        the schema asks for."""
         schema = cls.GET_SCHEMA()
+        asked = set(schema.hidden or []) | ({Hidden.prompt, Hidden.extra_pnginfo} if schema.is_output_node else set())
+        values = {key: value for key, value in (hidden or {}).items() if key in asked}
+        clone = type(cls.__name__, (cls,), {"hidden": HiddenHolder(values.get(Hidden.unique_id), values.get(Hidden.prompt), values.get(Hidden.extra_pnginfo))})
         for i in schema.inputs:
             if not i.optional and i.id not in kwargs:
                 raise TypeError(f"{schema.node_id}: required input {i.id!r} missing")
@@ -185,7 +200,7 @@ class ComfyNode:
                     raise ValueError(f"{schema.node_id}.{i.id}: Value {value} bigger than max of {opts['max']}")
             if i.io_type == "COMBO" and value is not None and i.options and value not in i.options:
                 raise ValueError(f"{schema.node_id}.{i.id}: Value not in list: {value!r}")
-        out = cls.execute(**kwargs)
+        out = clone.execute(**kwargs)
         if inspect.iscoroutine(out):
             import asyncio
 
