@@ -9,7 +9,7 @@ VENV341 ?= .venv-gradio341
 STAMP341 := $(VENV341)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-host-stacks demo bench clean browser
+.PHONY: setup test test-fast test-host-stacks demo arena bench clean browser
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -49,6 +49,12 @@ test-host-stacks:
 
 demo: setup
 	$(PY) -m unifl demo
+
+# UniFL, its ablations and the peers present on the machine (LCM-LoRA, PCM, AlignProp: docs/pocket-world.md)
+# on the test split, three training seeds; resumable job by job (rerun to continue); out/arena/report.md.
+# Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs' tables.
+arena: setup
+	$(PY) -m unifl arena --split test
 
 bench: setup
 	$(PY) bench/train_step.py

@@ -48,6 +48,19 @@ def peer_sources() -> dict[str, dict]:
     }
 
 
+def package_path_entry(scratch: Path) -> Path:
+    """A folder whose ``unifl`` is this checkout, for a peer's Python (another venv) to import our glue's helpers
+    from: the package's parent when the checkout folder is named ``unifl``, else a symlink in ``scratch``."""
+    if REPO_ROOT.name == "unifl":
+        return REPO_ROOT.parent
+    folder = scratch / "_pythonpath"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "unifl"
+    if not link.exists():
+        link.symlink_to(REPO_ROOT, target_is_directory=True)
+    return folder
+
+
 def peer_present(method: str) -> bool:
     source = peer_sources()[method]
     return Path(source["python"]).is_file() and (source["source"].startswith("pip:") or Path(source["source"]).exists())
@@ -109,9 +122,7 @@ def train_peer(out: str, training: str, method: str, seed: int, budget_seconds: 
                "--max-steps", str(max_steps), "--data", data_dir, "--source", source["source"], "--threads", str(threads)]
     if method == "pcm_adv":
         command.append("--adversarial")
-    import unifl
-
-    env = {**os.environ, "PYTHONPATH": str(Path(unifl.__file__).parent.parent), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "PYTHONPATH": str(package_path_entry(run_dir)), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with open(run_dir / "train.log", "w", encoding="utf-8") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(run_dir))
     if done.returncode != 0:
