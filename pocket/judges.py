@@ -62,6 +62,8 @@ CHECKS = ("count", "shape", "colour", "size", "relation", "tone", "light")
 
 PEAK_THRESHOLD = 0.35
 """A heat-map local maximum above this is an object (the heat map's target is 1 at a centre)."""
+MATCH_CANDIDATES = 6
+"""At most this many found objects (the most confident) are matched to the prompt's one to three."""
 PEAK_WINDOW = 7
 """Side in pixels (at 64 px) of the non-maximum suppression window: closer peaks are one object."""
 
@@ -175,6 +177,8 @@ class FoundObject:
     pattern: str
     centre: tuple[float, float]
     pixels: int
+    score: float = 1.0
+    """Heat-map value at the peak: the judge's confidence that an object is centred there."""
 
 
 @dataclass(frozen=True)
@@ -195,11 +199,14 @@ def read_scenes(judge: PromptJudge, images: torch.Tensor, batch_size: int = 128)
         peaks = (heat == F.max_pool2d(heat[:, None], PEAK_WINDOW, 1, PEAK_WINDOW // 2)[:, 0]) & (heat > PEAK_THRESHOLD)
         tones, lights = (s.argmax(1).tolist() for s in scene)
         for b in range(len(labels)):
-            readings.append(Reading(_objects(labels[b], peaks[b].nonzero().numpy()), SCENE_GROUPS["tone"][tones[b]], SCENE_GROUPS["light"][lights[b]]))
+            found = peaks[b].nonzero().numpy()
+            scores = heat[b][peaks[b]].numpy() if len(found) else np.zeros(0)
+            order = np.argsort(-scores, kind="stable")  # strongest first (nonzero() and the mask share row-major order)
+            readings.append(Reading(_objects(labels[b], found[order], scores[order]), SCENE_GROUPS["tone"][tones[b]], SCENE_GROUPS["light"][lights[b]]))
     return readings
 
 
-def _objects(labels: np.ndarray, peaks: np.ndarray) -> tuple[FoundObject, ...]:
+def _objects(labels: np.ndarray, peaks: np.ndarray, scores: np.ndarray) -> tuple[FoundObject, ...]:
     """One object per peak; its pixels are the object pixels nearer to it than to any other peak."""
     if len(peaks) == 0:
         return ()
@@ -214,7 +221,7 @@ def _objects(labels: np.ndarray, peaks: np.ndarray) -> tuple[FoundObject, ...]:
         for g, values in enumerate(OBJECT_GROUPS.values()):
             counts = np.bincount(votes[g], minlength=len(values) + 1)[1:]
             attributes.append(values[int(counts.argmax())] if counts.any() else values[0])
-        found.append(FoundObject(*attributes, centre=((col + 0.5) / size, (row + 0.5) / size), pixels=int(mine.sum())))
+        found.append(FoundObject(*attributes, centre=((col + 0.5) / size, (row + 0.5) / size), pixels=int(mine.sum()), score=float(scores[k])))
     return tuple(found)
 
 
@@ -233,8 +240,10 @@ def _stated_relations(scene: Scene, config: WorldConfig) -> list[tuple[int, int,
 
 def _match(scene: Scene, found: Sequence[FoundObject]) -> list[FoundObject | None]:
     """Per prompted object, the found object credited to it (or None): the assignment with the most
-    agreeing shape/colour/size attributes; ties go to the order the judge found them in."""
+    agreeing shape/colour/size attributes among the :data:`MATCH_CANDIDATES` most confident finds; ties go
+    to the more confident. (An image of clutter has many peaks; only the count check sees them all.)"""
     wanted = scene.objects
+    found = sorted(found, key=lambda f: -f.score)[:MATCH_CANDIDATES]
     best, best_score = [None] * len(wanted), -1
     for chosen in itertools.permutations(range(len(found)), min(len(found), len(wanted))):
         score = sum((f.shape == w.shape) + (f.colour == w.colour) + (f.size == w.size) for w, f in zip(wanted, (found[c] for c in chosen)))

@@ -8,9 +8,10 @@
   costs ``stage-1 steps × AlignProp step cost``;
 * a sampling job costs ``images × UNet calls per image × cost per UNet call and image`` (decoding and
   text encoding amortised into that cost, as measured);
-* the jobs run on ``workers`` processes, so the wall time is the sum divided by the workers (the job
-  order keeps both busy: trainings with long chains first), plus the judges' measuring in the main
-  process, which overlaps the workers and is counted in full to stay on the safe side.
+* measuring a row's images with the judges (in the same worker, after sampling) costs ``images ×
+  measure cost per image``, for every row and for the three references (ceiling and floors) of a seed;
+* the jobs run on ``workers`` processes, so the wall time is the sum divided by the workers (assumes
+  the pool keeps both busy; the chains stage 1 → stage 2 → peers leave a little idle time at the end).
 """
 
 from __future__ import annotations
@@ -39,5 +40,5 @@ def estimate(settings: ArenaSettings, costs: dict[str, float]) -> dict[str, floa
     for row in rows(settings).values():
         work["sampling"] += settings.images * row.sampler.unet_calls_per_image() * costs["unet_image"] * len(settings.seeds)
     measuring = costs["measure_image"] * settings.images * len(settings.seeds) * (len(rows(settings)) + 3)
-    wall = (work["trainings"] + work["sampling"]) / settings.workers + measuring
+    wall = (work["trainings"] + work["sampling"] + measuring) / settings.workers
     return {**work, "measuring": measuring, "wall": wall}

@@ -4,7 +4,8 @@ Layout of the output folder (everything a job makes is its proof of work; delete
 
 * ``trainings/<training>/seed<r>/result.json`` (and the LoRA, logs) – one per training and seed;
 * ``samples/<row>/seed<r>.safetensors`` – the row's images of replicate ``r`` (uint8);
-* ``measures/<row>/seed<r>.json`` and ``references/seed<r>.json`` – the judges' numbers;
+* ``measures/<row>/seed<r>.json`` and ``references/seed<r>.json`` – the judges' numbers (measured in the
+  workers, right after sampling: the judges cost about as much per image as a few UNet calls);
 * ``metrics.json``, ``report.md``, ``grid_*.png``, ``curves_*.png`` – the summary (:mod:`.report`).
 
 A killed run restarts where it stopped: finished jobs are skipped job by job. The settings are written to
@@ -146,12 +147,12 @@ def write_peer_data(out: str, count: int) -> str:
 # ----------------------------------------------------------------------------------------------- the plan
 
 
-def plan_jobs(out: Path, settings: ArenaSettings) -> tuple[list[Job], dict]:
+def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple[list[Job], dict]:
     """Every job of the arena with its dependencies, and what each sampling job will produce."""
     split = SPLITS[settings.split]
     planned, row_plan = trainings(settings), rows(settings)
     present = {name: t for name, t in planned.items() if t.method == "unifl" or peer_present(t.method)}
-    jobs, outputs = [], {"trainings": {}, "samples": {}}
+    jobs, outputs = [], {"trainings": {}, "samples": {}, "references": {}}
     needs_data = any(t.method in ("lcm_lora", "pcm", "pcm_adv") for t in present.values())
     data_dir = out / "peer_data"
     if needs_data:
@@ -169,15 +170,15 @@ def plan_jobs(out: Path, settings: ArenaSettings) -> tuple[list[Job], dict]:
                 jobs.append(Job(f"{name}@{seed}", (train_unifl, str(run_dir), name, seed, list(t.overrides), init), after, steps))
             else:
                 jobs.append(Job(f"{name}@{seed}", (_peer_job, str(out), name, t, seed, settings, str(data_dir)), after + (("peer_data",) if needs_data and t.method != "alignprop" else ()), 100))
-        prompts = prompt_set(split, settings, seed)
+        outputs["references"][seed] = out / "references" / f"seed{seed}.json"
+        jobs.append(Job(f"reference@{seed}", (_reference_job, str(out), seed, settings, judge_path), (), max(1, round(4 * settings.images / 256))))
         for row_name, row in row_plan.items():
             if row.training is not None and row.training not in present:
                 continue
-            path = out / "samples" / row_name / f"seed{seed}.safetensors"
-            outputs["samples"][(row_name, seed)] = path
-            after = (f"{row.training}@{seed}",) if row.training else ()
-            units = max(1, round(row.sampler.unet_calls_per_image() * settings.images / 256))
-            jobs.append(Job(f"{row_name}@{seed}", (_sample_job, str(out), row_name, row.training, seed, row.sampler, prompts.prompts, prompts.seeds, str(path)), after, units))
+            outputs["samples"][(row_name, seed)] = out / "measures" / row_name / f"seed{seed}.json"
+            after = ((f"{row.training}@{seed}",) if row.training else ()) + (f"reference@{seed}",)
+            units = max(1, round((row.sampler.unet_calls_per_image() + 4) * settings.images / 256))  # + the judges, ~4 UNet calls' worth
+            jobs.append(Job(f"{row_name}@{seed}", (_sample_job, str(out), row_name, row.training, seed, row.sampler, settings, judge_path), after, units))
     return jobs, {"outputs": outputs, "present": present, "rows": row_plan}
 
 
@@ -191,17 +192,55 @@ def _peer_job(out: str, name: str, training: Training, seed: int, settings: Aren
     return train_peer(str(run_dir), name, training.method, seed, budget, max_steps, data_dir, settings.threads)
 
 
-def _sample_job(out: str, row_name: str, training: str | None, seed: int, sampler, prompts: list[str], seeds: list[int], path: str) -> str:
-    lora = None
-    if training is not None:
-        lora = json.loads((Path(out) / "trainings" / training / f"seed{seed}" / "result.json").read_text())["lora"]
-    return sample_row(sampler, lora, prompts, seeds, path)
+def _sample_job(out: str, row_name: str, training: str | None, seed: int, sampler, settings: ArenaSettings, judge_path: str) -> str:
+    """Sample a row's replicate (unless its images are there) and measure it with the frozen judges."""
+    out_dir, split = Path(out), SPLITS[settings.split]
+    prompts = prompt_set(split, settings, seed)
+    images_path = out_dir / "samples" / row_name / f"seed{seed}.safetensors"
+    if not images_path.is_file():
+        lora = None
+        if training is not None:
+            lora = json.loads((out_dir / "trainings" / training / f"seed{seed}" / "result.json").read_text())["lora"]
+        sample_row(sampler, lora, prompts.prompts, prompts.seeds, str(images_path))
+    judges = Judges(judge_path)
+    reference = json.loads((out_dir / "references" / f"seed{seed}.json").read_text())
+    value = judges.measure(load_images(images_path), prompts, _real_features(out_dir, judges, split, settings), reference["real_same_scenes"]["aspects"])
+    path = out_dir / "measures" / row_name / f"seed{seed}.json"
+    write_json(path, value)
+    return str(path)
+
+
+def _real_features(out: Path, judges: Judges, split, settings: ArenaSettings):
+    """The real reference set's judge features, computed once and kept (two workers may both write it: same bytes)."""
+    from safetensors.torch import load_file, save
+
+    from ...core.files import atomic_write_bytes
+
+    path = out / "references" / "real_features.safetensors"
+    if path.is_file():
+        return load_file(str(path))["features"]
+    features = judges.real_features(split.real_seed, 0, settings.num_real)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({"features": features.contiguous()}))
+    return features
+
+
+def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str) -> str:
+    """Ceiling and floors of one replicate (real renders of the same and of other scenes, uniform noise)."""
+    out_dir, split = Path(out), SPLITS[settings.split]
+    judges = Judges(judge_path)
+    judges._real_features[(split.real_seed, 0, settings.num_real)] = _real_features(out_dir, judges, split, settings)
+    path = out_dir / "references" / f"seed{seed}.json"
+    write_json(path, judges.references(split, settings, seed, prompt_set(split, settings, seed)))
+    return str(path)
 
 
 def _done(job: Job, outputs: dict) -> bool:
     if job.name == "peer_data":
         return outputs["peer_data"].is_file()
     name, seed = job.name.rsplit("@", 1)
+    if name == "reference":
+        return outputs["references"][int(seed)].is_file()
     key = (name, int(seed))
     path = outputs["trainings"].get(key) or outputs["samples"].get(key)
     return path is not None and path.is_file()
@@ -223,26 +262,18 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     out = Path(out_dir)
     _check_settings(out, settings)
     started = time.time()
-    jobs, plan = plan_jobs(out, settings)
+    jobs, plan = plan_jobs(out, settings, judge_path)
     outputs = plan["outputs"]
     finished = {job.name for job in jobs if _done(job, outputs)}
     todo = [Job(j.name, j.work, tuple(d for d in j.after if d not in finished), j.steps) for j in jobs if j.name not in finished]
     print(f"arena: {len(jobs)} jobs, {len(finished)} already done, {len(todo)} to run ({settings.split} split, seeds {list(settings.seeds)})")
 
-    judges = Judges(judge_path)
-    split = SPLITS[settings.split]
-    references = {seed: _reference(out, judges, split, settings, seed) for seed in settings.seeds}
-
-    def on_result(name: str, value) -> None:
-        base, _, seed = name.rpartition("@")
-        if base in plan["rows"]:
-            _measure(out, judges, split, settings, base, int(seed), references[int(seed)])
-
     if todo:
-        run_jobs(todo, settings.workers, settings.threads, on_result, desc="UniFL arena")
+        run_jobs(todo, settings.workers, settings.threads, lambda name, value: None, desc="UniFL arena")
+    references = {seed: json.loads(path.read_text()) for seed, path in outputs["references"].items()}
     measures = {}
     for (row_name, seed), path in outputs["samples"].items():
-        measures.setdefault(row_name, {})[seed] = _measure(out, judges, split, settings, row_name, seed, references[seed])
+        measures.setdefault(row_name, {})[seed] = json.loads(path.read_text())
     results = {key: json.loads(p.read_text()) for key, p in outputs["trainings"].items() if p.is_file()}
     metrics = write_report(out, settings, plan, measures, references, results, time.time() - started)
     print(f"arena report: {out / 'report.md'}")
@@ -259,25 +290,3 @@ def _check_settings(out: Path, settings: ArenaSettings) -> None:
             changed = sorted(k for k in comparable if before.get(k) != comparable[k])
             raise ValueError(f"{out} holds an arena with other settings ({', '.join(changed)}); use another --out or delete that folder")
     write_json(path, current)
-
-
-def _reference(out: Path, judges: Judges, split, settings: ArenaSettings, seed: int) -> dict:
-    path = out / "references" / f"seed{seed}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = judges.references(split, settings, seed, prompt_set(split, settings, seed))
-    write_json(path, value)
-    return value
-
-
-def _measure(out: Path, judges: Judges, split, settings: ArenaSettings, row_name: str, seed: int, reference: dict) -> dict:
-    path = out / "measures" / row_name / f"seed{seed}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    prompts = prompt_set(split, settings, seed)
-    images = load_images(out / "samples" / row_name / f"seed{seed}.safetensors")
-    real = judges.real_features(split.real_seed, 0, settings.num_real)
-    value = judges.measure(images, prompts, real, reference["real_same_scenes"]["aspects"])
-    write_json(path, value)
-    return value
-
