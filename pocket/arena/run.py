@@ -253,7 +253,7 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     from .report import write_report
 
     register()
-    missing = pocket_world_missing()
+    missing = [part for part in pocket_world_missing() if not (judge_path and part == "arena prompt judge")]
     if missing:
         raise FileNotFoundError(f"the pocket world is incomplete ({', '.join(missing)} missing); rebuild it with `unifl pocket build`")
     settings = settings or ArenaSettings()
