@@ -205,12 +205,12 @@ def check_claims(models: dict) -> list[tuple[str, bool, str]]:
 
 def _metrics_table(models: dict, reference: dict | None) -> list[str]:
     aspects = list(next(iter(models.values()))["aesthetic"])
-    lines = ["| model | prompt accuracy ↑ | judge FD ↓ | judge KID×10³ ↓ | FD ↓ | structure IoU ↑ | " + " | ".join(aspects) + " | mean aesthetic ↑ |",
+    lines = ["| model | prompt accuracy ↑ | judge FD ↓ | judge KID ↓ | FD ↓ | structure IoU ↑ | " + " | ".join(aspects) + " | mean aesthetic ↑ |",
              "|---|---|---|---|---|---|" + "---|" * (len(aspects) + 1)]
     rows = list(models.items()) + ([("real renders (ceiling)", reference)] if reference else [])
     for name, m in rows:
         mean = sum(m["aesthetic"].values()) / len(aspects)
-        lines.append(f"| {name} | {m['prompt_accuracy']:.3f} | {m['judge_fd']:.2f} | {m['judge_kid_x1000']:.3f} | {m['fd']:.2f} | {m['structure_iou']:.3f} | "
+        lines.append(f"| {name} | {m['prompt_accuracy']:.3f} | {m['judge_fd']:.2f} | {m['judge_kid']:.3f} | {m['fd']:.2f} | {m['structure_iou']:.3f} | "
                      + " | ".join(f"{m['aesthetic'][a]:.3f}" for a in aspects) + f" | {mean:.3f} |")
     return lines
 

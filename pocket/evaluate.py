@@ -6,7 +6,7 @@ compares against *real* renders of yet another seed (:data:`REAL_SEED`); structu
 generated image against the objects of the scene its prompt describes; aspect scores come from the
 held-out aspect evaluators. None of these judges is a model UniFL trains against (those use seeds 1/2).
 The arena's judges (:mod:`.judges`) are measured too: prompt accuracy against each prompt's scene spec,
-and FD/KID in the prompt judge's own feature space (``judge_fd``, ``judge_kid_x1000``).
+and FD/KID in the prompt judge's own feature space (``judge_fd``, ``judge_kid``).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class AspectJudges:
 
 
 def measure(images: torch.Tensor, eval_set: EvaluationSet, judges: AspectJudges) -> dict:
-    """``{"fd", "structure_iou", "aesthetic": {aspect: mean score}, "prompt_accuracy", "judge_fd", "judge_kid_x1000"}``
+    """``{"fd", "structure_iou", "aesthetic": {aspect: mean score}, "prompt_accuracy", "judge_fd", "judge_kid"}``
     of images generated for ``eval_set``."""
     if len(images) != len(eval_set):
         raise ValueError(f"{len(images)} images for an evaluation set of {len(eval_set)} prompts")
@@ -85,7 +85,7 @@ def measure(images: torch.Tensor, eval_set: EvaluationSet, judges: AspectJudges)
         "aesthetic": judges(images, eval_set.prompts),
         "prompt_accuracy": prompt_accuracy(images, eval_set.scenes, judges.prompt_judge)["prompt_accuracy"],
         "judge_fd": judged["fd"],
-        "judge_kid_x1000": judged["kid_x1000"],
+        "judge_kid": judged["kid"],
     }
 
 

@@ -319,8 +319,9 @@ def kernel_inception_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> f
 
 
 def realism(features: torch.Tensor, real_features: torch.Tensor) -> dict[str, float]:
-    """FD and KID (×1000, as usually reported) of generated features against real ones."""
-    return {"fd": frechet_distance(features, real_features), "kid_x1000": 1000 * kernel_inception_distance(features, real_features)}
+    """FD and KID of generated features against real ones (the judge's features are not normalised, so KID
+    comes out in the units of FD's squares, not the ×10⁻³ of Inception features: compare it across rows)."""
+    return {"fd": frechet_distance(features, real_features), "kid": kernel_inception_distance(features, real_features)}
 
 
 def aspect_shortfall(scores: dict[str, float], real_scores: dict[str, float]) -> dict[str, float]:

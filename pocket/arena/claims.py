@@ -24,7 +24,7 @@ METRICS: dict[str, tuple[tuple[str, ...], bool, str]] = {
     "tone": (("prompt", "tone"), True, "tone ↑"),
     "light": (("prompt", "light"), True, "light ↑"),
     "fd": (("realism", "fd"), False, "FD ↓"),
-    "kid": (("realism", "kid_x1000"), False, "KID×10³ ↓"),
+    "kid": (("realism", "kid"), False, "KID ↓"),
     "aspect_shortfall": (("aspect_shortfall", "mean"), False, "aspect shortfall ↓"),
     **{f"shortfall_{a}": (("aspect_shortfall", a), False, f"{a} shortfall ↓") for a in ("color", "layout", "detail", "lighting")},
 }
