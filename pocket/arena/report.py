@@ -145,7 +145,7 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
     if metrics["peers_skipped"]:
         lines += ["", f"Peers not on this machine, skipped: {', '.join(metrics['peers_skipped'])}."]
     lines += ["", "## Samples (same prompts and noise in every grid: replicate of the first seed)", ""]
-    lines += [f"**{name}** ({labels[name]})\n\n![{name}]({path.name})\n" for name, path in grids.items()]
+    lines += [f"**{labels[name]}**\n\n![{name}]({path.name})\n" for name, path in grids.items()]
     lines += ["## Training curves", ""] + [f"![{c.stem}]({c.name})\n" for c in curves]
     lines += [f"Total time of this invocation: {metrics['seconds']:.0f} s (jobs done earlier were skipped).", ""]
     return lines
