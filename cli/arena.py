@@ -11,6 +11,8 @@ def run(args) -> int:
     changes = {"workers": args.workers, "threads": args.threads}
     if args.seeds:
         changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.num_prompts:
+        changes["num_prompts"] = args.num_prompts
     if args.peers is not None:
         changes["peers"] = tuple(p for p in args.peers.split(",") if p)
     run_arena(out_dir=args.out, settings=settings.with_(**changes))
@@ -24,6 +26,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--out", default="out/arena", help="output folder; a rerun skips every job whose outputs are there")
     p.add_argument("--seeds", default="", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--peers", default=None, help="comma-separated peers to run: lcm_lora,pcm,pcm_adv,alignprop (default all present; '' for none)")
+    p.add_argument("--num-prompts", type=int, default=0, help="prompts per model and seed, 4 images each (default 256: 1024 images, what realism needs)")
     p.add_argument("--workers", type=int, default=2, help="processes running jobs side by side (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.set_defaults(func=run)
