@@ -213,3 +213,15 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
     assert again["rows"]["stage2_4"]["summary"] == metrics["rows"]["stage2_4"]["summary"]
     with pytest.raises(ValueError, match="other settings"):
         run_arena(out, settings.with_(stage1_steps=3), judge_path=str(judge / "prompt.safetensors"))
+
+
+def test_the_time_estimate_prices_every_job_and_splits_the_work_over_the_workers():
+    from unifl.pocket.arena.estimate import estimate
+
+    costs = {"stage1_step": 1.0, "stage2_step": 1.0, "alignprop_step": 1.0, "unet_image": 0.01, "measure_image": 0.02}
+    one = estimate(ArenaSettings(seeds=(0,)), costs)
+    three = estimate(ArenaSettings(), costs)
+    assert three["trainings"] == pytest.approx(3 * one["trainings"]) and three["sampling"] == pytest.approx(3 * one["sampling"])
+    assert three["wall"] == pytest.approx((three["trainings"] + three["sampling"] + three["measuring"]) / 2)
+    calls = sum(r.sampler.unet_calls_per_image() for r in rows(ArenaSettings()).values())
+    assert one["sampling"] == pytest.approx(1024 * calls * 0.01)
