@@ -120,6 +120,12 @@ def test_seeds_and_splits_are_disjoint_and_the_rows_are_the_issues():
     assert len(set(streams)) == len(streams) and not set(streams) & {0, 1, 2, 101, 102, 103, 202}
     noise = [set(SPLITS[s].noise_seeds(r, 1024)) for s in SPLITS for r in TRAINING_SEEDS]
     assert sum(map(len, noise)) == len(set().union(*noise))  # no noise seed shared by two replicates or splits
+    from unifl.pocket.arena.measure import prompt_set
+
+    small = ArenaSettings(num_prompts=3, images_per_prompt=2)
+    first, second = prompt_set(SPLITS["test"], small, 0), prompt_set(SPLITS["test"], small, 1)
+    assert first.prompts[0] == first.prompts[1] and len(first) == 6  # each prompt images_per_prompt times
+    assert not set(first.prompts) & set(second.prompts) and not set(first.seeds) & set(second.seeds)
     planned = rows(ArenaSettings())
     assert {"base_20", "base_4", "base_4_cfg1", "stage1_20", "stage2_4", "stage2_2", "stage2_1", "stage1_no_pefl_20",
             "stage1_global_reward_20", "stage2_no_adversarial_4", "lcm_lora_lcm_4", "lcm_lora_tcd_1", "pcm_4", "pcm_adv_4",
@@ -127,7 +133,7 @@ def test_seeds_and_splits_are_disjoint_and_the_rows_are_the_issues():
     assert planned["base_4_cfg1"].sampler.cfg == 1.0 and planned["stage2_4"].sampler.spacing == "trailing"
     plan = trainings(ArenaSettings())
     assert plan["lcm_lora"].budget_of == "stage2" and plan["alignprop_steps"].steps_of == "stage1" and plan["alignprop_time"].budget_of == "stage1"
-    assert ArenaSettings().images >= 1024 and ArenaSettings.smoke().split == "validation"
+    assert len(TRAINING_SEEDS) * ArenaSettings().images >= 1024 and ArenaSettings.smoke().split == "validation"
 
 
 def test_the_docs_generator_refuses_a_smoke_run_and_fills_only_its_block(tmp_path):
@@ -137,7 +143,9 @@ def test_the_docs_generator_refuses_a_smoke_run_and_fills_only_its_block(tmp_pat
     summary = {m: {"mean": 0.5, "min": 0.4, "max": 0.6, "n": 3} for m in arena_claims.METRICS}
     metrics = {
         "settings": {"quick": True, "seeds": [0, 1, 2], "num_prompts": 256, "images_per_prompt": 4}, "split": {"name": "test"}, "seconds": 600,
-        "rows": {"stage2_4": {"summary": summary, "group": "unifl", "label": "UniFL stage 2"}, "pcm_4": {"summary": summary, "group": "peer", "label": "PCM"}},
+        "rows": {"stage2_4": {"summary": summary, "group": "unifl", "label": "UniFL stage 2", "pooled_realism": {"fd": 1.0, "kid": 0.1, "images": 1032}},
+                 "pcm_4": {"summary": summary, "group": "peer", "label": "PCM", "pooled_realism": {"fd": 2.0, "kid": 0.2, "images": 1032}}},
+        "pooled_realism_floor_real_vs_real": {"fd": 0.5, "kid": 0.0, "images": 1032},
         "references": {k: {"summary": summary} for k in ("real_same_scenes", "real_other_scenes", "uniform_noise")},
         "claims": [{"claim": "Stage 2 beats PCM", "holds": False, "numbers": "n", "group": "peer"}],
         "trainings": {"pcm": {"0": {"method": "pcm", "seconds": 60, "steps": 30, "patches": ["a patch"], "version": "G-U-N@abc"}}},
@@ -189,7 +197,7 @@ def test_every_glue_patch_matches_the_peers_script_exactly_once(method, tmp_path
         if adversarial:
             common.patched_copy(source / glue.DISCRIMINATOR, glue.DISCRIMINATOR_PATCHES, tmp_path)
     text = patched.read_text()
-    assert "_unifl_budget.spent(global_step)" in text and "torchvision" not in text.split("def ")[0].replace("# ", "")
+    assert "_unifl_budget.spent(global_step, logs)" in text and "torchvision" not in text.split("def ")[0].replace("# ", "")
 
 
 @pytest.mark.slow
@@ -207,6 +215,7 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
         assert set(row["summary"]) == set(arena_claims.METRICS) and row["summary"]["fd"]["n"] == 1
     assert (out / "report.md").read_text().count("grid_") >= len(metrics["rows"])
     assert metrics["trainings"]["stage2"]["0"]["unet_evaluations"] > 0
+    assert all(row["pooled_realism"]["images"] == settings.images for row in metrics["rows"].values())
     capsys.readouterr()
     again = run_arena(out, settings, judge_path=str(judge / "prompt.safetensors"))
     assert "0 to run" in capsys.readouterr().out
@@ -224,4 +233,4 @@ def test_the_time_estimate_prices_every_job_and_splits_the_work_over_the_workers
     assert three["trainings"] == pytest.approx(3 * one["trainings"]) and three["sampling"] == pytest.approx(3 * one["sampling"])
     assert three["wall"] == pytest.approx((three["trainings"] + three["sampling"] + three["measuring"]) / 2)
     calls = sum(r.sampler.unet_calls_per_image() for r in rows(ArenaSettings()).values())
-    assert one["sampling"] == pytest.approx(1024 * calls * 0.01)
+    assert one["sampling"] == pytest.approx(ArenaSettings().images * calls * 0.01)

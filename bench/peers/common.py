@@ -48,11 +48,16 @@ class Budget:
 
     seconds: float
     max_steps: int
+    log_path: Path | None = None
+    """Where the peer's own per-step ``logs`` dict goes as CSV (``logs.csv``: the arena plots it)."""
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
     stopped: bool = False
+    rows: list = field(default_factory=list)
 
-    def spent(self, step: int) -> bool:
+    def spent(self, step: int, logs: dict | None = None) -> bool:
+        if logs and self.log_path is not None and step > self.steps:
+            self._log(step, logs)
         self.steps = step
         out_of_time = self.seconds > 0 and time.perf_counter() - self.started >= self.seconds
         out_of_steps = self.max_steps > 0 and step >= self.max_steps
@@ -61,6 +66,16 @@ class Budget:
         else:
             self.stopped = out_of_time or out_of_steps
         return self.stopped
+
+    def _log(self, step: int, logs: dict) -> None:
+        import csv
+
+        self.rows.append({"step": step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}, "seconds": round(time.perf_counter() - self.started, 2)})
+        fields = list(dict.fromkeys(k for row in self.rows for k in row))
+        with self.log_path.open("w", newline="") as handle:  # rewritten whole: the keys may change between steps
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
 
 
 def count_unet_calls() -> dict:

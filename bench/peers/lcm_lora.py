@@ -43,8 +43,8 @@ PATCHES = [
     Patch("skip webdataset 1.x's empty end-of-shard sample (KeyError: 'fname')", "        assert isinstance(filesample, dict)\n", "        assert isinstance(filesample, dict)\n        if \"fname\" not in filesample:\n            continue\n"),
     Patch("empty prompt padded to the text encoder's 40 positions, not SD's 77", 'padding="max_length", max_length=77\n', 'padding="max_length", max_length=tokenizer.model_max_length\n'),
     Patch("fp32 teacher: torch.autocast on CPU would run it in bf16 despite --mixed_precision no", "autocast_ctx = torch.autocast(accelerator.device.type)\n", "autocast_ctx = nullcontext()\n"),
-    Patch("wall-clock budget: stop at the first step past the UniFL stage's measured time", "            if global_step >= args.max_train_steps:\n                break\n",
-          "            if global_step >= args.max_train_steps or _unifl_budget.spent(global_step):\n                break\n"),
+    Patch("wall-clock budget: stop at the first step past the UniFL stage's measured time (and log the step's own logs dict)", "            if global_step >= args.max_train_steps:\n                break\n",
+          "            if global_step >= args.max_train_steps or _unifl_budget.spent(global_step, logs):\n                break\n"),
     Patch("wall-clock budget: no further epoch once stopped", "        for step, batch in enumerate(train_dataloader):\n",
           "        if _unifl_budget.stopped:\n            break\n        for step, batch in enumerate(train_dataloader):\n"),
 ]
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    budget = Budget(args.budget_seconds, args.max_steps)
+    budget = Budget(args.budget_seconds, args.max_steps, args.out / "logs.csv")
     counter = count_unet_calls()
     import diffusers
     from safetensors.torch import load_file

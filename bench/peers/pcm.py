@@ -51,8 +51,8 @@ def script_patches(adversarial: bool) -> list[Patch]:
         Patch("LoRA: the preset's alpha (the script sets none: peft's 8 would train rank 16 at scale 0.5) and targets",
               "    lora_config = LoraConfig(\n        r=args.lora_rank,\n        target_modules=[",
               "    lora_config = LoraConfig(\n        r=args.lora_rank,\n        lora_alpha=_unifl_lora_alpha,\n        target_modules=_unifl_lora_targets or ["),
-        Patch("wall-clock budget: stop at the first step past the UniFL stage's measured time", "            if global_step >= args.max_train_steps:\n                break\n",
-              "            if global_step >= args.max_train_steps or _unifl_budget.spent(global_step):\n                break\n"),
+        Patch("wall-clock budget: stop at the first step past the UniFL stage's measured time (and log the step's own logs dict)", "            if global_step >= args.max_train_steps:\n                break\n",
+              "            if global_step >= args.max_train_steps or _unifl_budget.spent(global_step, logs):\n                break\n"),
         Patch("wall-clock budget: no further epoch once stopped", "        for step, batch in enumerate(train_dataloader):\n",
               "        if _unifl_budget.stopped:\n            break\n        for step, batch in enumerate(train_dataloader):\n"),
     ]
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adversarial", action="store_true", help="its adversarial variant (train_pcm_lora_sd15_adv.py)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
-    budget = Budget(args.budget_seconds, args.max_steps)
+    budget = Budget(args.budget_seconds, args.max_steps, args.out / "logs.csv")
     counter = count_unet_calls()
     from safetensors.torch import load_file
 

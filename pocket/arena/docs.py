@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ...core.files import atomic_write_text
-from .report import REFERENCES, table
+from .report import REFERENCES, pooled_table, table
 
 BEGIN, END = "<!-- arena:begin -->", "<!-- arena:end -->"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -37,7 +37,8 @@ def provenance(metrics: dict) -> str:
 def pocket_world_section(metrics: dict) -> list[str]:
     rows = {name: row["summary"] for name, row in metrics["rows"].items() if row["group"] in ("unifl", "ablation")}
     labels = {name: f"{name} ({row['label']})" for name, row in metrics["rows"].items()}
-    lines = [provenance(metrics), "", *table(rows, labels=labels), "", *table({REFERENCES[k]: v["summary"] for k, v in metrics["references"].items()}), ""]
+    lines = [provenance(metrics), "", *table(rows, labels=labels), "", *table({REFERENCES[k]: v["summary"] for k, v in metrics["references"].items()}), "",
+             "Realism on all of a row's images (the seeds pooled):", "", *pooled_table(metrics, set(rows)), ""]
     lines += [f"- {'✅' if c['holds'] else '❌'} {c['claim']} ({c['numbers']})" for c in metrics["claims"] if c["group"] in ("paper", "ablation")]
     judge = metrics.get("judge", {}).get("quality", {})
     if judge:
@@ -61,6 +62,10 @@ def peers_page(metrics: dict) -> list[str]:
         "count). Every model was sampled on the same prompts and noise through one diffusers pipeline with its own scheduler.",
         "",
         *table(rows, labels=labels),
+        "",
+        "Realism on all of a row's images (the seeds pooled):",
+        "",
+        *pooled_table(metrics, set(rows)),
         "",
         "## Claims (hold only when the spreads over the seeds do not overlap)",
         "",

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ...core.files import atomic_write_bytes
 from ..evaluate import AspectJudges
 from ..judges import aspect_shortfall, embed, load_prompt_judge, prompt_accuracy, realism
-from ..world import PocketDataset, Scene, WorldConfig, render
+from ..world import PocketDataset, Scene, WorldConfig, caption, render
 from .plan import ArenaSettings, Sampler, Split
 
 RESOLUTION = 64
@@ -39,9 +39,13 @@ class PromptSet:
 
 
 def prompt_set(split: Split, settings: ArenaSettings, replicate: int) -> PromptSet:
-    world = PocketDataset(settings.num_prompts, split.prompt_seed, WorldConfig(resolution=RESOLUTION))
-    scenes = [world.scene(i) for i in range(settings.num_prompts) for _ in range(settings.images_per_prompt)]
-    prompts = [world[i].caption for i in range(settings.num_prompts) for _ in range(settings.images_per_prompt)]
+    """Replicate ``r`` takes the split's prompts ``r·n … (r+1)·n − 1`` (n = ``num_prompts``): every row of a
+    replicate sees the same prompts and noise, and the three replicates together cover 3n prompts."""
+    first = replicate * settings.num_prompts
+    world = PocketDataset(first + settings.num_prompts, split.prompt_seed, WorldConfig(resolution=RESOLUTION))
+    indices = [i for i in range(first, first + settings.num_prompts) for _ in range(settings.images_per_prompt)]
+    scenes = [world.scene(i) for i in indices]
+    prompts = [caption(scene, world.config) for scene in scenes]
     return PromptSet(prompts, scenes, split.noise_seeds(replicate, len(prompts)))
 
 
@@ -105,14 +109,22 @@ def sample_row(sampler: Sampler, lora: dict | None, prompts: list[str], seeds: l
 
 
 def save_images(images: torch.Tensor, path: Path) -> None:
-    from safetensors.torch import save
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save({"images": images.contiguous()}))
+    save_tensor(images, path, "images")
 
 
 def load_images(path: Path) -> torch.Tensor:
     return load_file(str(path))["images"].float() / 255
+
+
+def save_tensor(tensor: torch.Tensor, path: Path, key: str = "features") -> None:
+    from safetensors.torch import save
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({key: tensor.contiguous()}))
+
+
+def load_tensor(path: Path, key: str = "features") -> torch.Tensor:
+    return load_file(str(path))[key]
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -132,18 +144,23 @@ class Judges:
             self._real_features[key] = embed(real_images(seed, start, count), self.prompt)
         return self._real_features[key]
 
-    def measure(self, images: torch.Tensor, prompts: PromptSet, real_features: torch.Tensor, real_aspects: dict | None) -> dict:
+    def measure(self, images: torch.Tensor, prompts: PromptSet, real_features: torch.Tensor, real_aspects: dict | None, features_path: Path | None = None) -> dict:
+        """Every judge's numbers; the images' judge features go to ``features_path`` (the report pools them
+        over the replicates for realism on all of a row's images)."""
         aspects = self.aspects(images, prompts.prompts)
+        features = embed(images, self.prompt)
         result = {
             "prompt": prompt_accuracy(images, prompts.scenes, self.prompt),
-            "realism": realism(embed(images, self.prompt), real_features),
+            "realism": realism(features, real_features),
             "aspects": aspects,
         }
         if real_aspects is not None:
             result["aspect_shortfall"] = aspect_shortfall(aspects, real_aspects)
+        if features_path is not None:
+            save_tensor(features, features_path)
         return result
 
-    def references(self, split: Split, settings: ArenaSettings, replicate: int, prompts: PromptSet) -> dict:
+    def references(self, split: Split, settings: ArenaSettings, replicate: int, prompts: PromptSet, features_dir: Path | None = None) -> dict:
         """Ceiling and floors of one replicate: real renders of the same scenes, of other scenes, uniform noise,
         and the real-vs-real realism floor (as many other real renders as a model has images)."""
         config = WorldConfig(resolution=RESOLUTION)
@@ -151,11 +168,11 @@ class Judges:
         same = torch.stack([render(scene, config).image for scene in prompts.scenes])
         ceiling = self.measure(same, prompts, reference, None)
         ceiling["aspect_shortfall"] = aspect_shortfall(ceiling["aspects"], ceiling["aspects"])
-        other = real_images(split.real_seed, settings.num_real + replicate * len(prompts), len(prompts))
+        other = real_images(split.real_seed, settings.num_real + replicate * len(prompts), len(prompts))  # disjoint from the reference
         noise = torch.rand(same.shape, generator=torch.Generator().manual_seed(split.noise_seed + replicate))
         return {
             "real_same_scenes": ceiling,
-            "real_other_scenes": self.measure(other, prompts, reference, ceiling["aspects"]),
+            "real_other_scenes": self.measure(other, prompts, reference, ceiling["aspects"], features_dir and features_dir / f"seed{replicate}.other_scenes.safetensors"),
             "uniform_noise": self.measure(noise, prompts, reference, ceiling["aspects"]),
         }
 

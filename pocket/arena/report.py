@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ...core.files import atomic_write_text
 from ...core.images import save_grid
 from ..demo import _plot_curves
@@ -27,6 +29,8 @@ def _judge_quality() -> dict:
 def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict, references: dict, results: dict, seconds: float) -> dict:
     split = SPLITS[settings.split]
     summary = {row: aggregate([measures[row][s] for s in sorted(measures[row])]) for row in plan["rows"] if row in measures}
+    pooled = {row: _pooled_realism(out, [out / "measures" / row / f"seed{s}.features.safetensors" for s in sorted(measures[row])]) for row in summary}
+    pooled_floor = _pooled_realism(out, [out / "references" / f"seed{s}.other_scenes.safetensors" for s in sorted(references)])
     reference_summary = {name: aggregate([references[s][name] for s in sorted(references)]) for name in REFERENCES}
     realism_floor = {s: _real_vs_real(out, s) for s in references}
     claims = [check(c, summary) for c in planned_claims(set(summary))]
@@ -37,10 +41,11 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
         "split": asdict(split),
         "settings": json.loads(json.dumps(asdict(settings))),
         "rows": {row: {"label": plan["rows"][row].label, "group": plan["rows"][row].group, "training": plan["rows"][row].training,
-                       "sampler": asdict(plan["rows"][row].sampler), "summary": summary[row],
+                       "sampler": asdict(plan["rows"][row].sampler), "summary": summary[row], "pooled_realism": pooled[row],
                        "replicates": {str(s): measures[row][s] for s in sorted(measures[row])}} for row in summary},
         "references": {name: {"summary": reference_summary[name], "replicates": {str(s): references[s][name] for s in sorted(references)}} for name in REFERENCES},
         "realism_floor_real_vs_real": realism_floor,
+        "pooled_realism_floor_real_vs_real": pooled_floor,
         "claims": claims,
         "trainings": trainings,
         "peers_skipped": sorted(set(settings.peers) - {t.method for t in plan["present"].values()}),
@@ -52,6 +57,15 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
     curves = _curves(out, settings, plan)
     atomic_write_text(out / "report.md", "\n".join(_markdown(metrics, grids, curves)))
     return metrics
+
+
+def _pooled_realism(out: Path, feature_files: list[Path]) -> dict:
+    """FD and KID of all of a row's images (every replicate's) against the real reference set."""
+    from ..judges import realism
+    from .measure import load_tensor
+
+    features = torch.cat([load_tensor(p) for p in feature_files])
+    return realism(features, load_tensor(out / "references" / "real_features.safetensors")) | {"images": len(features)}
 
 
 def _real_vs_real(out: Path, seed: int) -> dict:
@@ -124,6 +138,10 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
         "",
         "Realism floor: the \"other scenes\" row's FD/KID is real renders against real renders (as many images as a model has).",
         "",
+        f"## Realism on all of a row's images (every replicate pooled, against {s['num_real']} real renders)",
+        "",
+        *pooled_table(metrics),
+        "",
         "## Claims, each checked by code (holds only when the spreads do not overlap)",
         "",
     ]
@@ -149,6 +167,15 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
     lines += ["## Training curves", ""] + [f"![{c.stem}]({c.name})\n" for c in curves]
     lines += [f"Total time of this invocation: {metrics['seconds']:.0f} s (jobs done earlier were skipped).", ""]
     return lines
+
+
+def pooled_table(metrics: dict, names=None) -> list[str]:
+    """FD and KID of every replicate's images of a row together (≥ 1024 in a full run), and the real floor."""
+    floor = metrics["pooled_realism_floor_real_vs_real"]
+    lines = ["| model | images | FD ↓ | KID ↓ |", "|---|---|---|---|"]
+    lines += [f"| {name} | {row['pooled_realism']['images']} | {row['pooled_realism']['fd']:.2f} | {row['pooled_realism']['kid']:.3f} |"
+              for name, row in metrics["rows"].items() if names is None or name in names]
+    return lines + [f"| real renders of other scenes (floor) | {floor['images']} | {floor['fd']:.2f} | {floor['kid']:.3f} |"]
 
 
 def _sampler(sampler: dict) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
-from .measure import Judges, load_images, prompt_set, sample_row, write_json
+from .measure import Judges, load_images, load_tensor, prompt_set, sample_row, save_tensor, write_json
 from .plan import DATA_STREAM, SPLITS, ArenaSettings, Training, rows, trainings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -204,24 +204,20 @@ def _sample_job(out: str, row_name: str, training: str | None, seed: int, sample
         sample_row(sampler, lora, prompts.prompts, prompts.seeds, str(images_path))
     judges = Judges(judge_path)
     reference = json.loads((out_dir / "references" / f"seed{seed}.json").read_text())
-    value = judges.measure(load_images(images_path), prompts, _real_features(out_dir, judges, split, settings), reference["real_same_scenes"]["aspects"])
     path = out_dir / "measures" / row_name / f"seed{seed}.json"
+    value = judges.measure(load_images(images_path), prompts, _real_features(out_dir, judges, split, settings), reference["real_same_scenes"]["aspects"],
+                           features_path=path.with_suffix(".features.safetensors"))
     write_json(path, value)
     return str(path)
 
 
 def _real_features(out: Path, judges: Judges, split, settings: ArenaSettings):
     """The real reference set's judge features, computed once and kept (two workers may both write it: same bytes)."""
-    from safetensors.torch import load_file, save
-
-    from ...core.files import atomic_write_bytes
-
     path = out / "references" / "real_features.safetensors"
     if path.is_file():
-        return load_file(str(path))["features"]
+        return load_tensor(path)
     features = judges.real_features(split.real_seed, 0, settings.num_real)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save({"features": features.contiguous()}))
+    save_tensor(features, path)
     return features
 
 
@@ -231,7 +227,7 @@ def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str
     judges = Judges(judge_path)
     judges._real_features[(split.real_seed, 0, settings.num_real)] = _real_features(out_dir, judges, split, settings)
     path = out_dir / "references" / f"seed{seed}.json"
-    write_json(path, judges.references(split, settings, seed, prompt_set(split, settings, seed)))
+    write_json(path, judges.references(split, settings, seed, prompt_set(split, settings, seed), features_dir=out_dir / "references"))
     return str(path)
 
 
