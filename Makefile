@@ -9,7 +9,7 @@ VENV341 ?= .venv-gradio341
 STAMP341 := $(VENV341)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-host-stacks demo bench clean browser comfy-validate
+.PHONY: setup test test-fast test-host-stacks demo arena peer-venvs bench clean browser comfy-validate
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -56,6 +56,22 @@ test-host-stacks:
 
 demo: setup
 	$(PY) -m unifl demo
+
+# UniFL, its ablations and the peers present on the machine (LCM-LoRA, PCM, AlignProp: docs/pocket-world.md)
+# on the test split, three training seeds; resumable job by job (rerun to continue); out/arena/report.md.
+# Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs' tables.
+arena: setup
+	$(PY) -m unifl arena --split test
+
+# The peers' Pythons (docs/pocket-world.md): venvs that add webdataset (LCM-LoRA, PCM) or trl 0.23.1 (AlignProp)
+# to this project's packages. The peers' own code is not installed here: put copies of their repositories
+# where UNIFL_PEER_DIFFUSERS / UNIFL_PEER_PCM say (the arena skips a peer whose code is missing).
+PEER_VENVS ?= /work/venvs
+peer-venvs: setup
+	for v in peers trl; do test -x $(PEER_VENVS)/$$v/bin/python || $(PY) -m venv $(PEER_VENVS)/$$v; \
+		$(PY) -c "import site; print(site.getsitepackages()[0])" > $$($(PEER_VENVS)/$$v/bin/python -c "import site; print(site.getsitepackages()[0])")/zz_unifl_project.pth; done
+	$(PEER_VENVS)/peers/bin/pip install --quiet webdataset
+	$(PEER_VENVS)/trl/bin/pip install --quiet "trl==0.23.1"
 
 bench: setup
 	$(PY) bench/train_step.py

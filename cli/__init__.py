@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import demo, export, sample, score, select_prompts, train, train_reward
+from . import arena, demo, export, sample, score, select_prompts, train, train_reward
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_webui_command(sub)
     add_pocket_command(sub)
     demo.add_command(sub)
+    arena.add_command(sub)
     return parser
 
 

@@ -2,7 +2,7 @@
 
 Each part is its own module with its own ``--quick`` smoke mode and ``BUILD.md`` (what was run, on what
 machine, how long, how good). The pocket model is pretrained on dataset seed 0, the perception models
-and rewards on seed 1, the held-out evaluators on seed 101; the ControlNet and the motion adapter are
+and rewards on seed 1, the held-out evaluators on seed 101, the arena's prompt judge on 301; the ControlNet and the motion adapter are
 trained beside the pocket model's UNet, so they come after it (``PARTS`` is in build order) and must be
 rebuilt whenever it is.
 """
@@ -22,6 +22,7 @@ PARTS = {
     "rewards": ("unifl.pocket.rewards", "."),
     "controlnet": ("unifl.pocket.controlnet", "controlnet"),
     "motion": ("unifl.pocket.motion", "motion_adapter"),
+    "judges": ("unifl.pocket.build_judges", "judges"),
 }
 
 

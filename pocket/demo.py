@@ -205,11 +205,13 @@ def check_claims(models: dict) -> list[tuple[str, bool, str]]:
 
 def _metrics_table(models: dict, reference: dict | None) -> list[str]:
     aspects = list(next(iter(models.values()))["aesthetic"])
-    lines = ["| model | FD ↓ | structure IoU ↑ | " + " | ".join(aspects) + " | mean aesthetic ↑ |", "|---|---|---|" + "---|" * (len(aspects) + 1)]
+    lines = ["| model | prompt accuracy ↑ | judge FD ↓ | judge KID ↓ | FD ↓ | structure IoU ↑ | " + " | ".join(aspects) + " | mean aesthetic ↑ |",
+             "|---|---|---|---|---|---|" + "---|" * (len(aspects) + 1)]
     rows = list(models.items()) + ([("real renders (ceiling)", reference)] if reference else [])
     for name, m in rows:
         mean = sum(m["aesthetic"].values()) / len(aspects)
-        lines.append(f"| {name} | {m['fd']:.2f} | {m['structure_iou']:.3f} | " + " | ".join(f"{m['aesthetic'][a]:.3f}" for a in aspects) + f" | {mean:.3f} |")
+        lines.append(f"| {name} | {m['prompt_accuracy']:.3f} | {m['judge_fd']:.2f} | {m['judge_kid']:.3f} | {m['fd']:.2f} | {m['structure_iou']:.3f} | "
+                     + " | ".join(f"{m['aesthetic'][a]:.3f}" for a in aspects) + f" | {mean:.3f} |")
     return lines
 
 
@@ -218,6 +220,7 @@ def pocket_world_missing() -> list[str]:
     weights = WEIGHTS_DIR
     needed = {"pocket model": MODEL_DIR / "model_index.json", "perception models": weights / "perception",
               "reward models": weights / "rewards" / "detail.safetensors", "held-out evaluators": weights / "evaluators" / "aspect_detail.safetensors",
+              "arena prompt judge": weights / "judges" / "prompt.safetensors",
               "pocket ControlNet": weights / "controlnet" / "diffusion_pytorch_model.safetensors",
               "pocket motion adapter": weights / "motion_adapter" / "diffusion_pytorch_model.safetensors"}
     return [name for name, path in needed.items() if not path.exists() or (path.is_dir() and not any(path.glob("*.safetensors")))]
@@ -333,6 +336,9 @@ def _write_report(out: Path, metrics: dict, claims, grids: dict, curves: list, s
         f"model, each model sampled on the same {metrics['images_per_model']} held-out prompts and seeds and measured by held-out",
         "judges (another seed, split and architecture than anything UniFL trained against). FD: Fréchet distance",
         "of the evaluator embedding to real renders. Structure IoU: are the prompted objects there and well formed.",
+        "Prompt accuracy and judge FD/KID: the arena's judges (`unifl arena`, `pocket/weights/judges/BUILD.md`): the share of",
+        "each prompt's checks (count, shape, colour, size, relations, background tone, light) that a detector trained on its",
+        "own world streams finds true, and realism in that detector's features. A single seed: `unifl arena` has the spreads.",
         "Base models at 20 steps and at 4 steps use CFG 3; stage 2 samples with its own contract: 4 DDIM steps,",
         "trailing spacing, CFG 1.",
         "",

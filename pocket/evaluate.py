@@ -5,6 +5,8 @@ captions of scenes from a seed that no model was trained on (:data:`PROMPT_SEED`
 compares against *real* renders of yet another seed (:data:`REAL_SEED`); structure IoU checks each
 generated image against the objects of the scene its prompt describes; aspect scores come from the
 held-out aspect evaluators. None of these judges is a model UniFL trains against (those use seeds 1/2).
+The arena's judges (:mod:`.judges`) are measured too: prompt accuracy against each prompt's scene spec,
+and FD/KID in the prompt judge's own feature space (``judge_fd``, ``judge_kid``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from ..core.feedback.loading import load_reward_model
 from .degrade import ASPECTS
 from .evaluators import embed_images, frechet_distance, structure_iou
+from .judges import embed, load_prompt_judge, prompt_accuracy, realism
 from .world import PocketDataset, Scene, WorldConfig
 
 PROMPT_SEED = 202
@@ -31,6 +34,7 @@ class EvaluationSet:
     scenes: list[Scene]
     real_images: torch.Tensor
     real_features: torch.Tensor
+    judge_real_features: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -44,14 +48,21 @@ def evaluation_set(num_prompts: int = 64, images_per_prompt: int = 4, num_real: 
     prompts = [prompt_world[i].caption for i in range(num_prompts) for _ in range(images_per_prompt)]
     real_world = PocketDataset(num_real, REAL_SEED, config)
     real_images = torch.stack([real_world[i].image for i in range(num_real)])
-    return EvaluationSet(prompts, list(range(len(prompts))), scenes, real_images, embed_images(real_images))
+    return EvaluationSet(prompts, list(range(len(prompts))), scenes, real_images, embed_images(real_images), embed(real_images, load_prompt_judge()))
 
 
 class AspectJudges:
-    """The four held-out aspect evaluators, loaded once."""
+    """The four held-out aspect evaluators, loaded once (and the arena's prompt judge beside them)."""
 
     def __init__(self):
         self.models = {aspect: load_reward_model("pocket-evaluator", aspect) for aspect in ASPECTS}
+        self._prompt_judge = None
+
+    @property
+    def prompt_judge(self):
+        if self._prompt_judge is None:
+            self._prompt_judge = load_prompt_judge()
+        return self._prompt_judge
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: list[str], batch_size: int = 256) -> dict[str, float]:
@@ -63,13 +74,18 @@ class AspectJudges:
 
 
 def measure(images: torch.Tensor, eval_set: EvaluationSet, judges: AspectJudges) -> dict:
-    """``{"fd", "structure_iou", "aesthetic": {aspect: mean score}}`` of images generated for ``eval_set``."""
+    """``{"fd", "structure_iou", "aesthetic": {aspect: mean score}, "prompt_accuracy", "judge_fd", "judge_kid"}``
+    of images generated for ``eval_set``."""
     if len(images) != len(eval_set):
         raise ValueError(f"{len(images)} images for an evaluation set of {len(eval_set)} prompts")
+    judged = realism(embed(images, judges.prompt_judge), eval_set.judge_real_features)
     return {
         "fd": frechet_distance(embed_images(images), eval_set.real_features),
         "structure_iou": structure_iou(images, eval_set.scenes),
         "aesthetic": judges(images, eval_set.prompts),
+        "prompt_accuracy": prompt_accuracy(images, eval_set.scenes, judges.prompt_judge)["prompt_accuracy"],
+        "judge_fd": judged["fd"],
+        "judge_kid": judged["kid"],
     }
 
 

@@ -1,0 +1,288 @@
+"""``unifl arena``: plan the jobs, skip those whose outputs exist, run the rest on a worker pool, measure.
+
+Layout of the output folder (everything a job makes is its proof of work; delete it to redo the job):
+
+* ``trainings/<training>/seed<r>/result.json`` (and the LoRA, logs) – one per training and seed;
+* ``samples/<row>/seed<r>.safetensors`` – the row's images of replicate ``r`` (uint8);
+* ``measures/<row>/seed<r>.json`` and ``references/seed<r>.json`` – the judges' numbers (measured in the
+  workers, right after sampling: the judges cost about as much per image as a few UNet calls);
+* ``metrics.json``, ``report.md``, ``grid_*.png``, ``curves_*.png`` – the summary (:mod:`.report`).
+
+A killed run restarts where it stopped: finished jobs are skipped job by job. The settings are written to
+``settings.json`` on the first run; a later run with other settings in the same folder is refused
+(its numbers would mix two arenas).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import asdict
+from pathlib import Path
+
+from ..demo import Job, pocket_world_missing, run_jobs
+from ..plugin import register
+from .measure import Judges, load_images, load_tensor, prompt_set, sample_row, save_tensor, write_json
+from .plan import DATA_STREAM, SPLITS, ArenaSettings, Training, rows, trainings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PEER_GLUE = REPO_ROOT / "bench" / "peers"
+
+
+# ------------------------------------------------------------------------------------------- peer sources
+
+
+def peer_sources() -> dict[str, dict]:
+    """Where each peer's code and Python are on this machine (environment variables, then the usual
+    places); a peer is present when both exist. Their code is never part of this repository."""
+    env = os.environ.get
+    peers_python = env("UNIFL_PEERS_PYTHON", "/work/venvs/peers/bin/python")
+    return {
+        "lcm_lora": {"source": env("UNIFL_PEER_DIFFUSERS", "/work/peer-src/huggingface+diffusers"), "python": peers_python},
+        "pcm": {"source": env("UNIFL_PEER_PCM", "/work/peer-src/pcm"), "python": peers_python},
+        "pcm_adv": {"source": env("UNIFL_PEER_PCM", "/work/peer-src/pcm"), "python": peers_python},
+        "alignprop": {"source": "pip:trl==0.23.1", "python": env("UNIFL_PEER_TRL_PYTHON", "/work/venvs/trl/bin/python")},
+    }
+
+
+def package_path_entry(scratch: Path) -> Path:
+    """A folder whose ``unifl`` is this checkout, for a peer's Python (another venv) to import our glue's helpers
+    from: the package's parent when the checkout folder is named ``unifl``, else a symlink in ``scratch``."""
+    if REPO_ROOT.name == "unifl":
+        return REPO_ROOT.parent
+    folder = scratch / "_pythonpath"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "unifl"
+    if not link.exists():
+        link.symlink_to(REPO_ROOT, target_is_directory=True)
+    return folder
+
+
+def peer_present(method: str) -> bool:
+    source = peer_sources()[method]
+    return Path(source["python"]).is_file() and (source["source"].startswith("pip:") or Path(source["source"]).exists())
+
+
+# ----------------------------------------------------------------------------------------- worker functions
+
+
+def _count_unet_calls():
+    """Count UNet evaluations (images through the UNet) in this worker: an instrument, not a change."""
+    from diffusers import UNet2DConditionModel
+
+    counter = {"images": 0}
+    original = UNet2DConditionModel.forward
+    if getattr(original, "_arena_counted", False):
+        original = original.__wrapped__
+
+    def forward(self, sample, *args, **kwargs):
+        counter["images"] += int(sample.shape[0])
+        return original(self, sample, *args, **kwargs)
+
+    forward._arena_counted, forward.__wrapped__ = True, original
+    UNet2DConditionModel.forward = forward
+    return counter
+
+
+def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_from: str) -> dict:
+    """One UniFL LoRA (in a worker): the pocket preset plus ``overrides``; its wall time is a peer's budget."""
+    from ...core.config import load_config
+    from ...core.training.trainer import TrainerCallbacks, UniFLTrainer
+    from .. import demo
+
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    counter = _count_unet_calls()
+    extra = [f"lora.init_from={init_from}"] if init_from else []
+    config = load_config(None, [f"logging.output_dir={run_dir}", f"logging.output_name=unifl-{training}", "logging.tensorboard=false",
+                                f"optim.seed={seed}", *overrides, *extra], preset="pocket")
+    name = f"{training}@{seed}"
+    callbacks = TrainerCallbacks(on_progress=lambda step, total, logs: demo._progress.put((name, step)))
+    started = time.perf_counter()
+    with open(run_dir / "train.log", "w", encoding="utf-8") as log, redirect_stdout(log), redirect_stderr(log):
+        result = UniFLTrainer(config, callbacks=callbacks).train(overwrite=True)
+    seconds = time.perf_counter() - started
+    summary = {"method": "unifl", "lora": {"format": "kohya", "path": str(result.lora_path)}, "seconds": round(seconds, 1),
+               "steps": result.steps, "batch_size": config.optim.batch_size, "images_seen": result.steps * config.optim.batch_size,
+               "unet_evaluations": counter["images"], "seed": seed, "overrides": overrides}
+    write_json(run_dir / "result.json", summary)
+    return summary
+
+
+def train_peer(out: str, training: str, method: str, seed: int, budget_seconds: float, max_steps: int, data_dir: str, threads: int) -> dict:
+    """A peer through our glue (``bench/peers/<method>.py``) in its own Python; its output goes to train.log."""
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source = peer_sources()[method]
+    script = PEER_GLUE / f"{method.split('_adv')[0]}.py"
+    command = [source["python"], str(script), "--out", str(run_dir), "--seed", str(seed), "--budget-seconds", f"{budget_seconds:.1f}",
+               "--max-steps", str(max_steps), "--data", data_dir, "--source", source["source"], "--threads", str(threads)]
+    if method == "pcm_adv":
+        command.append("--adversarial")
+    env = {**os.environ, "PYTHONPATH": str(package_path_entry(run_dir)), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(run_dir / "train.log", "w", encoding="utf-8") as log:
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(run_dir))
+    if done.returncode != 0:
+        raise RuntimeError(f"peer {method} failed (exit {done.returncode}); see {run_dir / 'train.log'}")
+    summary = json.loads((run_dir / "result.json").read_text())
+    return summary
+
+
+def write_peer_data(out: str, count: int) -> str:
+    """The training stream as files for the peers' own loaders: png + txt pairs and webdataset shards."""
+    from ..world import PocketDataset, WorldConfig
+
+    folder = Path(out)
+    sys.path.insert(0, str(PEER_GLUE))
+    from data import write_pocket_files  # noqa: E402  (bench/peers/data.py: our glue, no peer code)
+
+    write_pocket_files(PocketDataset(count, DATA_STREAM[0], WorldConfig(resolution=64)), folder)
+    return str(folder)
+
+
+# ----------------------------------------------------------------------------------------------- the plan
+
+
+def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple[list[Job], dict]:
+    """Every job of the arena with its dependencies, and what each sampling job will produce."""
+    split = SPLITS[settings.split]
+    planned, row_plan = trainings(settings), rows(settings)
+    present = {name: t for name, t in planned.items() if t.method == "unifl" or peer_present(t.method)}
+    jobs, outputs = [], {"trainings": {}, "samples": {}, "references": {}}
+    needs_data = any(t.method in ("lcm_lora", "pcm", "pcm_adv") for t in present.values())
+    data_dir = out / "peer_data"
+    if needs_data:
+        count = 256 if settings.quick else DATA_STREAM[1]
+        jobs.append(Job("peer_data", (write_peer_data, str(data_dir), count), steps=1))
+        outputs["peer_data"] = data_dir / "DONE"
+    for seed in settings.seeds:
+        for name, t in present.items():
+            run_dir = out / "trainings" / name / f"seed{seed}"
+            outputs["trainings"][(name, seed)] = run_dir / "result.json"
+            after = tuple(f"{d}@{seed}" for d in t.after)
+            if t.method == "unifl":
+                init = str(out / "trainings" / "stage1" / f"seed{seed}" / "unifl-stage1.safetensors") if "stage1" in t.after else ""
+                steps = settings.stage2_steps if "stage=2" in t.overrides else settings.stage1_steps
+                jobs.append(Job(f"{name}@{seed}", (train_unifl, str(run_dir), name, seed, list(t.overrides), init), after, steps))
+            else:
+                jobs.append(Job(f"{name}@{seed}", (_peer_job, str(out), name, t, seed, settings, str(data_dir)), after + (("peer_data",) if needs_data and t.method != "alignprop" else ()), 100))
+        outputs["references"][seed] = out / "references" / f"seed{seed}.json"
+        jobs.append(Job(f"reference@{seed}", (_reference_job, str(out), seed, settings, judge_path), (), max(1, round(4 * settings.images / 256))))
+        for row_name, row in row_plan.items():
+            if row.training is not None and row.training not in present:
+                continue
+            outputs["samples"][(row_name, seed)] = out / "measures" / row_name / f"seed{seed}.json"
+            after = ((f"{row.training}@{seed}",) if row.training else ()) + (f"reference@{seed}",)
+            units = max(1, round((row.sampler.unet_calls_per_image() + 4) * settings.images / 256))  # + the judges, ~4 UNet calls' worth
+            jobs.append(Job(f"{row_name}@{seed}", (_sample_job, str(out), row_name, row.training, seed, row.sampler, settings, judge_path), after, units))
+    return jobs, {"outputs": outputs, "present": present, "rows": row_plan}
+
+
+def _peer_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str) -> dict:
+    run_dir = Path(out) / "trainings" / name / f"seed{seed}"
+    reference = json.loads((Path(out) / "trainings" / (training.budget_of or training.steps_of) / f"seed{seed}" / "result.json").read_text())
+    if training.steps_of:
+        budget, max_steps = 0.0, reference["steps"]
+    else:
+        budget, max_steps = reference["seconds"], settings.peer_min_steps
+    return train_peer(str(run_dir), name, training.method, seed, budget, max_steps, data_dir, settings.threads)
+
+
+def _sample_job(out: str, row_name: str, training: str | None, seed: int, sampler, settings: ArenaSettings, judge_path: str) -> str:
+    """Sample a row's replicate (unless its images are there) and measure it with the frozen judges."""
+    out_dir, split = Path(out), SPLITS[settings.split]
+    prompts = prompt_set(split, settings, seed)
+    images_path = out_dir / "samples" / row_name / f"seed{seed}.safetensors"
+    if not images_path.is_file():
+        lora = None
+        if training is not None:
+            lora = json.loads((out_dir / "trainings" / training / f"seed{seed}" / "result.json").read_text())["lora"]
+        sample_row(sampler, lora, prompts.prompts, prompts.seeds, str(images_path))
+    judges = Judges(judge_path)
+    reference = json.loads((out_dir / "references" / f"seed{seed}.json").read_text())
+    path = out_dir / "measures" / row_name / f"seed{seed}.json"
+    value = judges.measure(load_images(images_path), prompts, _real_features(out_dir, judges, split, settings), reference["real_same_scenes"]["aspects"],
+                           features_path=path.with_suffix(".features.safetensors"))
+    write_json(path, value)
+    return str(path)
+
+
+def _real_features(out: Path, judges: Judges, split, settings: ArenaSettings):
+    """The real reference set's judge features, computed once and kept (two workers may both write it: same bytes)."""
+    path = out / "references" / "real_features.safetensors"
+    if path.is_file():
+        return load_tensor(path)
+    features = judges.real_features(split.real_seed, 0, settings.num_real)
+    save_tensor(features, path)
+    return features
+
+
+def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str) -> str:
+    """Ceiling and floors of one replicate (real renders of the same and of other scenes, uniform noise)."""
+    out_dir, split = Path(out), SPLITS[settings.split]
+    judges = Judges(judge_path)
+    judges._real_features[(split.real_seed, 0, settings.num_real)] = _real_features(out_dir, judges, split, settings)
+    path = out_dir / "references" / f"seed{seed}.json"
+    write_json(path, judges.references(split, settings, seed, prompt_set(split, settings, seed), features_dir=out_dir / "references"))
+    return str(path)
+
+
+def _done(job: Job, outputs: dict) -> bool:
+    if job.name == "peer_data":
+        return outputs["peer_data"].is_file()
+    name, seed = job.name.rsplit("@", 1)
+    if name == "reference":
+        return outputs["references"][int(seed)].is_file()
+    key = (name, int(seed))
+    path = outputs["trainings"].get(key) or outputs["samples"].get(key)
+    return path is not None and path.is_file()
+
+
+def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None = None, judge_path: str = "") -> dict:
+    """Run (or resume) the arena and write ``metrics.json`` and ``report.md``; returns the metrics.
+
+    ``judge_path``: another prompt-judge file than the shipped one (tests use a smoke-built judge)."""
+    from .report import write_report
+
+    register()
+    missing = [part for part in pocket_world_missing() if not (judge_path and part == "arena prompt judge")]
+    if missing:
+        raise FileNotFoundError(f"the pocket world is incomplete ({', '.join(missing)} missing); rebuild it with `unifl pocket build`")
+    settings = settings or ArenaSettings()
+    if settings.quick and settings.split != "validation":
+        raise ValueError("a quick (smoke) arena runs on the validation split only: the test split is for the full, frozen run")
+    out = Path(out_dir)
+    _check_settings(out, settings)
+    started = time.time()
+    jobs, plan = plan_jobs(out, settings, judge_path)
+    outputs = plan["outputs"]
+    finished = {job.name for job in jobs if _done(job, outputs)}
+    todo = [Job(j.name, j.work, tuple(d for d in j.after if d not in finished), j.steps) for j in jobs if j.name not in finished]
+    print(f"arena: {len(jobs)} jobs, {len(finished)} already done, {len(todo)} to run ({settings.split} split, seeds {list(settings.seeds)})")
+
+    if todo:
+        run_jobs(todo, settings.workers, settings.threads, lambda name, value: None, desc="UniFL arena")
+    references = {seed: json.loads(path.read_text()) for seed, path in outputs["references"].items()}
+    measures = {}
+    for (row_name, seed), path in outputs["samples"].items():
+        measures.setdefault(row_name, {})[seed] = json.loads(path.read_text())
+    results = {key: json.loads(p.read_text()) for key, p in outputs["trainings"].items() if p.is_file()}
+    metrics = write_report(out, settings, plan, measures, references, results, time.time() - started)
+    print(f"arena report: {out / 'report.md'}")
+    return metrics
+
+
+def _check_settings(out: Path, settings: ArenaSettings) -> None:
+    path = out / "settings.json"
+    current = json.loads(json.dumps(asdict(settings)))
+    comparable = {k: v for k, v in current.items() if k not in ("workers", "threads")}
+    if path.is_file():
+        before = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("workers", "threads")}
+        if before != comparable:
+            changed = sorted(k for k in comparable if before.get(k) != comparable[k])
+            raise ValueError(f"{out} holds an arena with other settings ({', '.join(changed)}); use another --out or delete that folder")
+    write_json(path, current)
