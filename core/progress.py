@@ -32,6 +32,20 @@ def progress_bar(iterable=None, **kwargs):
     :data:`LOG_INTERVAL_S` seconds (and one at the end)."""
     from tqdm.auto import tqdm
 
-    if not sys.stderr.isatty():
-        kwargs |= {"file": _LineWriter(sys.stderr), "mininterval": max(kwargs.get("mininterval", 0), LOG_INTERVAL_S), "dynamic_ncols": False, "ncols": 100, "ascii": True}
-    return tqdm(iterable, **kwargs)
+    if sys.stderr.isatty():
+        return tqdm(iterable, **kwargs)
+
+    class LogBar(tqdm):
+        """Postfix and description changes wait for the next line instead of writing one each."""
+
+        def set_postfix(self, ordered_dict=None, refresh=True, **values):
+            super().set_postfix(ordered_dict, refresh=False, **values)
+
+        def set_postfix_str(self, s="", refresh=True):
+            super().set_postfix_str(s, refresh=False)
+
+        def set_description(self, desc=None, refresh=True):
+            super().set_description(desc, refresh=False)
+
+    kwargs |= {"file": _LineWriter(sys.stderr), "mininterval": max(kwargs.get("mininterval", 0), LOG_INTERVAL_S), "dynamic_ncols": False, "ncols": 100, "ascii": True}
+    return LogBar(iterable, **kwargs)
