@@ -87,17 +87,18 @@ def plan(args) -> list[Run]:
         quick = [Run("sd15", "1", 64), Run("sd15", "1", 96), Run("sd15", "2", 64), Run("sd15", "2", 64, "full-discriminator")]
         return quick + ([Run("sd15", "alignprop", 64), Run("sd15", "alignprop", 96)] if args.alignprop_python else [])
     runs, sd15, sdxl = [], args.sd15_resolutions, args.sdxl_resolutions
-    # Most telling first, so that a run cut short still has the fits: the lean steps at two resolutions
-    # (AlignProp beside SD1.5's), then each economy switched off at the lowest, then the checks of the line.
+    # Most telling first, so that a run cut short still has the fits: the lean steps at two resolutions,
+    # then each economy switched off at the lowest, AlignProp beside SD1.5, then the checks of the line.
     if "sd15" in args.architectures:
-        runs += [Run("sd15", "1", r) for r in sd15[:2]]
-        runs += [Run("sd15", "alignprop", r) for r in sd15[:2]] if args.alignprop_python else []
-        runs += [Run("sd15", "2", r) for r in sd15[:2]]
+        runs += [Run("sd15", stage, r) for stage in ("1", "2") for r in sd15[:2]]
     if "sdxl" in args.architectures:
         runs += [Run("sdxl", stage, r) for stage in ("1", "2") for r in sdxl[:2]]
-    if "sd15" in args.architectures:
+    if "sd15" in args.architectures and not args.lean_only:
         runs += [Run("sd15", "1", sd15[0], v) for v in ("no-unet-checkpointing", "no-vae-checkpointing", "fp32-weights", "resident-text-encoders")]
         runs += [Run("sd15", "2", sd15[0], "full-discriminator")]
+    if "sd15" in args.architectures and args.alignprop_python:
+        runs += [Run("sd15", "alignprop", r) for r in sd15[:2]]
+    if "sd15" in args.architectures:
         runs += [Run("sd15", "1", r) for r in sd15[2:]]
     if "sdxl" in args.architectures:
         runs += [Run("sdxl", "1", r) for r in sdxl[2:]]
@@ -563,6 +564,8 @@ def parse_args(argv=None):
     parser.add_argument("--alignprop-python", default=None, help="a Python with trl==0.23.1 (and this repo's dependencies) for the AlignProp runs")
     parser.add_argument("--json", default=None, help="also write every result to this file")
     parser.add_argument("--quick", action="store_true", help="toy widths (every width / 8): checks that it runs")
+    parser.add_argument("--lean-only", action="store_true", help="only the lean configuration (and AlignProp): no economy switched off")
+    parser.add_argument("--resume", default=None, help="a --json file of an earlier run: keep its results, measure only the missing runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.device = args.device or ("cuda" if _cuda() else "cpu")
@@ -590,7 +593,13 @@ def main(argv=None) -> None:
     print(f"machine: {machine(args.device)}; device {args.device}; torch threads {args.threads or 'default'}")
     print("variants: " + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()), flush=True)
     results, started = [], time.perf_counter()
+    if args.resume:  # a run cut short: keep what it measured, measure the rest
+        with open(args.resume) as fh:
+            results = [r for r in json.load(fh) if "error" not in r]
+    done = [Run(**r["run"]) for r in results]
     for run in plan(args):
+        if run in done:
+            continue
         result = run_child(run, args)
         results.append(result)
         status = result.get("error") or f"total {result['total_bytes'] / GIB:.2f} GiB, step {result['wall_seconds']:.0f} s wall / {result['cpu_seconds']:.0f} s CPU"
