@@ -165,6 +165,8 @@ def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device 
     feedback = _check_feedback_models(config, report) if load_models else None
     _check_data(config, feedback or {}, report)
     _check_dtypes(config, device, report)
+    if model_parts is None and denoiser is None and config.model.architecture in ("sd15", "sdxl"):
+        model_parts = empty_components(shipped_config_dir(config.model.architecture))  # the memory still says what a GPU needs
     if model_parts is not None:
         report.memory = predict_memory(config, model_parts, feedback, device)
     return report
