@@ -7,9 +7,13 @@ STAMP := $(VENV)/.unifl-installed
 # A second venv with A1111's gradio 3.41.2, for the browser test of the UniFL tab (make test-webui-341).
 VENV341 ?= .venv-gradio341
 STAMP341 := $(VENV341)/.unifl-installed
+# A third with torch 2.14.1 + torchvision 0.29.1 (a pair that imports together), for the Mask R-CNN
+# structure model (make test-torchvision); torchvision is no dependency of the pack.
+VENVTV ?= .venv-torchvision
+STAMPTV := $(VENVTV)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-host-stacks demo arena peer-venvs bench clean browser comfy-validate
+.PHONY: setup test test-fast test-host-stacks test-torchvision demo arena peer-venvs bench bench-real-size clean browser comfy-validate
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +29,12 @@ $(STAMP341): pyproject.toml requirements.txt
 		"pydantic==1.10.21" "httpx==0.24.1" "uvicorn==0.30.6" "numpy==1.26.4" "pillow<11" "websockets<12"
 	$(VENV341)/bin/python -m pip install --quiet -e . "huggingface_hub<1.0"
 	touch $(STAMP341)
+
+$(STAMPTV): pyproject.toml requirements.txt
+	test -x $(VENVTV)/bin/python || python3 -m venv $(VENVTV)
+	$(VENVTV)/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(VENVTV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMPTV)
 
 setup: $(STAMP)
 
@@ -54,6 +64,10 @@ test-fast: setup comfy-validate
 test-host-stacks:
 	PYTEST_ARGS="$(PYTEST_ARGS)" tests/host_stacks/run.sh
 
+# The tests that need torchvision (skipped with that reason in `make test`): random-weight Mask R-CNN.
+test-torchvision: $(STAMPTV)
+	$(VENVTV)/bin/python -m pytest -q tests/test_maskrcnn.py $(PYTEST_ARGS)
+
 demo: setup
 	$(PY) -m unifl demo
 
@@ -75,6 +89,12 @@ peer-venvs: setup
 
 bench: setup
 	$(PY) bench/train_step.py
+
+# SD1.5 and SDXL at their real widths, random weights (docs/benchmarks.md); ~25 min on 2 CPU cores, 24 GB.
+# It runs in the torchvision venv (the recipe's Mask R-CNN); AlignProp in ALIGNPROP_PYTHON (trl==0.23.1).
+ALIGNPROP_PYTHON ?=
+bench-real-size: $(STAMPTV)
+	$(VENVTV)/bin/python bench/real_size.py --threads 1 $(if $(ALIGNPROP_PYTHON),--alignprop-python $(ALIGNPROP_PYTHON))
 
 clean:
 	rm -rf out runs .pytest_cache

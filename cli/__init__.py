@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import arena, demo, export, sample, score, select_prompts, train, train_reward
+from . import arena, check, coco, demo, export, sample, score, select_prompts, train, train_reward
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="unifl", description="UniFL: unified feedback learning for Stable Diffusion, trained as a LoRA.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (train, sample, export, score, train_reward, select_prompts):
+    for command in (train, check, sample, export, score, train_reward, select_prompts, coco):
         command.add_command(sub)
     add_webui_command(sub)
     add_pocket_command(sub)

@@ -46,6 +46,23 @@ def test_cross_field_validation_messages():
         load_config("/nonexistent/config.toml")
 
 
+def test_real_size_presets_store_frozen_weights_in_half_precision():
+    for preset in ("sd15", "sdxl"):
+        c = load_config(None, [], preset=preset)
+        assert (c.model.dtype, c.model.vae_dtype, c.optim.mixed_precision) == ("bf16", "fp32", "bf16"), preset
+
+
+def test_feedback_model_dtype_follows_mixed_precision_unless_set():
+    c = load_config(None, ['rewards=[{aspect = "detail", kind = "sharpness"}]', 'perception=[{aspect = "style", kind = "vgg16", dtype = "fp32"}]', "optim.mixed_precision=bf16"])
+    assert c.rewards[0].dtype == "auto" and c.rewards[0].resolved_dtype(c.optim.mixed_precision) == "bf16"
+    assert c.perception[0].resolved_dtype(c.optim.mixed_precision) == "fp32"
+    assert c.rewards[0].resolved_dtype("no") == "fp32"
+    with pytest.raises(ConfigError, match=r"rewards\[0\].dtype = 'bf16' runs under the training autocast: set optim.mixed_precision"):
+        load_config(None, ['rewards=[{aspect = "detail", kind = "sharpness", dtype = "bf16"}]'])
+    with pytest.raises(ConfigError, match=r"perception\[0\].dtype = 'half'"):
+        load_config(None, ['perception=[{aspect = "style", kind = "vgg16", dtype = "half"}]'])
+
+
 def test_override_parsing():
     assert parse_override("optim.max_steps=3") == {"optim": {"max_steps": 3}}
     assert parse_override("model.path=/a/b c.safetensors") == {"model": {"path": "/a/b c.safetensors"}}

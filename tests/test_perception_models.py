@@ -109,6 +109,29 @@ def test_vgg16_loads_a_torchvision_state_dict(tmp_path):
     assert [tuple(f.shape) for f in chosen(images)] == [(2, 4, 32, 32), (2, 16, 2, 2)]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_perception_model_stored_in_half_precision_runs_under_the_training_autocast(tmp_path, dtype):
+    state = _randomised(VGG16Features(TINY_VGG), seed=1)
+    torch.save(state, tmp_path / "vgg16.pth")
+    full = load_perception_model("vgg16", str(tmp_path / "vgg16.pth"))
+    half = load_perception_model("vgg16", str(tmp_path / "vgg16.pth"), dtype={torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype])
+    assert {p.dtype for p in half.parameters()} == {dtype}
+    assert not half.training and not any(p.requires_grad for p in half.parameters())
+    assert sum(p.numel() * p.element_size() for p in half.parameters()) * 2 == sum(p.numel() * p.element_size() for p in full.parameters())
+
+    real = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    grads = {}
+    for name, model in (("full", full), ("half", half)):
+        images = _images()
+        with torch.autocast("cpu", dtype=dtype, enabled=name == "half"):
+            loss = pefl_style_loss(model, images, real)
+        loss.backward()
+        grads[name] = images.grad
+    assert grads["half"].dtype == torch.float32  # the generator's side of the graph stays fp32
+    cosine = F.cosine_similarity(grads["half"].flatten(), grads["full"].flatten(), dim=0)
+    assert cosine > 0.95, f"half-precision style gradient points elsewhere (cosine {cosine:.3f})"
+
+
 def test_vgg16_errors_name_the_file(tmp_path):
     state = _randomised(VGG16Features(TINY_VGG), seed=1)
     torch.save({**state, "features.1.running_mean": torch.zeros(4)}, tmp_path / "vgg16_bn.pth")  # a batch-norm VGG

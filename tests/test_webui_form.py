@@ -111,12 +111,12 @@ def test_a_preset_without_feedback_models_starts_from_the_public_model_recipe(tm
     (tmp_path / "perception").mkdir()
     (tmp_path / "perception" / "vgg16-397923af.pth").write_bytes(b"")
     rewards, perception = form.shown_feedback(config, tmp_path)
-    assert rewards["color"] == f"hpsv2: {tmp_path / 'rewards' / 'HPS_v2.1_compressed.pt'} (α 0.3)"
-    assert rewards["layout"] == f"pickscore: {tmp_path / 'rewards' / 'PickScore_v1'} (α 22)"
-    assert rewards["detail"] == "sharpness · image statistic (α -1)"  # no LAION predictor here
+    assert rewards["color"] == f"hpsv2: {tmp_path / 'rewards' / 'HPS_v2.1_compressed.pt'} (α 0.28)"
+    assert rewards["layout"] == f"pickscore: {tmp_path / 'rewards' / 'PickScore_v1'} (α 21.5)"
+    assert rewards["detail"] == "sharpness · image statistic (α -1)"  # no ImageReward here
     assert perception["style"] == f"vgg16: {tmp_path / 'perception' / 'vgg16-397923af.pth'}"
     built = form.build_config(preset="sd15", model_path="m", run_dir=tmp_path / "run", init_from="", unifl_dir=tmp_path, extra="",
                               values=form.form_values(config), rewards=rewards, perception=perception)
-    assert {(r.aspect, r.kind, r.threshold) for r in built.rewards} == {("color", "hpsv2", 0.3), ("layout", "pickscore", 22.0),
-                                                                       ("detail", "sharpness", -1.0), ("lighting", "exposure", 0.3)}
+    assert {(r.aspect, r.kind, r.threshold, r.weight) for r in built.rewards} == {("color", "hpsv2", 0.28, 20.0), ("layout", "pickscore", 21.5, 1.0),
+                                                                                 ("detail", "sharpness", -1.0, 1.0), ("lighting", "exposure", 0.3, 1.0)}
     assert [(p.aspect, p.kind, p.path) for p in built.perception] == [("style", "vgg16", str(tmp_path / "perception" / "vgg16-397923af.pth"))]

@@ -22,8 +22,8 @@ STATISTIC_REWARDS = [
 
 PRESETS: dict[str, dict] = {
     # Stable Diffusion 1.5 at its native 512 px; LoRA learning rates are ~10x full fine-tuning ones. The
-    # frozen weights are stored in the dtype the mixed-precision forward computes in: fp32 storage would
-    # only double the model's memory (a webui holds its own copy beside it).
+    # frozen UNet and text encoder are stored in the dtype the mixed-precision forward computes in (bf16, as
+    # in sdxl): fp32 storage would only double the model's memory (a webui holds its own copy beside it).
     "sd15": {
         "model": {"architecture": "sd15", "dtype": "bf16"},
         "data": {"resolution": 512},

@@ -110,6 +110,13 @@ class ModelSpec:
     weight: float = doc(1.0, "Loss weight w_d of this model.")
     threshold: float | None = doc(None, "α_d of the hinge ReLU(α_d − r_d) for rewards; empty = read 'unifl.alpha' from the model file.")
     aspect: str = doc("", "Rewards: the aspect (color, layout, detail, lighting, or any name). Perception: the task (style, structure, layout).")
+    dtype: str = doc("auto", "Storage dtype of this frozen model's weights: 'auto' (the dtype of optim.mixed_precision, fp32 when it is 'no'), 'fp32', 'fp16' or 'bf16'. Half precision runs under the training autocast, so it needs optim.mixed_precision. Models that compute box geometry (maskrcnn-*) stay fp32 whatever this says.")
+
+    def resolved_dtype(self, mixed_precision: str) -> str:
+        """``'fp32'``, ``'fp16'`` or ``'bf16'``: what ``dtype`` means in a run with this ``optim.mixed_precision``."""
+        if self.dtype != "auto":
+            return self.dtype
+        return mixed_precision if mixed_precision in ("fp16", "bf16") else "fp32"
 
 
 @dataclass
@@ -205,6 +212,12 @@ class TrainConfig:
             raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all' or 'head'")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"optim.mixed_precision = {self.optim.mixed_precision!r}: use 'no', 'fp16' or 'bf16'")
+        for table, specs in (("rewards", self.rewards), ("perception", self.perception)):
+            for i, spec in enumerate(specs):
+                if spec.dtype not in ("auto", "fp32", "fp16", "bf16"):
+                    raise ConfigError(f"{table}[{i}].dtype = {spec.dtype!r}: use 'auto', 'fp32', 'fp16' or 'bf16'")
+                if spec.dtype in ("fp16", "bf16") and self.optim.mixed_precision == "no":
+                    raise ConfigError(f"{table}[{i}].dtype = {spec.dtype!r} runs under the training autocast: set optim.mixed_precision = {spec.dtype!r}, or dtype = 'auto'")
         for i, spec in enumerate(self.rewards):
             if not spec.aspect:
                 raise ConfigError(f"rewards[{i}] ({spec.kind}) has no aspect: set aspect = 'color' | 'layout' | 'detail' | 'lighting' | …")

@@ -76,6 +76,12 @@ class DiffusersDenoiser(Denoiser):
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
         self.vae.enable_gradient_checkpointing()
+        # diffusers < 0.33 (0.31 is what A1111 and Forge get) checkpoints a block only in train mode
+        # (`if self.training and self.gradient_checkpointing`), and the trainer puts only the UNet, the
+        # LoRA's host, in train mode: the decoder, loaded in eval mode, kept every activation. Newer
+        # diffusers checkpoint whenever grad is enabled. The decoder has no dropout or batch norm, so
+        # train mode changes nothing else about it.
+        self.vae.decoder.train()
 
     def offload_text_encoders(self) -> None:
         if self.device.type != "cpu":

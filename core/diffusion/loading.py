@@ -153,6 +153,28 @@ def load_denoiser(path: str | Path, **kwargs) -> DiffusersDenoiser:
     return denoiser
 
 
+def empty_components(config_dir: str | Path) -> dict[str, torch.nn.Module]:
+    """UNet, VAE and text encoder(s) built from a diffusers-format folder's configs on the meta device.
+
+    No weights and no memory: their shapes, dtypes-to-be and parameter counts (what ``unifl check``
+    predicts memory from). ``config_dir`` is a pipeline folder or :func:`shipped_config_dir`'s.
+    """
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = Path(config_dir)
+    with init_empty_weights():
+        components = {
+            "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
+            "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),
+        }
+        for name, model_class in (("text_encoder", CLIPTextModel), ("text_encoder_2", CLIPTextModelWithProjection)):
+            if (folder / name / "config.json").is_file():
+                components[name] = model_class(CLIPTextConfig.from_pretrained(folder / name))
+    return components
+
+
 def pipeline_architecture(pipe) -> str:
     """The LoRA-metadata tag of a loaded pipeline: ``"sdxl"``, ``"sd2"`` (1024-wide OpenCLIP text) or ``"sd15"``."""
     if getattr(pipe, "text_encoder_2", None) is not None:

@@ -1,5 +1,5 @@
 """The core's own kinds: weight-free ones (statistic rewards, a random-feature style net) defined here, and
-the loaders of public models (LAION aesthetic, PickScore, HPSv2, ImageReward, VGG16, DeepLabV3, …) imported
+the loaders of public models (LAION aesthetic, PickScore, HPSv2, ImageReward, VGG16, DeepLabV3, Mask R-CNN, …) imported
 so their decorators register them."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import importlib
 import torch
 from torch import nn
 
-# Imported for their registrations: vgg16, efficientnet-lite0, deeplabv3-*, torchscript; the reward loaders; clip-reward.
-from .perception import loaders  # noqa: F401
+# Imported for their registrations: vgg16, efficientnet-lite0, deeplabv3-*, torchscript, maskrcnn-* (which
+# import torchvision only when loading); the reward loaders; clip-reward.
+from .perception import loaders, maskrcnn  # noqa: F401
 from .registry import register_perception_model, register_reward_model
 from .rewards import clip_aspect, hps, imagereward, laion, pickscore  # noqa: F401
 from .rewards.statistics import Colorfulness, Exposure, Sharpness

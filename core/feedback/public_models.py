@@ -4,17 +4,19 @@ in the UniFL folder, and the weight-free image statistics that stand in for the 
 UniFL's own reward models are trained per aspect on annotated preference pairs that were never released
 (``unifl train-reward`` trains them from yours). The published scorers are overall judges of quality or
 preference; the recipe gives each one aspect slot so that all four contribute (the aesthetic loss is an
-unweighted sum over aspects, Eq. 5). The slot matters in one place: stage 2's discriminator is a trainable
-copy of the ``detail`` reward, so that slot holds the image-only LAION predictor. Thresholds α_d sit just
-above what Stable Diffusion 1.5 images score, so the hinge has work to do (docs/paper-choices.md).
+sum over aspects, Eq. 5). The slot matters in one place: stage 2's discriminator starts from the ``detail``
+reward, which the paper's is BLIP-based, so that slot holds ImageReward (BLIP). Thresholds α_d sit just
+above what Stable Diffusion 1.5 images score, so the hinge has work to do, and the weights bring the
+scales together. The same models, thresholds and weights as recipes/*.toml (docs/recipes.md; a test
+keeps them equal).
 
 Looked for under ``<unifl folder>/rewards`` and ``/perception``, by the names the models are published
 under; the first name found is used::
 
     rewards/HPS_v2.1_compressed.pt        (or HPS_v2_compressed.pt)             color      hpsv2
     rewards/PickScore_v1/                 Hugging Face CLIP folder              layout     pickscore
-    rewards/laion-aesthetic/              clip/ + the head file (see .rewards.laion)  detail  laion-aesthetic
-    rewards/ImageReward/                  ImageReward.pt + bert tokenizer files lighting   imagereward
+    rewards/ImageReward/                  ImageReward.pt + bert tokenizer files detail     imagereward
+    rewards/laion-aesthetic/              clip/ + the head file (see .rewards.laion)  lighting  laion-aesthetic
     perception/vgg16-397923af.pth         torchvision's VGG16 (or vgg16.safetensors)  style  vgg16
 """
 
@@ -34,17 +36,18 @@ class PublicModel:
     kind: str
     names: tuple[str, ...]
     threshold: float | None = None
+    weight: float = 1.0
 
 
 PUBLIC_REWARDS = (
-    # HPSv2.1 scores SD1.5 images about 0.27 and SDXL about 0.29 (HPSv2 paper / benchmark table).
-    PublicModel("color", "hpsv2", ("HPS_v2.1_compressed.pt", "HPS_v2_compressed.pt"), 0.30),
+    # HPSv2.1 scores SD1.5 images about 0.27 and SDXL about 0.29 (HPSv2 paper); its cosine spans ~0.05: weight 20.
+    PublicModel("color", "hpsv2", ("HPS_v2.1_compressed.pt", "HPS_v2_compressed.pt"), 0.28, 20.0),
     # PickScore: SD1.5 about 20.6-21, SDXL about 22.2 on Pick-a-Pic prompts (PickScore paper).
-    PublicModel("layout", "pickscore", ("PickScore_v1",), 22.0),
+    PublicModel("layout", "pickscore", ("PickScore_v1",), 21.5),
+    # ImageReward is standardised (mean 0, std 1 over its human-rated set); SD1.5 averages about 0.2.
+    PublicModel("detail", "imagereward", ("ImageReward",), 0.5),
     # LAION aesthetic: the LAION-Aesthetics "6+" subset is the high bar; SD1.5 outputs score 5.5-6.
-    PublicModel("detail", "laion-aesthetic", ("laion-aesthetic",), 6.0),
-    # ImageReward is standardised (mean 0, std 1); ReFL's own hinge is relu(2 - r) (THUDM/ImageReward ReFL.py).
-    PublicModel("lighting", "imagereward", ("ImageReward",), 2.0),
+    PublicModel("lighting", "laion-aesthetic", ("laion-aesthetic",), 6.0),
 )
 PUBLIC_PERCEPTION = (PublicModel("style", "vgg16", ("vgg16-397923af.pth", "vgg16.safetensors", "vgg16.pth")),)
 FOLDERS = {"rewards": "rewards", "perception": "perception"}
@@ -55,7 +58,7 @@ STATISTIC_KINDS = tuple(table["kind"] for table in STATISTIC_REWARDS)
 def _found(model: PublicModel, folder: Path) -> dict | None:
     for name in model.names:
         if (folder / name).exists():
-            table = {"aspect": model.aspect, "kind": model.kind, "path": str(folder / name)}
+            table = {"aspect": model.aspect, "kind": model.kind, "path": str(folder / name), "weight": model.weight}
             return table | ({"threshold": model.threshold} if model.threshold is not None else {})
     return None
 

@@ -31,13 +31,15 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     Normalised by ``C · H · W`` so that the scale does not depend on the resolution or the channel
     count of a layer: layers of different depth can share one weight, and a style target taken at a
     different resolution than the prediction is still comparable. Computed in float32 (a sum over
-    ``H · W`` products overflows half precision).
+    ``H · W`` products overflows half precision), also inside the training autocast, which would
+    otherwise run the product in half precision again.
     """
     if features.ndim != 4:
         raise ValueError(f"gram_matrix expects feature maps of shape [B, C, H, W], got {tuple(features.shape)}")
     batch, channels, height, width = features.shape
-    flat = features.float().reshape(batch, channels, height * width)
-    return flat @ flat.transpose(1, 2) / (channels * height * width)
+    with torch.autocast(features.device.type, enabled=False):
+        flat = features.float().reshape(batch, channels, height * width)
+        return flat @ flat.transpose(1, 2) / (channels * height * width)
 
 
 def style_loss(

@@ -1,7 +1,8 @@
 """The contract a perception model satisfies to give perceptual feedback (PeFL), and the helpers that use it.
 
 PeFL is "a frozen expert model's own task loss on the decoded one-step ``x0``". Any model can be that
-expert if it is a callable of one of three shapes below; wrapping VGG16, SOLO or DeepLabV3 (or a
+expert if it is a callable of one of three shapes below (or, for structure, computes its own training
+loss: :class:`InstanceSegmenterWithLoss`); wrapping VGG16, SOLO or DeepLabV3 (or a
 smaller stand-in) is then a few lines in a loader, and the trainer never learns which model it is.
 
 Shared rules for every kind:
@@ -62,6 +63,18 @@ class AssigningInstanceSegmenter(InstanceSegmenter, Protocol):
     """
 
     def assign(self, targets: Sequence[Mapping]) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+@runtime_checkable
+class InstanceSegmenterWithLoss(Protocol):
+    """Structure feedback from a segmenter's own training loss (Mask R-CNN, see :mod:`.maskrcnn`).
+
+    ``training_loss(images, targets)`` returns the scalar loss the model was trained with, given the
+    real image's instances (``targets`` as in :func:`pefl_structure_loss`), differentiable in
+    ``images``. PeFL then uses it as it is, instead of matching ``InstancePrediction`` slots.
+    """
+
+    def training_loss(self, images: torch.Tensor, targets: Sequence[Mapping]) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -126,11 +139,18 @@ def pefl_structure_loss(
 ) -> torch.Tensor:
     """Instance-segmentation loss of the predicted images against the real image's instances.
 
-    ``targets[b]`` is ``{"masks": [N, H, W], "labels": LongTensor[N]}``. Slots are assigned by the
-    segmenter's own ``assign`` if it has one, otherwise by Hungarian matching.
+    ``targets[b]`` is ``{"masks": [N, H, W], "labels": LongTensor[N]}``. A segmenter with its own
+    ``training_loss`` (:class:`InstanceSegmenterWithLoss`) gives that loss, and the focal/dice settings
+    do not apply. Otherwise slots are assigned by the segmenter's own ``assign`` if it has one, else by
+    Hungarian matching.
     """
     _check_frozen(segmenter, "instance segmenter")
     _check_images(pred_images, "pred_images")
+    if isinstance(segmenter, InstanceSegmenterWithLoss):
+        loss = segmenter.training_loss(pred_images, targets)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            raise TypeError("the instance segmenter's training_loss must return a scalar tensor")
+        return loss
     output = segmenter(pred_images)
     if not isinstance(output, tuple) or len(output) != 2:
         raise TypeError("the instance segmenter must return InstancePrediction(class_logits, mask_logits)")

@@ -1,0 +1,370 @@
+"""Before hours of training: every file present and loadable, the dtypes, and one step's peak memory.
+
+``unifl check CONFIG`` prints :func:`preflight`'s report; the CLI, the ComfyUI node and the A1111 tab
+call the same function before a run starts (:meth:`PreflightReport.raise_for_errors`).
+
+What is checked, cheaply and in this order (a failure names the file and the fix):
+
+1. the config's cross-field rules (:meth:`TrainConfig.validate`);
+2. the base model: present, an SD1.x/SDXL pipeline folder or full single-file checkpoint whose
+   architecture (read from its keys, as loading does) is the configured one; a model handed over by a
+   host is taken as it is;
+3. every reward and perception model: loaded on the CPU, one at a time, by its kind and in its dtype,
+   which is as loadable as it gets;
+4. the data: the image folder or source and its first item, the masks each PeFL task needs (and, where
+   the model tells, that their labels are within its classes), the prompt file;
+5. the peak memory of one optimizer step on the chosen device: the bytes of every weight, LoRA,
+   gradient and optimizer state the run keeps there (exact, from parameter counts and dtypes), plus
+   the activations of one step, ``batch × (fixed + per_pixel × H × W)``, with the two coefficients per
+   architecture and stage measured by ``bench/real_size.py`` (docs/benchmarks.md says how).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..config import ConfigError, TrainConfig
+from ..data import DataError, collate, image_dataset, load_prompts
+from ..diffusion.loading import ModelLoadError, detect_architecture, empty_components, resolve_model_path, shipped_config_dir
+from ..feedback.loading import DTYPES, load_perception_model, load_reward_model
+from ..lora.peft import LORA_LAYER_TYPES, target_pattern
+
+GIB = 2**30
+#: Bytes a trainable fp32 parameter keeps on the device: weight, gradient and AdamW's two moments.
+TRAINABLE_BYTES = 16
+
+#: Activations of one step at batch 1 with gradient checkpointing, the recipe's feedback models
+#: (docs/recipes.md) and their defaults: ``(fixed bytes, bytes per image pixel)`` per architecture
+#: and stage, fitted to two resolutions by ``bench/real_size.py --calibrate`` (docs/benchmarks.md;
+#: the torch CPU allocator's peak above the step's start, which is what CUDA's
+#: ``max_memory_allocated`` counts). Without checkpointing the per-pixel term is larger by
+#: :data:`NO_CHECKPOINTING_FACTOR`.
+ACTIVATIONS: dict[tuple[str, str], tuple[float, float]] = {
+    ("sd15", "1"): (1.35 * GIB, 6.1e3),
+    ("sd15", "2"): (1.10 * GIB, 5.2e3),
+    ("sdxl", "1"): (1.70 * GIB, 9.4e3),
+    ("sdxl", "2"): (1.45 * GIB, 8.3e3),
+}
+NO_CHECKPOINTING_FACTOR = 6.0
+#: What the CUDA runtime holds beside torch's tensors (context, cuBLAS/cuDNN workspaces), and the
+#: caching allocator's usual excess of reserved over allocated memory.
+CUDA_CONTEXT_BYTES = 0.6 * GIB
+ALLOCATOR_SLACK = 0.10
+#: The trainer keeps the text encoders on the device (it caches each prompt's embedding once).
+TEXT_ENCODERS_ON_DEVICE = True
+
+
+class PreflightError(ValueError):
+    """A run that cannot start as configured; the message lists every problem and its fix."""
+
+
+@dataclass
+class Check:
+    status: str  # "ok", "warning" or "error"
+    subject: str
+    detail: str
+
+
+@dataclass
+class MemoryEstimate:
+    """Predicted peak of tensor memory on ``device`` during one optimizer step, by part."""
+
+    device: str
+    parts: dict[str, int]  # bytes kept on the device for the whole run, by what holds them
+    activations: int | None  # the step's peak above them; None for a model of other widths than SD1.5/SDXL (not calibrated)
+    capacity: int | None  # the device's memory (CPU: what is available now), if known
+
+    @property
+    def static(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def peak(self) -> int:
+        return self.static + (self.activations or 0)
+
+    @property
+    def needed(self) -> int:
+        """The peak plus what the device needs beside torch's tensors (CUDA context, allocator cache)."""
+        if self.device.startswith("cuda"):
+            return int(self.peak * (1 + ALLOCATOR_SLACK) + CUDA_CONTEXT_BYTES)
+        return self.peak
+
+    @property
+    def fits(self) -> bool | None:
+        if self.capacity is None:
+            return None
+        if self.activations is None:  # the weights alone are a lower bound: only a sure misfit is one
+            return False if self.needed > self.capacity else None
+        return self.needed <= self.capacity
+
+    def render(self) -> str:
+        lines = [f"predicted peak memory of one step on {self.device}: {self.peak / GIB:.2f} GiB of tensors"]
+        for name, size in self.parts.items():
+            lines.append(f"  {name:<38} {size / GIB:7.2f} GiB")
+        if self.activations is None:
+            lines.append(f"  {'activations of one step':<38}   not predicted: measured only for SD1.5 and SDXL widths")
+        else:
+            lines.append(f"  {'activations of one step':<38} {self.activations / GIB:7.2f} GiB")
+        if self.device.startswith("cuda"):
+            lines.append(f"  with the CUDA context and allocator cache: ~{self.needed / GIB:.2f} GiB")
+        if self.fits is not None:
+            lines.append(f"  {'fits' if self.fits else 'does NOT fit'} in {self.capacity / GIB:.2f} GiB ({'free now' if self.device == 'cpu' else 'the device'})")
+        return "\n".join(lines)
+
+
+@dataclass
+class PreflightReport:
+    checks: list[Check] = field(default_factory=list)
+    memory: MemoryEstimate | None = None
+
+    def add(self, status: str, subject: str, detail: str) -> None:
+        self.checks.append(Check(status, subject, detail))
+
+    @property
+    def errors(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "error"] + (
+            [Check("error", "memory", self.memory.render())] if self.memory is not None and self.memory.fits is False else []
+        )
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def render(self) -> str:
+        marks = {"ok": "ok  ", "warning": "WARN", "error": "FAIL"}
+        lines = [f"[{marks[c.status]}] {c.subject}: {c.detail}" for c in self.checks]
+        if self.memory is not None:
+            lines += ["", self.memory.render()]
+        lines += ["", "ready to train" if self.ok else f"{len(self.errors)} problem(s): fix them before training"]
+        return "\n".join(lines)
+
+    def raise_for_errors(self) -> None:
+        if not self.ok:
+            raise PreflightError("the run cannot start:\n" + "\n".join(f"- {c.subject}: {c.detail}" for c in self.errors))
+
+
+def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device | None = None, load_models: bool = True) -> PreflightReport:
+    """Check ``config`` (and a host's ``denoiser``, if it hands one over) before training; see the module docstring.
+
+    ``device``: where the run will train (default: CUDA if available, else the CPU). ``load_models=False``
+    skips loading the feedback models (then their memory is not counted).
+    """
+    report = PreflightReport()
+    try:
+        config.validate()
+    except ConfigError as err:
+        report.add("error", "config", str(err))
+        return report
+    device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model_parts = _check_base_model(config, denoiser, report)
+    feedback = _check_feedback_models(config, report) if load_models else None
+    _check_data(config, feedback or {}, report)
+    _check_dtypes(config, device, report)
+    if model_parts is None and denoiser is None and config.model.architecture in ("sd15", "sdxl"):
+        model_parts = empty_components(shipped_config_dir(config.model.architecture))  # the memory still says what a GPU needs
+    if model_parts is not None:
+        report.memory = predict_memory(config, model_parts, feedback, device)
+    return report
+
+
+# -- the parts ------------------------------------------------------------------------------------------
+
+
+def _check_base_model(config: TrainConfig, denoiser, report: PreflightReport) -> dict[str, nn.Module] | None:
+    """The model's components (meta-device copies when read from configs), or None when it cannot be used."""
+    if denoiser is not None:
+        parts = {"unet": denoiser.lora_target}
+        for name in ("vae", "vae_model"):
+            if isinstance(getattr(denoiser, name, None), nn.Module):
+                parts["vae"] = getattr(denoiser, name)
+        for index, encoder in enumerate(getattr(denoiser, "text_encoders", []) or []):
+            parts[f"text_encoder{'' if index == 0 else f'_{index + 1}'}"] = encoder
+        report.add("ok", "model", f"{getattr(denoiser, 'architecture', 'a')} model handed over by the host")
+        return parts
+    path_text = config.model.path
+    if not path_text:
+        report.add("error", "model.path", "is empty: set it to a diffusers pipeline folder or a .safetensors checkpoint")
+        return None
+    try:
+        path = resolve_model_path(path_text)
+        found = detect_architecture(path)
+    except ModelLoadError as err:
+        report.add("error", "model.path", str(err))
+        return None
+    architecture = {"StableDiffusionPipeline": "sd15", "StableDiffusionXLPipeline": "sdxl"}.get(found, found)
+    if architecture not in ("sd15", "sdxl"):
+        report.add("error", "model.path", f"{path}: is {found}; UniFL trains SD1.x and SDXL text-to-image models")
+        return None
+    if config.model.architecture and config.model.architecture != architecture:
+        report.add("error", "model.architecture", f"is {config.model.architecture!r} but {path} holds an {architecture} model: set model.architecture = {architecture!r} (or leave it empty)")
+        return None
+    report.add("ok", "model", f"{path}: {architecture} ({'diffusers folder' if path.is_dir() else 'single-file checkpoint'})")
+    return empty_components(path if path.is_dir() else shipped_config_dir(architecture))
+
+
+def _check_feedback_models(config: TrainConfig, report: PreflightReport) -> dict[str, tuple]:
+    """Loads each reward and perception model on the CPU: ``{"rewards[i]": (spec, bytes, parameters, classes or None)}``."""
+    loaded = {}
+    tables = [("rewards", spec, load_reward_model) for spec in config.rewards] + [("perception", spec, load_perception_model) for spec in config.perception]
+    counters: dict[str, int] = {}
+    for table, spec, load in tables:
+        index = counters[table] = counters.get(table, -1) + 1
+        name = f"{table}[{index}] {spec.kind} ({spec.aspect})"
+        dtype = spec.resolved_dtype(config.optim.mixed_precision)
+        try:
+            model = load(spec.kind, spec.path, dtype=dtype)
+        except (ValueError, ImportError, OSError, RuntimeError) as err:
+            report.add("error", name, str(err))
+            continue
+        size = tensor_bytes(model)
+        stored = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()}) or ["no weights"]
+        count = sum(p.numel() for p in model.parameters())
+        report.add("ok", name, f"{spec.path or '(no file)'}: {count / 1e6:.1f} M parameters, stored as {'/'.join(stored)}")
+        loaded[f"{table}[{index}]"] = (spec, size, count, _class_count(model))
+        del model
+    return loaded
+
+
+def _class_count(model: nn.Module) -> int | None:
+    """How many classes a segmenter tells labels apart by, where it says (Mask R-CNN, DeepLabV3)."""
+    if hasattr(model, "num_classes"):
+        return int(model.num_classes)
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Sequential) and isinstance(classifier[-1], nn.Conv2d):
+        return int(classifier[-1].out_channels)
+    return None
+
+
+def _check_data(config: TrainConfig, feedback: dict[str, tuple], report: PreflightReport) -> None:
+    data = config.data
+    uses_pefl = config.stage == "1" and config.pefl.weight > 0 and bool(config.perception)
+    needs_images = uses_pefl or (config.stage == "2" and config.adversarial.weight > 0) or config.regularizer.denoising_weight > 0
+    if data.prompts:
+        try:
+            prompts = load_prompts(data.prompts)
+            report.add("ok", "data.prompts", f"{data.prompts}: {len(prompts)} prompts")
+        except (OSError, DataError, ValueError) as err:
+            report.add("error", "data.prompts", str(err))
+    if not data.images:
+        if needs_images:
+            report.add("error", "data.images", "this run needs real images (PeFL, the adversarial stage or the denoising regulariser): set data.images")
+        return
+    try:
+        images = image_dataset(data.images, data.resolution, data.source_images, data.source_seed)
+        if len(images) == 0:
+            raise DataError(f"{data.images}: holds no images with captions")
+        first = collate([images[0]])
+    except (OSError, DataError, ValueError) as err:
+        report.add("error", "data.images", str(err))
+        return
+    report.add("ok", "data.images", f"{data.images}: {len(images)} images at {data.resolution} px")
+    if not uses_pefl:
+        return
+    for index, spec in enumerate(config.perception):
+        key, classes = f"perception[{index}]", (feedback.get(f"perception[{index}]") or (None,) * 4)[3]
+        if spec.aspect == "structure":
+            if "targets" not in first:
+                report.add("error", key, f"structure PeFL needs <image>.instances.png + .instances.json beside the images in {data.images} (docs/data-format.md)")
+            elif classes is not None and any(int(t["labels"].max()) >= classes or int(t["labels"].min()) < 0 for t in first["targets"] if t["labels"].numel()):
+                report.add("error", key, f"the first image's instance labels {first['targets'][0]['labels'].tolist()} are outside the model's {classes} classes (docs/data-format.md: the label space)")
+        elif spec.aspect == "layout":
+            if "semantic_mask" not in first:
+                report.add("error", key, f"layout PeFL needs <image>.semantic.png beside the images in {data.images} (docs/data-format.md)")
+            elif classes is not None:
+                labels = first["semantic_mask"][first["semantic_mask"] != 255]
+                if labels.numel() and int(labels.max()) >= classes:
+                    report.add("error", key, f"the first image's semantic mask has class {int(labels.max())}, beyond the model's {classes} classes (255 = ignore; docs/data-format.md)")
+
+
+def _check_dtypes(config: TrainConfig, device: str, report: PreflightReport) -> None:
+    m, mixed = config.model, config.optim.mixed_precision
+    feedback = ", ".join(f"{s.kind} {s.resolved_dtype(mixed)}" for s in [*config.rewards, *config.perception]) or "none"
+    report.add("ok", "dtypes", f"UNet and text encoders {m.dtype}, VAE {m.vae_dtype}, LoRA fp32, autocast {mixed}; feedback models: {feedback}")
+    if m.vae_dtype == "fp16" and (m.architecture == "sdxl" or config.data.resolution >= 1024):
+        report.add("warning", "model.vae_dtype", "SDXL's VAE overflows in fp16 (black or NaN images): use 'fp32' or 'bf16'")
+    uses_bf16 = "bf16" in (m.dtype, m.vae_dtype, mixed) or any(s.resolved_dtype(mixed) == "bf16" for s in [*config.rewards, *config.perception])
+    if device.startswith("cuda") and torch.cuda.is_available() and uses_bf16 and not torch.cuda.is_bf16_supported():
+        report.add("error", "dtypes", f"{torch.cuda.get_device_name(torch.device(device))} has no bf16: set model.dtype and optim.mixed_precision to 'fp16'")
+
+
+# -- memory ---------------------------------------------------------------------------------------------
+
+
+def tensor_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (shared storages once)."""
+    seen, total = set(), 0
+    for tensor in (*module.parameters(), *module.buffers()):
+        key = (tensor.device.type, tensor.data_ptr()) if not tensor.is_meta else id(tensor)
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _stored_bytes(module: nn.Module, dtype: torch.dtype) -> int:
+    """Bytes of ``module``'s tensors once stored in ``dtype`` (floating-point ones; others as they are)."""
+    return sum(t.numel() * (torch.finfo(dtype).bits // 8 if t.is_floating_point() else t.element_size()) for t in (*module.parameters(), *module.buffers()))
+
+
+def lora_parameter_count(unet: nn.Module, rank: int, targets: str) -> int:
+    """Parameters of the LoRA the trainer adds (:func:`~..lora.peft.add_lora`): ``rank × (fan-in + out)`` per layer."""
+    total = 0
+    for name, module in unet.named_modules():
+        if isinstance(module, LORA_LAYER_TYPES) and re.fullmatch(target_pattern(targets), name):
+            fan_in = module.weight[0].numel()  # in × k × k for a convolution: lora_A has the layer's kernel
+            total += rank * (fan_in + module.weight.shape[0])
+    return total
+
+
+def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedback: dict[str, tuple] | None, device: str) -> MemoryEstimate:
+    """The peak tensor memory of one optimizer step (see the module docstring)."""
+    weights_dtype, vae_dtype = DTYPES[config.model.dtype], DTYPES[config.model.vae_dtype]
+    parts = {f"UNet ({config.model.dtype})": _stored_bytes(model_parts["unet"], weights_dtype)}
+    if "vae" in model_parts:
+        parts[f"VAE ({config.model.vae_dtype})"] = _stored_bytes(model_parts["vae"], vae_dtype)
+    encoders = [m for name, m in model_parts.items() if name.startswith("text_encoder")]
+    if encoders and TEXT_ENCODERS_ON_DEVICE:
+        parts[f"text encoders ({config.model.dtype})"] = sum(_stored_bytes(m, weights_dtype) for m in encoders)
+    lora = lora_parameter_count(model_parts["unet"], config.lora.rank, config.lora.targets)
+    parts[f"LoRA, its gradients and AdamW ({lora / 1e6:.1f} M)"] = lora * TRAINABLE_BYTES
+    if feedback:
+        parts["reward and perception models"] = sum(size for _, size, _, _ in feedback.values())
+        if config.stage == "2" and config.adversarial.weight > 0:
+            detail = next((count for spec, _, count, _ in feedback.values() if spec in config.rewards and spec.aspect == config.adversarial.discriminator_from), 0)
+            parts["discriminator: a trainable fp32 copy + AdamW"] = detail * TRAINABLE_BYTES
+    calibrated = _calibrated_architecture(model_parts["unet"])
+    activations = None
+    if calibrated is not None:
+        fixed, per_pixel = ACTIVATIONS[(calibrated, config.stage)]
+        if not config.optim.gradient_checkpointing:
+            per_pixel *= NO_CHECKPOINTING_FACTOR
+        activations = int(config.optim.batch_size * (fixed + per_pixel * config.data.resolution**2))
+    return MemoryEstimate(device, parts, activations, _capacity(device))
+
+
+def _calibrated_architecture(unet: nn.Module) -> str | None:
+    """``"sd15"``/``"sdxl"`` when the UNet has that model's widths (what the activation figures were measured on)."""
+    config = getattr(unet, "config", None)
+    for architecture in ("sd15", "sdxl"):
+        shipped = json.loads((shipped_config_dir(architecture) / "unet" / "config.json").read_text(encoding="utf-8"))
+        if config is not None and list(getattr(config, "block_out_channels", ())) == shipped["block_out_channels"] and getattr(config, "cross_attention_dim", None) == shipped["cross_attention_dim"]:
+            return architecture
+    return None
+
+
+def _capacity(device: str) -> int | None:
+    """The device's memory: a GPU's total, or the memory the OS could give this process now (MemAvailable)."""
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None

@@ -1,0 +1,70 @@
+"""`unifl check` / preflight: files present and loadable, data and masks, dtypes, predicted peak memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from unifl.cli import main
+from unifl.core.config import load_config
+from unifl.core.diffusion.loading import empty_components, shipped_config_dir
+from unifl.core.training.preflight import GIB, PreflightError, predict_memory, preflight
+
+
+def test_a_runnable_tiny_config_is_ready(fast_config):
+    report = preflight(fast_config("data.images=pocket"), device="cpu")
+    assert report.ok, report.render()
+    text = report.render()
+    assert "model:" in text and "rewards[1] sharpness (detail)" in text and "ready to train" in text
+    # The tiny model has neither SD1.5's nor SDXL's widths: its activations are not guessed.
+    assert report.memory.activations is None and "not predicted" in text
+
+
+def test_missing_and_wrong_files_are_named_with_the_fix(fast_config, tmp_path):
+    config = fast_config('rewards=[{aspect = "detail", kind = "laion-aesthetic", path = "/models/nowhere"}]', "model.architecture=sdxl")
+    report = preflight(config, device="cpu")
+    assert not report.ok
+    problems = {c.subject: c.detail for c in report.errors}
+    assert "is 'sdxl' but" in problems["model.architecture"] and "set model.architecture = 'sd15'" in problems["model.architecture"]
+    assert "/models/nowhere" in problems["rewards[0] laion-aesthetic (detail)"]
+    with pytest.raises(PreflightError, match="nowhere"):
+        report.raise_for_errors()
+
+
+def test_structure_feedback_without_instance_masks_is_caught(fast_config, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(folder / "0001.png")
+    (folder / "0001.txt").write_text("a grey square")
+    config = fast_config(f"data.images={folder}", 'perception=[{aspect = "structure", kind = "random-features"}]')
+    problems = {c.subject: c.detail for c in preflight(config, device="cpu").errors}
+    assert "instances.png" in problems["perception[0]"]
+
+
+def test_predicted_memory_of_the_real_presets():
+    """Exact weight bytes from the shipped configs; the sd15 preset stores frozen weights in bf16."""
+    sd15 = empty_components(shipped_config_dir("sd15"))
+    lean = predict_memory(load_config(None, [], preset="sd15"), sd15, None, "cuda")
+    assert lean.parts["UNet (bf16)"] == 859_520_964 * 2
+    assert lean.parts["VAE (fp32)"] == 83_653_863 * 4
+    assert lean.activations is not None and lean.activations > 0
+    full = predict_memory(load_config(None, ["model.dtype=fp32"], preset="sd15"), sd15, None, "cuda")
+    assert full.parts["UNet (fp32)"] == 2 * lean.parts["UNet (bf16)"]
+    recomputed = predict_memory(load_config(None, ["optim.gradient_checkpointing=false"], preset="sd15"), sd15, None, "cuda")
+    assert recomputed.activations > lean.activations
+    big = predict_memory(load_config(None, ["data.resolution=768"], preset="sd15"), sd15, None, "cuda")
+    assert big.activations > lean.activations
+    lora = next(size for name, size in lean.parts.items() if name.startswith("LoRA"))
+    assert lora == pytest.approx(16 * 3.19e6, rel=0.05)  # rank 16 on SD1.5's attention: 3.19 M parameters, 16 bytes each
+
+    sdxl = predict_memory(load_config(None, [], preset="sdxl"), empty_components(shipped_config_dir("sdxl")), None, "cuda")
+    assert sdxl.parts["UNet (bf16)"] == 2_567_463_684 * 2 and sdxl.peak > lean.peak
+    assert lean.peak < 12 * GIB and sdxl.peak < 24 * GIB
+
+
+def test_the_check_command_exits_1_and_prints_the_problems(tiny_sd15_dir, tmp_path, capsys):
+    code = main(["check", "--preset", "tiny", "--set", f"model.path={tmp_path / 'missing.safetensors'}", "--set", "data.images=pocket", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 1 and "[FAIL] model.path" in out and "missing.safetensors" in out
+    code = main(["check", "--preset", "tiny", "--set", f"model.path={tiny_sd15_dir}", "--set", "data.images=pocket", "--set", "data.source_images=8", "--device", "cpu"])
+    assert code == 0 and "ready to train" in capsys.readouterr().out
