@@ -170,3 +170,12 @@ def test_each_prompt_is_encoded_once(fast_config):
     trainer.encode(["a", "b", "a"])
     trainer.encode(["b", "c"])
     assert calls == [["a", "b"], ["c"]]
+
+
+def test_a_discriminator_from_a_half_precision_reward_trains_in_fp32():
+    reward = nn.Sequential(nn.Linear(4, 4)).to(torch.bfloat16).requires_grad_(False)
+    reward.head = nn.Linear(4, 1).to(torch.bfloat16).requires_grad_(False)
+    for trainable in ("all", "head"):
+        discriminator = make_discriminator(reward, trainable, name="detail")
+        assert {p.dtype for p in discriminator.parameters() if p.requires_grad} == {torch.float32}
+    assert reward.head.weight.dtype == torch.bfloat16, "the frozen reward model keeps its storage dtype"

@@ -18,7 +18,8 @@ HEAD_ONLY_ABOVE = 20_000_000
 
 
 def make_discriminator(reward: nn.Module, trainable: str, name: str) -> nn.Module:
-    """A copy of ``reward`` whose ``trainable`` part ('all', 'head' or 'auto') requires grad, in eval mode.
+    """A copy of ``reward`` whose ``trainable`` part ('all', 'head' or 'auto') requires grad and is stored
+    in fp32 (an optimizer on half-precision weights loses its small updates), in eval mode.
 
     ``name`` names the reward model in errors. With 'head', the returned module is a new object whose
     ``head`` is a deep copy and whose other submodules are the reward model's own (frozen) ones.
@@ -30,14 +31,14 @@ def make_discriminator(reward: nn.Module, trainable: str, name: str) -> nn.Modul
         large = sum(p.numel() for p in reward.parameters()) > HEAD_ONLY_ABOVE
         trainable = "head" if large and isinstance(head, nn.Module) else "all"
     if trainable == "all":
-        discriminator = copy.deepcopy(reward)
+        discriminator = copy.deepcopy(reward).float()
         discriminator.requires_grad_(True)
     else:
         if not isinstance(head, nn.Module):
             raise ValueError(f"the {name} reward model ({type(reward).__name__}) has no 'head' module to train alone; set adversarial.discriminator_trainable = 'all'")
         discriminator = copy.copy(reward)  # a new Module object sharing the trunk's parameters …
         discriminator._modules = dict(reward._modules)  # … with its own table of submodules
-        discriminator.head = copy.deepcopy(head).requires_grad_(True)
+        discriminator.head = copy.deepcopy(head).float().requires_grad_(True)
     if not any(p.requires_grad for p in discriminator.parameters()):
         raise ValueError(f"the {name} reward model ({type(reward).__name__}) has no parameters to train as a discriminator; use a learned reward model")
     return discriminator.eval()

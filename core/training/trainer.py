@@ -151,11 +151,13 @@ class UniFLTrainer:
             load_kohya_lora(config.lora.init_from, denoiser.lora_target, settings=self.lora_settings, name_map=denoiser.lora_name_map, architecture=denoiser.architecture)
 
         # 4. Feedback models: frozen rewards and perception models; stage 2's discriminator is a
-        #    trainable copy of one reward model (paper: the detail one), or of its head alone.
-        self.rewards = {spec.aspect: load_reward_model(spec.kind, spec.path).to(self.device) for spec in config.rewards}
+        #    trainable copy of one reward model (paper: the detail one), or of its head alone, in fp32
+        #    whatever the reward model's storage dtype (the frozen ones follow their spec's dtype).
+        mp = opt.mixed_precision
+        self.rewards = {spec.aspect: load_reward_model(spec.kind, spec.path, dtype=spec.resolved_dtype(mp)).to(self.device) for spec in config.rewards}
         self.reward_specs = {spec.aspect: spec for spec in config.rewards}
         self.thresholds = {aspect: self._threshold(spec, self.rewards[aspect]) for aspect, spec in self.reward_specs.items()}
-        self.perception = [(spec, load_perception_model(spec.kind, spec.path).to(self.device)) for spec in config.perception]
+        self.perception = [(spec, load_perception_model(spec.kind, spec.path, dtype=spec.resolved_dtype(mp)).to(self.device)) for spec in config.perception]
         self.discriminator, self.d_params = None, []
         if self.uses_adversarial:
             source = config.adversarial.discriminator_from
