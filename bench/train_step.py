@@ -326,7 +326,7 @@ def summary(result: dict) -> dict[str, float]:
 def print_stage(stage: str, results: dict[str, dict], args) -> None:
     base = summary(results["naive"])
     print(f"\n### Stage {stage}: {STAGES[stage]}\n")
-    print(f"| variant | wall s / iteration | CPU s / iteration | peak memory (MiB) | wall time vs naive | CPU time vs naive | memory vs naive |")
+    print("| variant | wall s / iteration | CPU s / iteration | peak memory (MiB) | wall time vs naive | CPU time vs naive | memory vs naive |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for variant, label in VARIANTS.items():
         m = summary(results[variant])

@@ -16,7 +16,7 @@ held-out evaluators 101/102, the demo's 103/202, the prompt judge 301/302):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 TRAINING_SEEDS = (0, 1, 2)
 DATA_STREAM = (1, 8192)

@@ -149,7 +149,6 @@ def write_peer_data(out: str, count: int) -> str:
 
 def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple[list[Job], dict]:
     """Every job of the arena with its dependencies, and what each sampling job will produce."""
-    split = SPLITS[settings.split]
     planned, row_plan = trainings(settings), rows(settings)
     present = {name: t for name, t in planned.items() if t.method == "unifl" or peer_present(t.method)}
     jobs, outputs = [], {"trainings": {}, "samples": {}, "references": {}}
