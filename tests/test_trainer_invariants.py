@@ -153,8 +153,9 @@ def test_head_only_discriminator_shares_the_frozen_trunk_and_trains_a_copy_of_th
         make_discriminator(nn.Sequential(nn.Linear(2, 1)), "head", name="detail")
 
 
-def test_stage2_aesthetic_feedback_rolls_out_the_deployment_schedule(fast_config):
-    trainer = UniFLTrainer(fast_config("stage=2", "adversarial.weight=0", "regularizer.denoising_weight=0", "optim.max_steps=1"))
+def test_stage2_aesthetic_feedback_can_roll_out_the_deployment_schedule(fast_config):
+    assert UniFLTrainer(fast_config("stage=2")).aesthetic_schedule() == (4, "leading", (0, 1))  # the default: as in stage 1
+    trainer = UniFLTrainer(fast_config("stage=2", "aesthetic.stage2_schedule=deployment", "adversarial.weight=0", "regularizer.denoising_weight=0", "optim.max_steps=1", "logging.output_dir=" + str(fast_config().logging.output_dir) + "-deployment"))
     assert trainer.aesthetic_schedule() == (2, "trailing", (0, 1))
     seen = []
     trainer.denoiser.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(int(args[1].max())), with_kwargs=True)

@@ -74,7 +74,7 @@ class AestheticConfig:
     weight: float = doc(1.0, "Weight of L_aes.")
     inference_steps: int = doc(20, "DDIM steps of the stage-1 rollout schedule (leading spacing, as the 20-step sampler).")
     grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory). In stage 2 it is clipped to the few-step schedule.")
-    stage2_schedule: str = doc("deployment", "Rollout schedule of the aesthetic term in stage 2: 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with) or 'rollout' (inference_steps with leading spacing, as in stage 1). docs/paper-choices.md says why.")
+    stage2_schedule: str = doc("rollout", "Rollout schedule of the aesthetic term in stage 2: 'rollout' (inference_steps with leading spacing, as in stage 1) or 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with). docs/paper-choices.md has both measured.")
     cfg: float = doc(1.0, "Classifier-free guidance of the rollout, the no-grad prefix and the grad step alike (1.0 = off, as ReFL and the same team's ID-Aligner do; CFG doubles the grad step's memory).")
 
 

@@ -4,7 +4,7 @@ All three UniFL signals share this shape (paper Algorithm 1 and §4.3); they dif
 rollout starts and which positions may take the gradient step:
 
 * PeFL: a real latent noised to level ``T_a`` of the 20-step schedule, grad at a random late level;
-* aesthetic: pure noise, grad at a random late level of the same schedule (stage 2: of the few-step one);
+* aesthetic: pure noise, grad at a random late level of the same schedule (or of the few-step one);
 * adversarial: pure noise at the start of the few-step schedule, as sampling starts (or a real latent
   noised to a later position of it), grad at any of its steps.
 

@@ -280,8 +280,9 @@ class UniFLTrainer:
         return p.weight * sum(terms.values()), terms
 
     def aesthetic_schedule(self) -> tuple[int, str, tuple[int, int]]:
-        """``(steps, spacing, grad levels)`` of the aesthetic rollout: stage 2 rolls out the few-step
-        schedule its LoRA is sampled with (``aesthetic.stage2_schedule``), grad levels clipped to it."""
+        """``(steps, spacing, grad levels)`` of the aesthetic rollout: the stage-1 schedule, or in stage 2 with
+        ``aesthetic.stage2_schedule = "deployment"`` the few-step schedule its LoRA is sampled with, the
+        grad levels clipped to it."""
         a, adv = self.config.aesthetic, self.config.adversarial
         if self.config.stage == "2" and a.stage2_schedule == "deployment":
             last = adv.inference_steps - 1
