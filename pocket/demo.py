@@ -144,8 +144,7 @@ def run_jobs(jobs: list[Job], workers: int, threads: int, on_result, desc: str =
                 done_steps[job.name] = job.steps
                 finished.add(job.name)
                 on_result(job.name, future.result())
-            bar.n = sum(done_steps.values())
-            bar.refresh()
+            bar.update(sum(done_steps.values()) - bar.n)  # update, not refresh: a log gets a line only every 30 s
     bar.close()
 
 
