@@ -40,17 +40,17 @@ TRAINABLE_BYTES = 16
 
 #: Activations of one step at batch 1 with gradient checkpointing, the recipe's feedback models
 #: (docs/recipes.md) and their defaults: ``(fixed bytes, bytes per image pixel)`` per architecture
-#: and stage, fitted to two resolutions by ``bench/real_size.py --calibrate`` (docs/benchmarks.md;
+#: and stage, fitted to two resolutions by ``bench/real_size.py`` (its report prints them; docs/benchmarks.md;
 #: the torch CPU allocator's peak above the step's start, which is what CUDA's
 #: ``max_memory_allocated`` counts). Without checkpointing the per-pixel term is larger by
 #: :data:`NO_CHECKPOINTING_FACTOR`.
 ACTIVATIONS: dict[tuple[str, str], tuple[float, float]] = {
-    ("sd15", "1"): (1.35 * GIB, 6.1e3),
-    ("sd15", "2"): (1.10 * GIB, 5.2e3),
-    ("sdxl", "1"): (1.70 * GIB, 9.4e3),
-    ("sdxl", "2"): (1.45 * GIB, 8.3e3),
+    ("sd15", "1"): (0.74 * GIB, 5.16e3),
+    ("sd15", "2"): (0.71 * GIB, 2.23e3),
+    ("sdxl", "1"): (0.78 * GIB, 5.05e3),
+    ("sdxl", "2"): (0.82 * GIB, 2.11e3),
 }
-NO_CHECKPOINTING_FACTOR = 6.0
+NO_CHECKPOINTING_FACTOR = 3.6
 #: What the CUDA runtime holds beside torch's tensors (context, cuBLAS/cuDNN workspaces), and the
 #: caching allocator's usual excess of reserved over allocated memory.
 CUDA_CONTEXT_BYTES = 0.6 * GIB
