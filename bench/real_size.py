@@ -33,7 +33,8 @@ pixels`` and the prediction at 512/1024 px; a third SD1.5 resolution checks the 
 random SD1.5 and the same four rewards, in the same meter: 20 DDIM steps, the last 10 with gradients
 (truncated backprop as its defaults draw it, fixed here), its own per-step UNet checkpointing, bf16.
 
-    python bench/real_size.py --threads 1 --alignprop-python /work/venvs/trl/bin/python
+    python bench/real_size.py --threads 1 --alignprop-python /venvs/trl/bin/python --json results.json
+    python bench/real_size.py --report bench/real_size_cpu.json   # the tables of docs/benchmarks.md
     python bench/real_size.py --quick          # toy widths: checks that it runs (a minute)
     python bench/real_size.py --device cuda    # bench/gpu_check.sh
 """

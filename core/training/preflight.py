@@ -43,14 +43,14 @@ TRAINABLE_BYTES = 16
 #: and stage, fitted to two resolutions by ``bench/real_size.py`` (its report prints them; docs/benchmarks.md;
 #: the torch CPU allocator's peak above the step's start, which is what CUDA's
 #: ``max_memory_allocated`` counts). Without checkpointing the per-pixel term is larger by
-#: :data:`NO_CHECKPOINTING_FACTOR`.
+#: :data:`NO_CHECKPOINTING_FACTOR` (the UNet's and the VAE decoder's measured extras added).
 ACTIVATIONS: dict[tuple[str, str], tuple[float, float]] = {
     ("sd15", "1"): (0.74 * GIB, 5.16e3),
     ("sd15", "2"): (0.71 * GIB, 2.23e3),
     ("sdxl", "1"): (0.78 * GIB, 5.05e3),
     ("sdxl", "2"): (0.82 * GIB, 2.11e3),
 }
-NO_CHECKPOINTING_FACTOR = 3.6
+NO_CHECKPOINTING_FACTOR = {"sd15": 3.6, "sdxl": 4.1}
 #: What the CUDA runtime holds beside torch's tensors (context, cuBLAS/cuDNN workspaces), and the
 #: caching allocator's usual excess of reserved over allocated memory.
 CUDA_CONTEXT_BYTES = 0.6 * GIB
@@ -342,7 +342,7 @@ def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedb
     if calibrated is not None:
         fixed, per_pixel = ACTIVATIONS[(calibrated, config.stage)]
         if not config.optim.gradient_checkpointing:
-            per_pixel *= NO_CHECKPOINTING_FACTOR
+            per_pixel *= NO_CHECKPOINTING_FACTOR[calibrated]
         activations = int(config.optim.batch_size * (fixed + per_pixel * config.data.resolution**2))
     return MemoryEstimate(device, parts, activations, _capacity(device))
 
