@@ -10,9 +10,10 @@ ResNet-50-FPN (structure, needs torchvision) and DeepLabV3-ResNet50 (layout) for
 Each measurement runs in its own process: build, then one step under the memory meter (one, not
 two: on the shared 2-core machine every step costs minutes). Reported per step:
 
-* **static**: bytes of every tensor the run keeps on the device between steps (weights, LoRA, AdamW
-  state, the discriminator), counted over unique storages;
-* **step peak**: the most tensor memory live during the step above what was live when it began. CPU:
+* **static**: bytes of every tensor the run keeps on the device when the step starts (weights, LoRA,
+  the discriminator), counted over unique storages;
+* **step peak**: the most tensor memory live during the step above what was live when it began (it
+  includes what the first step creates for good: AdamW's state, a discriminator's gradients). CPU:
   torch's CPU allocator reports every allocation and free to the profiler (``profile_memory=True``);
   the running sum in time order is live tensor memory, the quantity ``torch.cuda.max_memory_allocated``
   gives on a GPU (same meter as ``bench/train_step.py``). CUDA: ``max_memory_allocated``;
@@ -32,7 +33,8 @@ pixels`` and the prediction at 512/1024 px; a third SD1.5 resolution checks the 
 random SD1.5 and the same four rewards, in the same meter: 20 DDIM steps, the last 10 with gradients
 (truncated backprop as its defaults draw it, fixed here), its own per-step UNet checkpointing, bf16.
 
-    python bench/real_size.py --threads 1 --alignprop-python /work/venvs/trl/bin/python
+    python bench/real_size.py --threads 1 --alignprop-python /venvs/trl/bin/python --json results.json
+    python bench/real_size.py --report bench/real_size_cpu.json   # the tables of docs/benchmarks.md
     python bench/real_size.py --quick          # toy widths: checks that it runs (a minute)
     python bench/real_size.py --device cuda    # bench/gpu_check.sh
 """
@@ -96,6 +98,8 @@ def plan(args) -> list[Run]:
     if "sd15" in args.architectures and not args.lean_only:
         runs += [Run("sd15", "1", sd15[0], v) for v in ("no-unet-checkpointing", "no-vae-checkpointing", "fp32-weights", "resident-text-encoders")]
         runs += [Run("sd15", "2", sd15[0], "full-discriminator")]
+    if "sdxl" in args.architectures and not args.lean_only:  # fp32 SDXL and a full fp32 discriminator beside it do not fit 24 GB of RAM
+        runs += [Run("sdxl", "1", sdxl[0], v) for v in ("no-unet-checkpointing", "no-vae-checkpointing", "resident-text-encoders")]
     if "sd15" in args.architectures and args.alignprop_python:
         runs += [Run("sd15", "alignprop", r) for r in sd15[:2]]
     if "sd15" in args.architectures:
@@ -449,17 +453,20 @@ def measure(run: Run, args, scratch: str) -> dict:
         step = lambda: unifl_step(trainer)  # noqa: E731
         keep = [trainer.denoiser.unet, trainer.denoiser.vae, *trainer.denoiser.text_encoders, *trainer.rewards.values(),
                 *(m for _, m in trainer.perception), trainer.discriminator, trainer.optimizer, trainer.d_optimizer]
-    # One step under the meter. It is the run's first, which also creates AdamW's state (after backward,
-    # when the activations are gone, so below the peak); the static bytes are counted after it.
+    # One step under the meter, the run's first: static = what is live before it; the step's peak above
+    # that includes what the step creates for good (AdamW's state, a discriminator's gradients), so
+    # static + peak is the most the device holds during the step, what max_memory_allocated reports.
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    keep = [k for k in keep if k is not None]
+    static = live_bytes(keep)
     rss_reset = reset_peak_rss()
     sync()
     wall, cpu = time.perf_counter(), time.process_time()
     peak = step_peak(step, args.device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    static = live_bytes([k for k in keep if k is not None])
+    # What the step left for good (AdamW's state, a discriminator's gradients) is in its peak already.
     return {
-        "run": asdict(run), "static_bytes": static, "step_peak_bytes": peak, "total_bytes": static + peak,
+        "run": asdict(run), "static_bytes": static, "static_after_bytes": live_bytes(keep), "step_peak_bytes": peak, "total_bytes": static + peak,
         "peak_rss_bytes": peak_rss() if rss_reset and args.device == "cpu" else None,
         "wall_seconds": wall, "cpu_seconds": cpu, "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
@@ -503,22 +510,28 @@ def machine(device: str) -> str:
     return text
 
 
-def fit(results: list[dict], architecture: str, stage: str) -> tuple[float, float, float] | None:
-    """``(static, fixed, per_pixel)`` from the lean runs at two resolutions (the lowest two); None without two."""
-    lean = sorted((r for r in results if "error" not in r and r["run"]["architecture"] == architecture and r["run"]["stage"] == stage and r["run"]["variant"] == "lean"), key=lambda r: r["run"]["resolution"])
-    if len(lean) < 2:
+def fit(results: list[dict], architecture: str, stage: str, variant: str = "lean") -> tuple[float, float, float, list[dict]] | None:
+    """``(static, fixed, per_pixel, checks)``: the step peak's line through the two lowest resolutions measured,
+    and the other measurements of the same configuration (to check the line); None without two."""
+    runs = sorted((r for r in results if "error" not in r and r["run"]["architecture"] == architecture and r["run"]["stage"] == stage and r["run"]["variant"] == variant),
+                  key=lambda r: r["run"]["resolution"])
+    if len(runs) < 2:
         return None
-    (a, b) = lean[:2]
+    a, b = runs[:2]
     pa, pb = a["run"]["resolution"] ** 2, b["run"]["resolution"] ** 2
     per_pixel = (b["step_peak_bytes"] - a["step_peak_bytes"]) / (pb - pa)
-    return a["static_bytes"], a["step_peak_bytes"] - per_pixel * pa, per_pixel
+    return max(a["static_bytes"], b["static_bytes"]), a["step_peak_bytes"] - per_pixel * pa, per_pixel, runs[2:]
+
+
+TARGETS = {"sd15": (512, 12), "sdxl": (1024, 24)}
 
 
 def report(results: list[dict], args) -> None:
     gib = lambda b: f"{b / GIB:.2f}" if b is not None else "–"  # noqa: E731
     print("\n| model | step | px | variant | static GiB | step peak GiB | total GiB | peak RSS GiB | wall s | CPU s |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for r in results:
+    order = lambda r: (r["run"]["architecture"], r["run"]["stage"], r["run"]["variant"] != "lean", r["run"]["variant"], r["run"]["resolution"])  # noqa: E731
+    for r in sorted(results, key=order):
         run = Run(**r["run"])
         step = "AlignProp (TRL 0.23.1)" if run.stage == "alignprop" else f"UniFL stage {run.stage}"
         if "error" in r:
@@ -527,31 +540,59 @@ def report(results: list[dict], args) -> None:
         print(f"| {run.architecture} | {step} | {run.resolution} | {run.variant} | {gib(r['static_bytes'])} | {gib(r['step_peak_bytes'])} | {gib(r['total_bytes'])} | "
               f"{gib(r['peak_rss_bytes'])} | {r['wall_seconds']:.0f} | {r['cpu_seconds']:.0f} |")
 
-    print("\nPrediction for a GPU (tensor memory, torch.cuda.max_memory_allocated; the CUDA context and the allocator's cache come on top):")
-    targets = {"sd15": (512, 12), "sdxl": (1024, 24)}
-    for architecture, (pixels, budget) in targets.items():
-        for stage in ("1", "2", "alignprop"):
-            coefficients = fit(results, architecture, stage)
-            if coefficients is None:
-                continue
-            static, fixed, per_pixel = coefficients
-            predicted = static + fixed + per_pixel * pixels**2
-            label = "AlignProp" if stage == "alignprop" else f"stage {stage}"
-            verdict = "" if stage == "alignprop" else f" (target < {budget} GB: {'met' if predicted < budget * 1e9 else 'MISSED'})"
-            print(f"- {architecture} {label} at {pixels} px: static {gib(static)} + fixed {gib(fixed)} + {per_pixel:.0f} B/px × {pixels}² = **{gib(predicted)} GiB**{verdict}")
-            checks = [r for r in results if "error" not in r and r["run"]["architecture"] == architecture and r["run"]["stage"] == stage and r["run"]["variant"] == "lean"]
-            for r in sorted(checks, key=lambda r: r["run"]["resolution"])[2:]:
-                px = r["run"]["resolution"]
-                print(f"  check at {px} px (not used in the fit): predicted step peak {gib(fixed + per_pixel * px**2)} GiB, measured {gib(r['step_peak_bytes'])} GiB")
-            if stage != "alignprop":
-                print(f"  preflight ACTIVATIONS[({architecture!r}, {stage!r})] = ({fixed / GIB:.2f} * GIB, {per_pixel:.3g})")
-    for architecture in targets:
-        base = fit(results, architecture, "1")
-        ckpt = [r for r in results if "error" not in r and r["run"]["architecture"] == architecture and r["run"]["stage"] == "1" and r["run"]["variant"] in ("no-unet-checkpointing", "no-vae-checkpointing")]
-        if base is not None and len(ckpt) == 2:
-            px = ckpt[0]["run"]["resolution"] ** 2
-            extra = sum(r["step_peak_bytes"] for r in ckpt) - 2 * (base[1] + base[2] * px)
-            print(f"  {architecture}: without any checkpointing the per-pixel term grows by ×{(base[2] * px + extra) / (base[2] * px):.1f} (UNet and VAE extras added; preflight NO_CHECKPOINTING_FACTOR)")
+    print("\nPredicted GPU peak (tensor memory, what torch.cuda.max_memory_allocated counts; the CUDA context and the")
+    print("allocator's cache come on top): static + fixed + per_pixel × pixels, the line through the two lowest resolutions.\n")
+    print("| model | step | variant | at px | static GiB | fixed GiB | bytes / px | predicted GiB | vs lean | line checked at |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    groups = sorted({(r["run"]["architecture"], r["run"]["stage"], r["run"]["variant"]) for r in results if "error" not in r}, key=lambda g: (g[0], g[1], g[2] != "lean", g[2]))
+    predicted = {}
+    for architecture, stage, variant in groups:
+        line = fit(results, architecture, stage, variant)
+        lean = fit(results, architecture, stage) if stage != "alignprop" else None
+        single = [r for r in results if "error" not in r and r["run"]["architecture"] == architecture and r["run"]["stage"] == stage and r["run"]["variant"] == variant]
+        if line is None and lean is not None and len(single) == 1 and variant in ("fp32-weights", "resident-text-encoders"):
+            # Measured at one resolution only (fp32 weights: two would not fit this machine). These variants
+            # change weights, not activations per pixel: the lean line's per-pixel term, through the one
+            # measurement; marked in the table.
+            r, per_pixel = single[0], lean[2]
+            line = (r["static_bytes"], r["step_peak_bytes"] - per_pixel * r["run"]["resolution"] ** 2, per_pixel, [])
+            variant_label = f"{variant} (one resolution; lean's bytes/px)"
+        else:
+            variant_label = variant
+        if line is None:
+            continue
+        static, fixed, per_pixel, checks = line
+        pixels = TARGETS[architecture][0]
+        predicted[(architecture, stage, variant)] = total = static + fixed + per_pixel * pixels**2
+        base = predicted.get((architecture, stage, "lean"))
+        versus = f"{total / base:.2f}×" if base and variant != "lean" else ""
+        checked = "; ".join(f"{c['run']['resolution']} px: {gib(fixed + per_pixel * c['run']['resolution'] ** 2)} predicted, {gib(c['step_peak_bytes'])} measured" for c in checks)
+        label = "AlignProp" if stage == "alignprop" else f"stage {stage}"
+        print(f"| {architecture} | {label} | {variant_label} | {pixels} | {gib(static)} | {gib(fixed)} | {per_pixel:.0f} | **{gib(total)}** | {versus} | {checked} |")
+
+    print()
+    for architecture, (pixels, budget) in TARGETS.items():
+        at_target = {r["run"]["stage"]: r["total_bytes"] for r in results if "error" not in r and r["run"]["architecture"] == architecture
+                     and r["run"]["variant"] == "lean" and r["run"]["resolution"] == pixels}  # measured there (a GPU run)
+        for stage, total in sorted(at_target.items()):
+            predicted[(architecture, stage, "lean")] = total
+        lean = predicted.get((architecture, "1", "lean"))
+        if lean is not None:
+            how = "measured" if "1" in at_target else "predicted"
+            print(f"- {architecture} stage 1 at {pixels} px: {gib(lean)} GiB {how}; target < {budget} GB: {'met' if lean < budget * 1e9 else 'MISSED'}")
+        alignprop = predicted.get((architecture, "alignprop", "lean"))
+        if lean is not None and alignprop is not None:
+            print(f"  beside AlignProp's {gib(alignprop)} GiB: {'below' if lean < alignprop else 'NOT below'} ({lean / alignprop:.2f}×)")
+    print("\nCalibration for core/training/preflight.py (activations of one step above the static bytes, batch 1):")
+    for architecture in TARGETS:
+        for stage in ("1", "2"):
+            line = fit(results, architecture, stage)
+            if line is not None:
+                print(f"    ({architecture!r}, {stage!r}): ({line[1] / GIB:.2f} * GIB, {line[2]:.3g}),")
+        lean, no_unet, no_vae = (fit(results, architecture, "1", v) for v in ("lean", "no-unet-checkpointing", "no-vae-checkpointing"))
+        if lean and no_unet and no_vae:
+            factor = (no_unet[2] + no_vae[2] - lean[2]) / lean[2]
+            print(f"    {architecture}: NO_CHECKPOINTING_FACTOR (per-pixel term without any checkpointing, UNet and VAE extras added) = {factor:.1f}")
 
 
 def parse_args(argv=None):
@@ -565,6 +606,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", default=None, help="also write every result to this file")
     parser.add_argument("--quick", action="store_true", help="toy widths (every width / 8): checks that it runs")
     parser.add_argument("--lean-only", action="store_true", help="only the lean configuration (and AlignProp): no economy switched off")
+    parser.add_argument("--report", default=None, help="only print the tables of a --json file")
     parser.add_argument("--resume", default=None, help="a --json file of an earlier run: keep its results, measure only the missing runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -583,6 +625,10 @@ def _cuda() -> bool:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.report:
+        with open(args.report) as fh:
+            report(json.load(fh), args)
+        return
     if args.child:
         run = Run(**json.loads(args.child))
         with tempfile.TemporaryDirectory(prefix="unifl-real-size-") as scratch:

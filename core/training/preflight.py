@@ -40,23 +40,23 @@ TRAINABLE_BYTES = 16
 
 #: Activations of one step at batch 1 with gradient checkpointing, the recipe's feedback models
 #: (docs/recipes.md) and their defaults: ``(fixed bytes, bytes per image pixel)`` per architecture
-#: and stage, fitted to two resolutions by ``bench/real_size.py --calibrate`` (docs/benchmarks.md;
+#: and stage, fitted to two resolutions by ``bench/real_size.py`` (its report prints them; docs/benchmarks.md;
 #: the torch CPU allocator's peak above the step's start, which is what CUDA's
 #: ``max_memory_allocated`` counts). Without checkpointing the per-pixel term is larger by
-#: :data:`NO_CHECKPOINTING_FACTOR`.
+#: :data:`NO_CHECKPOINTING_FACTOR` (the UNet's and the VAE decoder's measured extras added).
 ACTIVATIONS: dict[tuple[str, str], tuple[float, float]] = {
-    ("sd15", "1"): (1.35 * GIB, 6.1e3),
-    ("sd15", "2"): (1.10 * GIB, 5.2e3),
-    ("sdxl", "1"): (1.70 * GIB, 9.4e3),
-    ("sdxl", "2"): (1.45 * GIB, 8.3e3),
+    ("sd15", "1"): (0.74 * GIB, 5.16e3),
+    ("sd15", "2"): (0.71 * GIB, 2.23e3),
+    ("sdxl", "1"): (0.78 * GIB, 5.05e3),
+    ("sdxl", "2"): (0.82 * GIB, 2.11e3),
 }
-NO_CHECKPOINTING_FACTOR = 6.0
+NO_CHECKPOINTING_FACTOR = {"sd15": 3.6, "sdxl": 4.1}
 #: What the CUDA runtime holds beside torch's tensors (context, cuBLAS/cuDNN workspaces), and the
 #: caching allocator's usual excess of reserved over allocated memory.
 CUDA_CONTEXT_BYTES = 0.6 * GIB
 ALLOCATOR_SLACK = 0.10
-#: The trainer keeps the text encoders on the device (it caches each prompt's embedding once).
-TEXT_ENCODERS_ON_DEVICE = True
+#: The trainer moves the text encoders off the device (it caches each prompt's embedding once).
+TEXT_ENCODERS_ON_DEVICE = False
 
 
 class PreflightError(ValueError):
@@ -336,13 +336,14 @@ def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedb
         parts["reward and perception models"] = sum(size for _, size, _, _ in feedback.values())
         if config.stage == "2" and config.adversarial.weight > 0:
             detail = next((count for spec, _, count, _ in feedback.values() if spec in config.rewards and spec.aspect == config.adversarial.discriminator_from), 0)
+            # Counted as a full copy: an upper bound where 'auto' trains the head of a large model alone.
             parts["discriminator: a trainable fp32 copy + AdamW"] = detail * TRAINABLE_BYTES
     calibrated = _calibrated_architecture(model_parts["unet"])
     activations = None
     if calibrated is not None:
         fixed, per_pixel = ACTIVATIONS[(calibrated, config.stage)]
         if not config.optim.gradient_checkpointing:
-            per_pixel *= NO_CHECKPOINTING_FACTOR
+            per_pixel *= NO_CHECKPOINTING_FACTOR[calibrated]
         activations = int(config.optim.batch_size * (fixed + per_pixel * config.data.resolution**2))
     return MemoryEstimate(device, parts, activations, _capacity(device))
 

@@ -23,7 +23,7 @@ TESTS=(
     tests/test_perception_contract.py tests/test_perception_models.py tests/test_reward_loaders.py
     tests/test_reward_training.py tests/test_score.py tests/test_train_reward.py tests/test_prompt_selection.py
     tests/test_webui_extension.py tests/test_webui_form.py tests/test_webui_install.py
-    tests/test_gradient_checkpointing.py tests/test_preflight.py tests/test_maskrcnn.py
+    tests/test_gradient_checkpointing.py tests/test_preflight.py tests/test_maskrcnn.py tests/test_coco.py tests/test_recipes.py
 )
 # Absolute, under the path the script was called by: pytest resolves relative paths physically, and a
 # checkout folder whose name is no Python identifier (a worktree "h-x") cannot be the root package.
