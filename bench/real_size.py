@@ -52,6 +52,10 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import allocator_peak  # noqa: E402  (one way to measure a step's peak, shared by the benchmarks)
 
 RESULT_PREFIX = "REAL-SIZE-RESULT "
 GIB = 2**30
@@ -398,29 +402,6 @@ def unifl_step(trainer):
 # -- the meter ------------------------------------------------------------------------------------------
 
 
-def step_peak(step, device: str) -> int:
-    """Bytes the tensor allocator held at the peak of ``step()`` above what it held when the step began."""
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        start = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - start
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
 def reset_peak_rss() -> bool:
     """Linux: reset this process's VmHWM (``echo 5 > /proc/self/clear_refs``); False where that is not possible."""
     try:
@@ -462,7 +443,7 @@ def measure(run: Run, args, scratch: str) -> dict:
     rss_reset = reset_peak_rss()
     sync()
     wall, cpu = time.perf_counter(), time.process_time()
-    peak = step_peak(step, args.device)
+    peak = allocator_peak(step, args.device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     # What the step left for good (AdamW's state, a discriminator's gradients) is in its peak already.
     return {
