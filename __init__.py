@@ -7,10 +7,10 @@ This folder is three things at once:
 * an AUTOMATIC1111/Forge extension folder (A1111 runs ``install.py`` and the files in ``scripts/``).
 
 Importing it must stay cheap and must not need ComfyUI, A1111, gradio or even torch: hosts import it at
-start-up, and an import failure here shows as "(IMPORT FAILED)" for the whole pack.
+start-up, and an import failure here shows as "(IMPORT FAILED)" for the whole pack. No relative import at
+module level either: pytest imports this file as a plain module when the checkout's folder name is not an
+identifier (a CI clone, ``custom_nodes/unifl-pack``). The version lives in ``core`` (``unifl.core.__version__``).
 """
-
-from .core import __version__  # noqa: F401  (the core holds it: LoRA metadata records it)
 
 
 async def comfy_entrypoint():
