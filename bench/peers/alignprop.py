@@ -9,14 +9,13 @@ What our glue sets, and why (the rest is trl's own defaults):
 * the four pocket aspect rewards (``pocket-reward``), summed: AlignProp's loss is ``10 − mean(reward)``;
 * 20 sampling steps at CFG 3 (the pocket model's, stage 1's rollout) and truncation drawn in ``(0, 20)``:
   trl's ``(0, 50)`` assumes 50 steps;
-* batch 4 and learning rate 2e-4 (the preset's), the prompts of the arena's data stream;
+* batch 4 and learning rate 2e-4 (the preset's; the arena passes the one its validation sweep chose), the prompts of the arena's data stream;
 * no checkpoints (trl's defaults crash at ``os.makedirs(None)``), the LoRA saved by hand (trl's
   ``save_pretrained`` raises after writing); ``accelerate.PartialState()`` first (trl's warning raises without it).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import random
 import sys
@@ -24,7 +23,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BATCH_SIZE, LEARNING_RATE, LORA_ALPHA, LORA_RANK, LORA_TARGETS, POCKET_CFG, Budget, count_unet_calls, pocket_model, save_lora, set_threads, write_result  # noqa: E402
+from common import (
+    BATCH_SIZE,
+    LORA_ALPHA,
+    LORA_RANK,
+    LORA_TARGETS,
+    POCKET_CFG,
+    Budget,
+    count_unet_calls,
+    peer_arguments,
+    pocket_model,
+    save_lora,
+    set_threads,
+    write_result,
+)
 
 SAMPLE_STEPS = 20
 DATA_STREAM = (1, 8192)
@@ -32,14 +44,7 @@ ASPECTS = ("color", "layout", "detail", "lighting")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget-seconds", type=float, default=0.0)
-    parser.add_argument("--max-steps", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data", default="", help="unused: AlignProp reads prompts, not images")
-    parser.add_argument("--source", default="pip:trl==0.23.1", help="recorded; the installed trl is what runs")
+    parser = peer_arguments(__doc__.split("\n\n")[0], "recorded; the installed trl is what runs", "unused: AlignProp reads prompts, not images", source_default="pip:trl==0.23.1")
     args = parser.parse_args(argv)
     if not (args.budget_seconds > 0 or args.max_steps > 0):
         parser.error("give --max-steps or --budget-seconds")
@@ -52,8 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     import trl
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-    from trl import AlignPropConfig, AlignPropTrainer, DefaultDDPOStableDiffusionPipeline
-
+    from trl import (
+        AlignPropConfig,
+        AlignPropTrainer,
+        DefaultDDPOStableDiffusionPipeline,
+    )
     from unifl.core.feedback.loading import load_reward_model
     from unifl.pocket.plugin import register
     from unifl.pocket.world import sample_prompts
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         num_epochs=1, save_freq=10**9, seed=args.seed, log_with=None, mixed_precision="no",
         project_kwargs={"project_dir": str(args.out / "trl"), "automatic_checkpoint_naming": True},
         sample_num_steps=SAMPLE_STEPS, sample_guidance_scale=POCKET_CFG,
-        train_batch_size=BATCH_SIZE, train_learning_rate=LEARNING_RATE,
+        train_batch_size=BATCH_SIZE, train_learning_rate=args.learning_rate,
         truncated_backprop_rand=True, truncated_rand_backprop_minmax=(0, SAMPLE_STEPS),
     )
     pipeline = PocketLoRAPipeline(str(pocket_model()), use_lora=True)
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     write_result(
         args.out, method="alignprop", lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
         batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
-        budget_seconds=args.budget_seconds, version=f"trl {trl.__version__} (pip), AlignPropTrainer",
+        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"trl {trl.__version__} (pip), AlignPropTrainer",
         patches=["LoRA of the pocket preset instead of trl's rank-4 attention-only one (subclassed get_trainable_layers)",
                  "truncation range (0, 20) for the 20-step rollout (trl: (0, 50))", "accelerate.PartialState() before the pipeline",
                  "checkpointing off, LoRA saved with peft's state dict (trl's save_pretrained raises)"],

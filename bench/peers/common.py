@@ -25,7 +25,8 @@ LORA_RANK, LORA_ALPHA = 16, 16.0
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 """The pocket preset's ``attention+ff`` layers (unifl.core.lora.peft), by the leaf names peft matches."""
 BATCH_SIZE, LEARNING_RATE = 4, 2e-4
-"""The pocket preset's batch and learning rate: the peers start from UniFL's, then get the same tuning budget."""
+"""The pocket preset's batch and learning rate: every peer's default. The arena sweeps each peer's learning rate on
+its validation split (``ArenaSettings.peer_learning_rates``) and passes the chosen one with ``--learning-rate``."""
 POCKET_CFG = 3.0
 """The pocket model's guidance scale (SD's is 7.5): CFG ranges in the peers' scripts are scaled to it."""
 
@@ -91,6 +92,22 @@ def count_unet_calls() -> dict:
 
     UNet2DConditionModel.forward = forward
     return counter
+
+
+def peer_arguments(description: str, source_help: str, data_help: str, source_default: str | None = None):
+    """The command line every peer glue shares (the arena calls each the same way)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", type=type(source_default) if source_default else Path, required=source_default is None, default=source_default, help=source_help)
+    parser.add_argument("--data", type=Path, required=source_default is None, default=Path(), help=data_help)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-seconds", type=float, default=0.0)
+    parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE, help=f"default {LEARNING_RATE:g} (the pocket preset's)")
+    return parser
 
 
 def patched_copy(script: Path, patches: list[Patch], run_dir: Path) -> Path:

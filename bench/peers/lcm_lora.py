@@ -9,15 +9,13 @@ CFG range of the teacher scaled to the pocket model's (w âˆˆ [1, 3], i.e. CFG 2â
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     BATCH_SIZE,
-    LEARNING_RATE,
     LORA_ALPHA,
     LORA_RANK,
     LORA_TARGETS,
@@ -26,13 +24,14 @@ from common import (  # noqa: E402
     count_unet_calls,
     git_commit,
     patched_copy,
+    peer_arguments,
     pocket_model,
     run_script,
     save_lora,
     set_threads,
     write_result,
 )
-from data import shard_pattern  # noqa: E402
+from data import shard_pattern
 
 SCRIPT = Path("examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py")
 
@@ -51,14 +50,7 @@ PATCHES = [
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, required=True, help="a local copy of huggingface/diffusers")
-    parser.add_argument("--data", type=Path, required=True, help="the arena's peer_data folder (webdataset shards)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget-seconds", type=float, default=0.0)
-    parser.add_argument("--max-steps", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = peer_arguments(__doc__.split("\n\n")[0], "a local copy of huggingface/diffusers", "the arena's peer_data folder (webdataset shards)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
     budget = Budget(args.budget_seconds, args.max_steps, args.out / "logs.csv")
@@ -71,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     run_script(script, [
         "--pretrained_teacher_model", str(pocket_model()), "--output_dir", str(args.out / "output"),
         "--train_shards_path_or_url", shard_pattern(args.data), "--max_train_samples", str(count),
-        "--resolution", "64", "--train_batch_size", str(BATCH_SIZE), "--learning_rate", str(LEARNING_RATE),
+        "--resolution", "64", "--train_batch_size", str(BATCH_SIZE), "--learning_rate", str(args.learning_rate),
         "--lr_scheduler", "constant", "--lr_warmup_steps", "0", "--mixed_precision", "no",
         "--lora_rank", str(LORA_RANK), "--lora_alpha", str(int(LORA_ALPHA)), "--lora_target_modules", ",".join(LORA_TARGETS),
         "--w_min", "1", "--w_max", "3", "--max_train_steps", "1000000", "--dataloader_num_workers", "1",
@@ -82,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     write_result(
         args.out, method="lcm_lora", lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
         batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
-        budget_seconds=args.budget_seconds, version=f"huggingface/diffusers@{git_commit(args.source)} {SCRIPT} (diffusers {diffusers.__version__} installed)",
+        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"huggingface/diffusers@{git_commit(args.source)} {SCRIPT} (diffusers {diffusers.__version__} installed)",
         patches=[p.why for p in PATCHES],
     )
 

@@ -11,7 +11,6 @@ pocket model's (w ∈ [1, 3] instead of the scripts' 4–5 on SD's 7.5 scale).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -19,9 +18,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     BATCH_SIZE,
-    LEARNING_RATE,
     LORA_ALPHA,
     LORA_RANK,
     LORA_TARGETS,
@@ -30,6 +28,7 @@ from common import (  # noqa: E402
     count_unet_calls,
     git_commit,
     patched_copy,
+    peer_arguments,
     pocket_model,
     run_script,
     save_lora,
@@ -77,14 +76,7 @@ def feature_channels(model_dir: Path) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, required=True, help="a local copy of PCM's code/text_to_image_sd15 (or the repository root)")
-    parser.add_argument("--data", type=Path, required=True, help="the arena's peer_data folder (png + txt pairs)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budget-seconds", type=float, default=0.0)
-    parser.add_argument("--max-steps", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = peer_arguments(__doc__.split("\n\n")[0], "a local copy of PCM's code/text_to_image_sd15 (or the repository root)", "the arena's peer_data folder (png + txt pairs)")
     parser.add_argument("--adversarial", action="store_true", help="its adversarial variant (train_pcm_lora_sd15_adv.py)")
     args = parser.parse_args(argv)
     set_threads(args.threads)
@@ -104,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     model = pocket_model()
     run_script(script, [
         "--pretrained_teacher_model", str(model), "--output_dir", str(args.out / "output"),
-        "--resolution", "64", "--train_batch_size", str(BATCH_SIZE), "--learning_rate", str(LEARNING_RATE),
+        "--resolution", "64", "--train_batch_size", str(BATCH_SIZE), "--learning_rate", str(args.learning_rate),
         "--lr_scheduler", "constant", "--lr_warmup_steps", "0", "--mixed_precision", "no", "--lora_rank", str(LORA_RANK),
         "--loss_type", "huber", "--adam_weight_decay", "1e-3", "--max_train_steps", "1000000", "--max_train_samples", "1000000",
         "--dataloader_num_workers", "0", "--w_min", "1", "--w_max", "3", "--validation_steps", "100000000",
@@ -117,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     write_result(
         args.out, method=name, lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
         batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
-        budget_seconds=args.budget_seconds, version=f"G-U-N/Phased-Consistency-Model@{git_commit(source)} code/text_to_image_sd15/{SCRIPTS[args.adversarial]}",
+        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"G-U-N/Phased-Consistency-Model@{git_commit(source)} code/text_to_image_sd15/{SCRIPTS[args.adversarial]}",
         patches=[p.why for p in patches],
     )
 

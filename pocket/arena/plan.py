@@ -105,6 +105,10 @@ class ArenaSettings:
     ablations: bool = True
     peers: tuple[str, ...] = ("lcm_lora", "pcm", "pcm_adv", "alignprop")
     """Peers to run; those whose code is not on the machine are skipped (and the report says so)."""
+    peer_learning_rates: tuple[float, ...] = (2e-4, 1e-3)
+    """The learning rates each peer is tried with on the validation split before the test run (see
+    :data:`PEER_TUNING`): the pocket preset's (UniFL's own, which the peers would otherwise inherit) and 5× it,
+    as these runs are short (about 100 steps) where the peers' scripts were set for thousands of steps."""
     peer_min_steps: int = 0
     """Quick runs: stop a peer after this many steps even inside its budget (0: the budget alone)."""
     workers: int = 2
@@ -146,6 +150,27 @@ def trainings(settings: ArenaSettings) -> dict[str, Training]:
     }
     plan |= {name: t for name, t in peers.items() if t.method in settings.peers}
     return plan
+
+
+PEER_TUNING = {
+    "lcm_lora": ("lcm_lora_lcm_4", "fd"),
+    "pcm": ("pcm_4", "fd"),
+    "pcm_adv": ("pcm_adv_4", "fd"),
+    "alignprop_time": ("alignprop_time_20", "prompt_accuracy"),
+}
+"""Each tuned peer training: the row its learning-rate candidates are sampled as on the validation split (first
+training seed, its first replicate's prompts and noise) and the judge number that picks one. A few-step peer is
+picked on realism (FD, lower is better), which distillation is for; AlignProp on prompt accuracy (higher), which
+it is compared with stage 1 on. The candidate run of the chosen rate *is* that seed's training in the test run
+(same seed, data and budget), so tuning costs only the other candidates. UniFL's pocket preset gets no tuning on
+the arena's splits (it was fixed on the demo's prompts before the arena existed): the peers get more than UniFL."""
+TUNED_WITH = {"alignprop_steps": "alignprop_time"}
+"""Trainings that take another training's chosen learning rate (same method, another budget)."""
+
+
+def tuning_of(training: str) -> str:
+    """The tuned training whose chosen learning rate ``training`` uses."""
+    return TUNED_WITH.get(training, training)
 
 
 BASE_CFG = 3.0

@@ -3,6 +3,8 @@
 Layout of the output folder (everything a job makes is its proof of work; delete it to redo the job):
 
 * ``trainings/<training>/seed<r>/result.json`` (and the LoRA, logs) – one per training and seed;
+* ``tuning/<peer training>/lr<rate>/`` and ``choice.json`` – the peers' learning-rate candidates (first training
+  seed) and the one the validation split chose (:data:`~.plan.PEER_TUNING`);
 * ``samples/<row>/seed<r>.safetensors`` – the row's images of replicate ``r`` (uint8);
 * ``measures/<row>/seed<r>.json`` and ``references/seed<r>.json`` – the judges' numbers (measured in the
   workers, right after sampling: the judges cost about as much per image as a few UNet calls);
@@ -27,7 +29,7 @@ from pathlib import Path
 from ..demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
 from .measure import Judges, load_images, load_tensor, prompt_set, sample_row, save_tensor, write_json
-from .plan import DATA_STREAM, SPLITS, ArenaSettings, Training, rows, trainings
+from .plan import DATA_STREAM, PEER_TUNING, SPLITS, ArenaSettings, Training, rows, trainings, tuning_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PEER_GLUE = REPO_ROOT / "bench" / "peers"
@@ -113,14 +115,16 @@ def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_f
     return summary
 
 
-def train_peer(out: str, training: str, method: str, seed: int, budget_seconds: float, max_steps: int, data_dir: str, threads: int) -> dict:
+def train_peer(out: str, training: str, method: str, seed: int, budget_seconds: float, max_steps: int, data_dir: str, threads: int,
+               learning_rate: float) -> dict:
     """A peer through our glue (``bench/peers/<method>.py``) in its own Python; its output goes to train.log."""
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     source = peer_sources()[method]
     script = PEER_GLUE / f"{method.split('_adv')[0]}.py"
     command = [source["python"], str(script), "--out", str(run_dir), "--seed", str(seed), "--budget-seconds", f"{budget_seconds:.1f}",
-               "--max-steps", str(max_steps), "--data", data_dir, "--source", source["source"], "--threads", str(threads)]
+               "--max-steps", str(max_steps), "--data", data_dir, "--source", source["source"], "--threads", str(threads),
+               "--learning-rate", f"{learning_rate:g}"]
     if method == "pcm_adv":
         command.append("--adversarial")
     env = {**os.environ, "PYTHONPATH": str(package_path_entry(run_dir)), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -151,13 +155,31 @@ def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple
     """Every job of the arena with its dependencies, and what each sampling job will produce."""
     planned, row_plan = trainings(settings), rows(settings)
     present = {name: t for name, t in planned.items() if t.method == "unifl" or peer_present(t.method)}
-    jobs, outputs = [], {"trainings": {}, "samples": {}, "references": {}}
+    jobs, outputs = [], {"trainings": {}, "samples": {}, "references": {}, "tuning": {}}
     needs_data = any(t.method in ("lcm_lora", "pcm", "pcm_adv") for t in present.values())
     data_dir = out / "peer_data"
     if needs_data:
         count = 256 if settings.quick else DATA_STREAM[1]
         jobs.append(Job("peer_data", (write_peer_data, str(data_dir), count), steps=1))
         outputs["peer_data"] = data_dir / "DONE"
+    data_after = lambda t: ("peer_data",) if needs_data and t.method != "alignprop" else ()  # noqa: E731
+    tune_seed = settings.seeds[0]
+    for name, t in present.items():
+        if name not in PEER_TUNING:
+            continue
+        candidates = []
+        for rate in settings.peer_learning_rates:
+            job = f"{name}~lr{rate:g}@{tune_seed}"
+            run_dir = tuning_dir(out, name) / f"lr{rate:g}"
+            outputs["tuning"][job] = run_dir / "result.json"
+            after = tuple(f"{d}@{tune_seed}" for d in t.after) + data_after(t)
+            jobs.append(Job(job, (_peer_job, str(out), name, t, tune_seed, settings, str(data_dir), rate, str(run_dir)), after, 100))
+            candidates.append(job)
+        choice = f"{name}~choice@{tune_seed}"
+        outputs["tuning"][choice] = tuning_dir(out, name) / "choice.json"
+        sampler = row_plan[PEER_TUNING[name][0]].sampler
+        units = max(1, round((sampler.unet_calls_per_image() + 4) * settings.images * len(candidates) / 256))
+        jobs.append(Job(choice, (_choose_job, str(out), name, settings, judge_path), tuple(candidates), units))
     for seed in settings.seeds:
         for name, t in present.items():
             run_dir = out / "trainings" / name / f"seed{seed}"
@@ -168,7 +190,8 @@ def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple
                 steps = settings.stage2_steps if "stage=2" in t.overrides else settings.stage1_steps
                 jobs.append(Job(f"{name}@{seed}", (train_unifl, str(run_dir), name, seed, list(t.overrides), init), after, steps))
             else:
-                jobs.append(Job(f"{name}@{seed}", (_peer_job, str(out), name, t, seed, settings, str(data_dir)), after + (("peer_data",) if needs_data and t.method != "alignprop" else ()), 100))
+                after += data_after(t) + (f"{tuning_of(name)}~choice@{tune_seed}",)
+                jobs.append(Job(f"{name}@{seed}", (_peer_job, str(out), name, t, seed, settings, str(data_dir)), after, 100))
         outputs["references"][seed] = out / "references" / f"seed{seed}.json"
         jobs.append(Job(f"reference@{seed}", (_reference_job, str(out), seed, settings, judge_path), (), max(1, round(4 * settings.images / 256))))
         for row_name, row in row_plan.items():
@@ -181,14 +204,67 @@ def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple
     return jobs, {"outputs": outputs, "present": present, "rows": row_plan}
 
 
-def _peer_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str) -> dict:
-    run_dir = Path(out) / "trainings" / name / f"seed{seed}"
-    reference = json.loads((Path(out) / "trainings" / (training.budget_of or training.steps_of) / f"seed{seed}" / "result.json").read_text())
+def tuning_dir(out: Path, training: str) -> Path:
+    return out / "tuning" / training
+
+
+def _peer_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str,
+              learning_rate: float | None = None, run_dir: str = "") -> dict:
+    """A peer's training: a learning-rate candidate (``learning_rate`` given, into ``run_dir``) or, with the rate
+    the validation sweep chose, a training seed of the test run; the chosen candidate is that seed's training."""
+    out_dir = Path(out)
+    target = Path(run_dir) if run_dir else out_dir / "trainings" / name / f"seed{seed}"
+    reference = json.loads((out_dir / "trainings" / (training.budget_of or training.steps_of) / f"seed{seed}" / "result.json").read_text())
     if training.steps_of:
         budget, max_steps = 0.0, reference["steps"]
     else:
         budget, max_steps = reference["seconds"], settings.peer_min_steps
-    return train_peer(str(run_dir), name, training.method, seed, budget, max_steps, data_dir, settings.threads)
+    if learning_rate is None:
+        choice = json.loads((tuning_dir(out_dir, tuning_of(name)) / "choice.json").read_text())
+        learning_rate = choice["learning_rate"]
+        if name in PEER_TUNING and seed == choice["seed"]:
+            return _adopt_candidate(tuning_dir(out_dir, name) / f"lr{learning_rate:g}", target)
+    return train_peer(str(target), name, training.method, seed, budget, max_steps, data_dir, settings.threads, learning_rate)
+
+
+def _adopt_candidate(candidate: Path, target: Path) -> dict:
+    """The chosen candidate's run as the test run's training of its seed (a copy; result.json last, naming the copy)."""
+    import shutil
+
+    shutil.copytree(candidate, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("result.json", "validation.safetensors"))
+    result = json.loads((candidate / "result.json").read_text())
+    result["lora"]["path"] = str(target / Path(result["lora"]["path"]).name)
+    result["tuning"] = f"the chosen learning-rate candidate of the validation sweep ({candidate})"
+    write_json(target / "result.json", result)
+    return result
+
+
+def _choose_job(out: str, name: str, settings: ArenaSettings, judge_path: str) -> dict:
+    """Sample each learning-rate candidate of ``name`` as its tuning row on the *validation* split, judge it, and
+    keep the best (:data:`PEER_TUNING`); writes ``tuning/<name>/choice.json``."""
+    out_dir, split = Path(out), SPLITS["validation"]
+    row_name, metric = PEER_TUNING[name]
+    sampler = rows(settings)[row_name].sampler
+    seed = settings.seeds[0]
+    prompts = prompt_set(split, settings, seed)
+    judges = Judges(judge_path)
+    real = _real_features(out_dir / "tuning" / "real_features.safetensors", judges, split, settings)
+    candidates = {}
+    for rate in settings.peer_learning_rates:
+        run_dir = tuning_dir(out_dir, name) / f"lr{rate:g}"
+        result = json.loads((run_dir / "result.json").read_text())
+        images_path = run_dir / "validation.safetensors"
+        if not images_path.is_file():
+            sample_row(sampler, result["lora"], prompts.prompts, prompts.seeds, str(images_path))
+        measured = judges.measure(load_images(images_path), prompts, real, None)
+        candidates[f"{rate:g}"] = {"learning_rate": rate, "steps": result["steps"], "fd": measured["realism"]["fd"], "kid": measured["realism"]["kid"],
+                                   "prompt_accuracy": measured["prompt"]["prompt_accuracy"]}
+    pick = min if metric == "fd" else max
+    chosen = pick(candidates.values(), key=lambda c: c[metric])
+    choice = {"training": name, "row": row_name, "metric": metric, "split": "validation", "seed": seed, "images": len(prompts),
+              "candidates": candidates, "learning_rate": chosen["learning_rate"]}
+    write_json(tuning_dir(out_dir, name) / "choice.json", choice)
+    return choice
 
 
 def _sample_job(out: str, row_name: str, training: str | None, seed: int, sampler, settings: ArenaSettings, judge_path: str) -> str:
@@ -204,15 +280,15 @@ def _sample_job(out: str, row_name: str, training: str | None, seed: int, sample
     judges = Judges(judge_path)
     reference = json.loads((out_dir / "references" / f"seed{seed}.json").read_text())
     path = out_dir / "measures" / row_name / f"seed{seed}.json"
-    value = judges.measure(load_images(images_path), prompts, _real_features(out_dir, judges, split, settings), reference["real_same_scenes"]["aspects"],
+    value = judges.measure(load_images(images_path), prompts, _real_features(out_dir / "references" / "real_features.safetensors", judges, split, settings), reference["real_same_scenes"]["aspects"],
                            features_path=path.with_suffix(".features.safetensors"))
     write_json(path, value)
     return str(path)
 
 
-def _real_features(out: Path, judges: Judges, split, settings: ArenaSettings):
-    """The real reference set's judge features, computed once and kept (two workers may both write it: same bytes)."""
-    path = out / "references" / "real_features.safetensors"
+def _real_features(path: Path, judges: Judges, split, settings: ArenaSettings):
+    """A split's real reference set's judge features, computed once and kept in ``path`` (two workers may both
+    write it: same bytes)."""
     if path.is_file():
         return load_tensor(path)
     features = judges.real_features(split.real_seed, 0, settings.num_real)
@@ -224,7 +300,7 @@ def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str
     """Ceiling and floors of one replicate (real renders of the same and of other scenes, uniform noise)."""
     out_dir, split = Path(out), SPLITS[settings.split]
     judges = Judges(judge_path)
-    judges._real_features[(split.real_seed, 0, settings.num_real)] = _real_features(out_dir, judges, split, settings)
+    judges._real_features[(split.real_seed, 0, settings.num_real)] = _real_features(out_dir / "references" / "real_features.safetensors", judges, split, settings)
     path = out_dir / "references" / f"seed{seed}.json"
     write_json(path, judges.references(split, settings, seed, prompt_set(split, settings, seed), features_dir=out_dir / "references"))
     return str(path)
@@ -233,6 +309,8 @@ def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str
 def _done(job: Job, outputs: dict) -> bool:
     if job.name == "peer_data":
         return outputs["peer_data"].is_file()
+    if job.name in outputs["tuning"]:
+        return outputs["tuning"][job.name].is_file()
     name, seed = job.name.rsplit("@", 1)
     if name == "reference":
         return outputs["references"][int(seed)].is_file()
