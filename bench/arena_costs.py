@@ -95,7 +95,7 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} cores, load average at start {load[0]:.1f}, torch {torch.__version__}, 1 thread")
     print("costs (s): " + json.dumps({k: round(v, 4) for k, v in costs.items()}) + ("" if measured_alignprop is not None else " (AlignProp not measured: stage 1's cost used)"))
-    print("full arena (3 seeds, ablations, every peer, 1024 images per model and seed, 2 workers): "
+    print(f"full arena (3 seeds, ablations, every peer and its learning-rate sweep, {ArenaSettings().images} images per model and seed, 2 workers): "
           + ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.items()))
 
 

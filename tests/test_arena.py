@@ -224,6 +224,40 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
         run_arena(out, settings.with_(stage1_steps=3), judge_path=str(judge / "prompt.safetensors"))
 
 
+def test_each_peer_is_tuned_on_validation_before_any_of_its_test_trainings(tmp_path, monkeypatch):
+    from unifl.pocket.arena import run
+    from unifl.pocket.arena.plan import PEER_TUNING
+
+    monkeypatch.setattr(run, "peer_present", lambda method: True)
+    settings = ArenaSettings()
+    jobs = {job.name: job for job in run.plan_jobs(tmp_path, settings)[0]}
+    for name in PEER_TUNING:
+        candidates = tuple(f"{name}~lr{rate:g}@0" for rate in settings.peer_learning_rates)
+        assert jobs[f"{name}~choice@0"].after == candidates
+        budget = "stage1" if name.startswith("alignprop") else "stage2"
+        assert all(f"{budget}@0" in jobs[c].after for c in candidates)  # the budget is that stage's measured time
+    for seed in settings.seeds:
+        for name in ("lcm_lora", "pcm", "pcm_adv", "alignprop_time", "alignprop_steps"):
+            tuned = "alignprop_time" if name.startswith("alignprop") else name
+            assert f"{tuned}~choice@0" in jobs[f"{name}@{seed}"].after
+
+
+def test_the_sweep_picks_fd_low_and_prompt_accuracy_high_and_adopts_the_chosen_run(tmp_path):
+    from unifl.pocket.arena.run import _adopt_candidate, best_candidate
+
+    low_fd, accurate = {"learning_rate": 2e-4, "fd": 10.0, "prompt_accuracy": 0.4}, {"learning_rate": 1e-3, "fd": 12.0, "prompt_accuracy": 0.5}
+    assert best_candidate([low_fd, accurate], "fd") is low_fd and best_candidate([low_fd, accurate], "prompt_accuracy") is accurate
+    candidate, target = tmp_path / "tuning" / "lr0.001", tmp_path / "trainings" / "seed0"
+    candidate.mkdir(parents=True)
+    (candidate / "lora.safetensors").write_bytes(b"lora")
+    (candidate / "validation.safetensors").write_bytes(b"validation images")
+    (candidate / "result.json").write_text(json.dumps({"lora": {"format": "diffusers", "path": str(candidate / "lora.safetensors")}, "steps": 7}))
+    result = _adopt_candidate(candidate, target)
+    assert json.loads((target / "result.json").read_text()) == result and result["steps"] == 7
+    assert Path(result["lora"]["path"]) == target / "lora.safetensors" and (target / "lora.safetensors").read_bytes() == b"lora"
+    assert not (target / "validation.safetensors").exists()
+
+
 def test_the_time_estimate_prices_every_job_and_splits_the_work_over_the_workers():
     from unifl.pocket.arena.estimate import estimate
 
@@ -231,6 +265,7 @@ def test_the_time_estimate_prices_every_job_and_splits_the_work_over_the_workers
     one = estimate(ArenaSettings(seeds=(0,)), costs)
     three = estimate(ArenaSettings(), costs)
     assert three["trainings"] == pytest.approx(3 * one["trainings"]) and three["sampling"] == pytest.approx(3 * one["sampling"])
-    assert three["wall"] == pytest.approx((three["trainings"] + three["sampling"] + three["measuring"]) / 2)
+    assert three["tuning"] == pytest.approx(one["tuning"]) and one["tuning"] > 0  # the sweep runs on the first seed only
+    assert three["wall"] == pytest.approx((three["trainings"] + three["sampling"] + three["tuning"] + three["measuring"]) / 2)
     calls = sum(r.sampler.unet_calls_per_image() for r in rows(ArenaSettings()).values())
     assert one["sampling"] == pytest.approx(ArenaSettings().images * calls * 0.01)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ...core.files import atomic_write_text
-from .report import REFERENCES, pooled_table, table
+from .report import REFERENCES, TUNING_NOTE, pooled_table, table, tuning_table
 
 BEGIN, END = "<!-- arena:begin -->", "<!-- arena:end -->"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -59,7 +59,7 @@ def peers_page(metrics: dict) -> list[str]:
         "Each peer ran its own training code (never copied into this repository) through our glue in `bench/peers/`, on the "
         "same pocket model, data stream, LoRA (rank 16, alpha 16, attention + feed-forward), batch and precision as UniFL, one "
         "torch thread, with the wall-clock budget of the UniFL stage it is compared with (AlignProp also at stage 1's step "
-        "count). Every model was sampled on the same prompts and noise through one diffusers pipeline with its own scheduler.",
+        "count), at the learning rate its validation sweep chose (below). Every model was sampled on the same prompts and noise through one diffusers pipeline with its own scheduler.",
         "",
         *table(rows, labels=labels),
         "",
@@ -71,6 +71,8 @@ def peers_page(metrics: dict) -> list[str]:
         "",
         *[f"- {'✅' if c['holds'] else '❌'} {c['claim']} ({c['numbers']})" for c in metrics["claims"] if c["group"] == "peer"],
         "",
+        *(["## Learning rates, chosen on the validation split", "", TUNING_NOTE.format(images=next(iter(metrics["tuning"].values()))["images"]), "",
+            *tuning_table(metrics["tuning"]), ""] if metrics.get("tuning") else []),
         "## What ran",
         "",
         "| training | seed | seconds | steps | images seen | UNet evaluations | version |",

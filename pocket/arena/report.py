@@ -48,6 +48,7 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
         "pooled_realism_floor_real_vs_real": pooled_floor,
         "claims": claims,
         "trainings": trainings,
+        "tuning": _tuning(out),
         "peers_skipped": sorted(set(settings.peers) - {t.method for t in plan["present"].values()}),
         "judge": _judge_quality(),
         "seconds": round(seconds, 1),
@@ -57,6 +58,27 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
     curves = _curves(out, settings, plan)
     atomic_write_text(out / "report.md", "\n".join(_markdown(metrics, grids, curves)))
     return metrics
+
+
+def _tuning(out: Path) -> dict:
+    """Each peer's learning-rate sweep on the validation split (``tuning/<training>/choice.json``)."""
+    return {path.parent.name: json.loads(path.read_text()) for path in sorted((out / "tuning").glob("*/choice.json"))}
+
+
+def tuning_table(tuning: dict) -> list[str]:
+    """The sweep: each candidate's validation numbers and the rate chosen (by the metric named)."""
+    lines = ["| peer training | judged as | picked on | learning rate | steps | validation FD ↓ | validation prompt accuracy ↑ | chosen |", "|---|---|---|---|---|---|---|---|"]
+    for name, choice in tuning.items():
+        for key, c in choice["candidates"].items():
+            chosen = "✓" if c["learning_rate"] == choice["learning_rate"] else ""
+            lines.append(f"| {name} | {choice['row']} | {choice['metric']} | {key} | {c['steps']} | {c['fd']:.2f} | {c['prompt_accuracy']:.3f} | {chosen} |")
+    return lines
+
+
+TUNING_NOTE = ("Every peer's learning rate was picked on the **validation** split (first training seed, its prompts, noise and real "
+               "images; {images} images per candidate) before anything was sampled on the test split: the pocket preset's 2e-4 "
+               "(UniFL's own) and 1e-3. A few-step peer is picked on FD, AlignProp on prompt accuracy (`pocket/arena/plan.py`, "
+               "`PEER_TUNING`); the chosen candidate's run is that seed's training. UniFL's preset was not tuned on the arena's splits.")
 
 
 def _pooled_realism(out: Path, feature_files: list[Path]) -> dict:
@@ -155,6 +177,9 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
     for name, seeds in metrics["trainings"].items():
         for seed, r in seeds.items():
             lines.append(f"| {name} | {seed} | {r['method']} | {r['seconds']:.0f} | {r['steps']} | {r.get('images_seen', '')} | {r.get('unet_evaluations', '')} | {r.get('version', 'this repository')} |")
+    if metrics["tuning"]:
+        images = next(iter(metrics["tuning"].values()))["images"]
+        lines += ["", "## Peers' learning rates, chosen on the validation split", "", TUNING_NOTE.format(images=images), "", *tuning_table(metrics["tuning"])]
     patched = {name: r.get("patches", []) for name, seeds in metrics["trainings"].items() for r in seeds.values() if r.get("patches")}
     if patched:
         lines += ["", "Patches our glue applied to the peers' code at run time:", ""]

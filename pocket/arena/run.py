@@ -239,6 +239,13 @@ def _adopt_candidate(candidate: Path, target: Path) -> dict:
     return result
 
 
+def best_candidate(candidates: list[dict], metric: str) -> dict:
+    """The candidate with the lowest FD or the highest prompt accuracy; on a tie the first (the preset's rate)."""
+    if metric == "fd":
+        return min(candidates, key=lambda c: c["fd"])
+    return max(candidates, key=lambda c: c[metric])
+
+
 def _choose_job(out: str, name: str, settings: ArenaSettings, judge_path: str) -> dict:
     """Sample each learning-rate candidate of ``name`` as its tuning row on the *validation* split, judge it, and
     keep the best (:data:`PEER_TUNING`); writes ``tuning/<name>/choice.json``."""
@@ -259,8 +266,7 @@ def _choose_job(out: str, name: str, settings: ArenaSettings, judge_path: str) -
         measured = judges.measure(load_images(images_path), prompts, real, None)
         candidates[f"{rate:g}"] = {"learning_rate": rate, "steps": result["steps"], "fd": measured["realism"]["fd"], "kid": measured["realism"]["kid"],
                                    "prompt_accuracy": measured["prompt"]["prompt_accuracy"]}
-    pick = min if metric == "fd" else max
-    chosen = pick(candidates.values(), key=lambda c: c[metric])
+    chosen = best_candidate(list(candidates.values()), metric)
     choice = {"training": name, "row": row_name, "metric": metric, "split": "validation", "seed": seed, "images": len(prompts),
               "candidates": candidates, "learning_rate": chosen["learning_rate"]}
     write_json(tuning_dir(out_dir, name) / "choice.json", choice)
