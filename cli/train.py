@@ -7,7 +7,7 @@ import sys
 
 def run(args) -> int:
     from ..core.config import explain, load_config
-    from ..core.training.inputs import check_inputs
+    from ..core.training.preflight import check_before_training
     from ..core.training.trainer import UniFLTrainer
 
     if args.explain:
@@ -18,7 +18,9 @@ def run(args) -> int:
         print("unifl train: give a CONFIG file or --preset NAME (see --explain for every field)", file=sys.stderr)
         return 2
     config = load_config(args.config, args.set, preset=args.preset)
-    check_inputs(config)  # before the model loads: a wrong path costs a second, not a model load
+    report = check_before_training(config)  # before the model loads: a wrong path costs a second, not a model load
+    if report.memory is not None:
+        print(report.memory.render())
     result = UniFLTrainer(config).train(resume=args.resume, overwrite=args.overwrite)
     print(f"{'stopped' if result.stopped_early else 'finished'} after {result.steps} steps; LoRA: {result.lora_path}")
     return 0

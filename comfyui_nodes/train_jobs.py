@@ -187,6 +187,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
     check_dependencies()
     from ..core.data import image_dataset
     from ..core.lora.kohya import read_lora_metadata
+    from ..core.training.preflight import check_before_training
     from ..core.training.trainer import TrainerCallbacks, UniFLTrainer
     from .denoiser import ComfyDenoiser, architecture_of, release
 
@@ -233,6 +234,9 @@ def train_lora(model, clip, vae, request: TrainRequest):
         with torch.inference_mode(False), torch.enable_grad():
             denoiser = ComfyDenoiser(model, clip, vae, texts)
             denoiser.source = request.base_model
+            report = check_before_training(config, denoiser=denoiser, device=mm.get_torch_device(), prompts_given=bool(prompts))
+            if report.memory is not None:
+                log.info("UniFL: %s", report.memory.render())
             trainer = UniFLTrainer(config, denoiser=denoiser, callbacks=callbacks, image_dataset=dataset, prompts=prompts)
             result = trainer.train()
             del trainer

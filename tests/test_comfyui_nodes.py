@@ -248,6 +248,16 @@ def test_pocket_images_train_out_of_the_box(nodes, host, comfy_base):
         train(nodes, host, lora_name="unifl/no_data", image_folder="no_such_folder")
 
 
+def test_the_node_checks_the_run_before_it_trains(nodes, host, comfy_base):
+    """The same pre-run check as `unifl train` and the tab: PeFL without images is named before any step."""
+    from unifl.core.training.preflight import PreflightError
+
+    with pytest.raises(PreflightError, match=r"data.images: this run needs real images"):
+        train(nodes, host, lora_name="unifl/no_images", image_folder="")
+    assert not (comfy_base / "models" / "loras" / "unifl" / "no_images.safetensors").exists()
+    assert not list((comfy_base / "output" / "unifl_runs").glob("no_images-*/checkpoints"))
+
+
 def test_interrupt_stops_training_cleanly(nodes, host, comfy_base):
     mm.interrupt_current_processing(True)
     try:

@@ -68,3 +68,46 @@ def test_the_check_command_exits_1_and_prints_the_problems(tiny_sd15_dir, tmp_pa
     assert code == 1 and "[FAIL] model.path" in out and "missing.safetensors" in out
     code = main(["check", "--preset", "tiny", "--set", f"model.path={tiny_sd15_dir}", "--set", "data.images=pocket", "--set", "data.source_images=8", "--device", "cpu"])
     assert code == 0 and "ready to train" in capsys.readouterr().out
+
+
+def test_the_check_before_training_names_every_problem_and_loads_no_feedback_model(fast_config, tmp_path, monkeypatch):
+    """What `unifl train`, the ComfyUI node and the tab run first: a second's work, every problem at once."""
+    from unifl.core.training import preflight as module
+    from unifl.core.training.preflight import check_before_training
+
+    loaded = []
+    monkeypatch.setattr(module, "load_reward_model", lambda *args, **kwargs: loaded.append(args))  # an instrument: counts loads
+    monkeypatch.setattr(module, "load_perception_model", lambda *args, **kwargs: loaded.append(args))
+    bad_lora = tmp_path / "start.safetensors"
+    bad_lora.write_bytes(b"not a safetensors file")
+    config = fast_config('rewards=[{aspect = "detail", kind = "laion-aesthetic", path = "/models/nowhere.safetensors"}]',
+                         'perception=[{aspect = "style", kind = "no-such-kind"}]', f"lora.init_from={bad_lora}")
+    with pytest.raises(PreflightError) as raised:
+        check_before_training(config, device="cpu")
+    lines = str(raised.value).splitlines()
+    assert any(line.startswith("rewards[0] laion-aesthetic (detail): /models/nowhere.safetensors does not exist") for line in lines)
+    assert any("unknown kind 'no-such-kind'" in line for line in lines) and any(line.startswith("lora.init_from:") for line in lines)
+    assert loaded == []
+    assert check_before_training(fast_config(), device="cpu").ok and loaded == []
+
+
+def test_a_reward_without_parameters_cannot_become_the_discriminator(fast_config):
+    config = fast_config("stage=2", "adversarial.discriminator_from=color", "data.images=pocket")  # color: the colorfulness statistic
+    problems = {c.subject: c.detail for c in preflight(config, device="cpu").errors}
+    assert "no parameters to train as stage 2's discriminator" in problems["adversarial.discriminator_from"]
+
+
+def test_the_memory_counts_only_the_part_of_the_discriminator_that_trains(fast_config):
+    from unifl.core.feedback.loading import load_reward_model
+
+    reward = load_reward_model("pocket-reward", "detail")  # a trunk and a head
+    head, whole = (sum(p.numel() for p in m.parameters()) for m in (reward.head, reward))
+    assert 0 < head < whole
+
+    def discriminator_bytes(trainable: str) -> int:
+        overrides = ("stage=2", "data.images=pocket", 'rewards=[{aspect = "detail", kind = "pocket-reward", path = "detail"}]', f"adversarial.discriminator_trainable={trainable}")
+        report = preflight(fast_config(*overrides), device="cpu")
+        assert report.ok, report.render()
+        return next(size for name, size in report.memory.parts.items() if name.startswith("discriminator"))
+
+    assert discriminator_bytes("head") == head * 16 and discriminator_bytes("all") == whole * 16

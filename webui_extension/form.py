@@ -244,7 +244,7 @@ def extra_overrides(text: str) -> list[str]:
 def confine_to_host(config: TrainConfig, host) -> TrainConfig:
     """Refuse a config whose paths leave the host's folders or that runs code (``kind = "module"``) where
     the host does not allow it: "Extra settings" is free text, and a shared preset may carry it. (Whether
-    the files it names exist and load is :func:`~unifl.core.training.inputs.check_inputs`' part.)"""
+    the files it names exist and load is :func:`~unifl.core.training.preflight.check_before_training`'s part.)"""
     from ..core.training.confinement import ConfinementError, confine
 
     try:

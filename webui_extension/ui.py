@@ -15,14 +15,14 @@ import gradio as gr
 from ..core.config import ConfigError, TrainConfig, load_config
 from ..core.diffusion.loading import ModelLoadError
 from ..core.training.checkpoint import list_checkpoints
-from ..core.training.inputs import InputError, check_inputs, feedback_terms
+from ..core.training.preflight import PreflightError, check_before_training, feedback_terms
 from . import client_js, form, jobs, views
 from .compat import js_hook
 from .host import RUNS_FOLDER, Host
 
 CONTINUE, START_OVER = "continue it", "start over"
 #: Errors of the form, of config validation and of the input check, shown in the status instead of starting.
-START_ERRORS = (form.FormError, InputError, jobs.JobBusy, *jobs.EXPECTED_ERRORS)
+START_ERRORS = (form.FormError, PreflightError, jobs.JobBusy, *jobs.EXPECTED_ERRORS)
 
 
 def _slug(field: form.Field) -> str:
@@ -252,7 +252,7 @@ def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str,
         raise form.FormError("these settings train no feedback term (every reward and perception dropdown is off, or its weight is 0), "
                              "so the LoRA would only learn to denoise the training images: pick reward or perception models, "
                              "or tick 'Train without feedback (denoising only)'")
-    check_inputs(config)  # in this request, before the model loads in the worker (10-15 s)
+    check_before_training(config)  # in this request, before the model loads in the worker (10-15 s)
     resume = resume_wanted and bool(list_checkpoints(config.logging.output_dir))  # the folder the run will use, wherever it was set
     job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
     jobs.submit(job, host)

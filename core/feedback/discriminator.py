@@ -17,6 +17,25 @@ TRAINABLE = ("auto", "all", "head")
 HEAD_ONLY_ABOVE = 20_000_000
 
 
+def trainable_part(reward: nn.Module, trainable: str, name: str) -> str:
+    """What of ``reward`` a discriminator set to ``trainable`` trains: ``"all"`` or ``"head"`` (``auto`` resolved)."""
+    if trainable not in TRAINABLE:
+        raise ValueError(f"discriminator trainable part {trainable!r}: use one of {', '.join(TRAINABLE)}")
+    head = getattr(reward, "head", None)
+    if trainable == "auto":
+        large = sum(p.numel() for p in reward.parameters()) > HEAD_ONLY_ABOVE
+        return "head" if large and isinstance(head, nn.Module) else "all"
+    if trainable == "head" and not isinstance(head, nn.Module):
+        raise ValueError(f"the {name} reward model ({type(reward).__name__}) has no 'head' module to train alone; set adversarial.discriminator_trainable = 'all'")
+    return trainable
+
+
+def trainable_parameter_count(reward: nn.Module, trainable: str, name: str) -> int:
+    """Parameters a discriminator made from ``reward`` trains (without making it: no copy)."""
+    part = reward if trainable_part(reward, trainable, name) == "all" else reward.head
+    return sum(p.numel() for p in part.parameters())
+
+
 def make_discriminator(reward: nn.Module, trainable: str, name: str) -> nn.Module:
     """A copy of ``reward`` whose ``trainable`` part ('all', 'head' or 'auto') requires grad and is stored
     in fp32 (an optimizer on half-precision weights loses its small updates), in eval mode.
@@ -24,21 +43,13 @@ def make_discriminator(reward: nn.Module, trainable: str, name: str) -> nn.Modul
     ``name`` names the reward model in errors. With 'head', the returned module is a new object whose
     ``head`` is a deep copy and whose other submodules are the reward model's own (frozen) ones.
     """
-    if trainable not in TRAINABLE:
-        raise ValueError(f"discriminator trainable part {trainable!r}: use one of {', '.join(TRAINABLE)}")
-    head = getattr(reward, "head", None)
-    if trainable == "auto":
-        large = sum(p.numel() for p in reward.parameters()) > HEAD_ONLY_ABOVE
-        trainable = "head" if large and isinstance(head, nn.Module) else "all"
-    if trainable == "all":
+    if trainable_part(reward, trainable, name) == "all":
         discriminator = copy.deepcopy(reward).float()
         discriminator.requires_grad_(True)
     else:
-        if not isinstance(head, nn.Module):
-            raise ValueError(f"the {name} reward model ({type(reward).__name__}) has no 'head' module to train alone; set adversarial.discriminator_trainable = 'all'")
         discriminator = copy.copy(reward)  # a new Module object sharing the trunk's parameters …
         discriminator._modules = dict(reward._modules)  # … with its own table of submodules
-        discriminator.head = copy.deepcopy(head).float().requires_grad_(True)
+        discriminator.head = copy.deepcopy(reward.head).float().requires_grad_(True)
     if not any(p.requires_grad for p in discriminator.parameters()):
         raise ValueError(f"the {name} reward model ({type(reward).__name__}) has no parameters to train as a discriminator; use a learned reward model")
     return discriminator.eval()

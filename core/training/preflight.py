@@ -1,7 +1,8 @@
 """Before hours of training: every file present and loadable, the dtypes, and one step's peak memory.
 
-``unifl check CONFIG`` prints :func:`preflight`'s report; the CLI, the ComfyUI node and the A1111 tab
-call the same function before a run starts (:meth:`PreflightReport.raise_for_errors`).
+``unifl check CONFIG`` prints :func:`preflight`'s report. ``unifl train``, the ComfyUI training node and the
+A1111 tab run the same checks before a run starts (:func:`check_before_training`), without loading the
+feedback models (the trainer loads them next, before any step): a typo costs a second, not a model load.
 
 What is checked, cheaply and in this order (a failure names the file and the fix):
 
@@ -9,11 +10,13 @@ What is checked, cheaply and in this order (a failure names the file and the fix
 2. the base model: present, an SD1.x/SDXL pipeline folder or full single-file checkpoint whose
    architecture (read from its keys, as loading does) is the configured one; a model handed over by a
    host is taken as it is;
-3. every reward and perception model: loaded on the CPU, one at a time, by its kind and in its dtype,
-   which is as loadable as it gets;
-4. the data: the image folder or source and its first item, the masks each PeFL task needs (and, where
-   the model tells, that their labels are within its classes), the prompt file;
-5. the peak memory of one optimizer step on the chosen device: the bytes of every weight, LoRA,
+3. the LoRA to start from: readable, every value finite;
+4. every reward and perception model: a known kind whose files exist; with ``load_models`` loaded on the
+   CPU, one at a time, by its kind and in its dtype (as loadable as it gets), and the stage-2
+   discriminator's trainable part counted (none: a statistic cannot be a discriminator);
+5. the data the enabled feedback terms need: the image folder or source and its first item, the masks
+   each PeFL task needs (and, where the model tells, that their labels are within its classes), prompts;
+6. the peak memory of one optimizer step on the chosen device: the bytes of every weight, LoRA,
    gradient and optimizer state the run keeps there (exact, from parameter counts and dtypes), plus
    the activations of one step, ``batch × (fixed + per_pixel × H × W)``, with the two coefficients per
    architecture and stage measured by ``bench/real_size.py`` (docs/benchmarks.md says how).
@@ -22,8 +25,10 @@ What is checked, cheaply and in this order (a failure names the file and the fix
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,8 +36,12 @@ from torch import nn
 from ..config import ConfigError, TrainConfig
 from ..data import DataError, collate, image_dataset, load_prompts
 from ..diffusion.loading import ModelLoadError, detect_architecture, empty_components, resolve_model_path, shipped_config_dir
+from ..feedback.discriminator import trainable_parameter_count
 from ..feedback.loading import DTYPES, load_perception_model, load_reward_model
+from ..feedback.registry import PERCEPTION_MODELS, REWARD_MODELS
+from ..lora.kohya import LoRAFileError, check_lora_file
 from ..lora.peft import LORA_LAYER_TYPES, target_pattern
+from ..weight_files import WEIGHT_SUFFIXES
 
 GIB = 2**30
 #: Bytes a trainable fp32 parameter keeps on the device: weight, gradient and AdamW's two moments.
@@ -59,8 +68,23 @@ ALLOCATOR_SLACK = 0.10
 TEXT_ENCODERS_ON_DEVICE = False
 
 
+#: Kinds whose ``path`` names no file (an importable factory).
+NOT_A_FILE_KINDS = ("module",)
+
+
 class PreflightError(ValueError):
     """A run that cannot start as configured; the message lists every problem and its fix."""
+
+
+@dataclass(frozen=True)
+class LoadedFeedback:
+    """What preflight learned of a reward or perception model by loading it."""
+
+    spec: object  # the config's RewardSpec / PerceptionSpec
+    bytes: int
+    parameters: int
+    classes: int | None  # a segmenter's class count, where it tells
+    discriminator_parameters: int | None = None  # stage 2's discriminator source: what of it trains
 
 
 @dataclass
@@ -145,14 +169,35 @@ class PreflightReport:
 
     def raise_for_errors(self) -> None:
         if not self.ok:
-            raise PreflightError("the run cannot start:\n" + "\n".join(f"- {c.subject}: {c.detail}" for c in self.errors))
+            raise PreflightError("\n".join(f"{c.subject}: {c.detail}" for c in self.errors))  # a line per problem, the first first
 
 
-def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device | None = None, load_models: bool = True) -> PreflightReport:
+def feedback_terms(config: TrainConfig) -> list[str]:
+    """The feedback losses ``config`` trains with: ``"PeFL"``, ``"aesthetic"``, ``"adversarial"`` (the
+    conditions of ``UniFLTrainer.uses_*``). Empty: a denoising-only run, with no feedback at all."""
+    on = {
+        "PeFL": config.stage == "1" and config.pefl.weight > 0 and bool(config.perception),
+        "aesthetic": config.aesthetic.weight > 0 and bool(config.rewards),
+        "adversarial": config.stage == "2" and config.adversarial.weight > 0,
+    }
+    return [term for term, used in on.items() if used]
+
+
+def check_before_training(config: TrainConfig, *, denoiser=None, device: str | torch.device | None = None, prompts_given: bool = False) -> PreflightReport:
+    """What ``unifl train``, the ComfyUI node and the A1111 tab run before a run starts: :func:`preflight`
+    without loading the feedback models; raises :class:`PreflightError` listing every problem. Returns the
+    report (its memory estimate is worth a log line)."""
+    report = preflight(config, denoiser=denoiser, device=device, load_models=False, prompts_given=prompts_given)
+    report.raise_for_errors()
+    return report
+
+
+def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device | None = None, load_models: bool = True, prompts_given: bool = False) -> PreflightReport:
     """Check ``config`` (and a host's ``denoiser``, if it hands one over) before training; see the module docstring.
 
     ``device``: where the run will train (default: CUDA if available, else the CPU). ``load_models=False``
-    skips loading the feedback models (then their memory is not counted).
+    checks the feedback models' kinds and files without loading them (then their memory is not counted).
+    ``prompts_given``: a host hands the trainer its prompts itself (not through ``data.prompts``).
     """
     report = PreflightReport()
     try:
@@ -162,8 +207,9 @@ def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device 
         return report
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model_parts = _check_base_model(config, denoiser, report)
-    feedback = _check_feedback_models(config, report) if load_models else None
-    _check_data(config, feedback or {}, report)
+    _check_lora_start(config, report)
+    feedback = _check_feedback_models(config, report) if load_models else _check_feedback_files(config, report)
+    _check_data(config, feedback or {}, report, prompts_given)
     _check_dtypes(config, device, report)
     if model_parts is None and denoiser is None and config.model.architecture in ("sd15", "sdxl"):
         model_parts = empty_components(shipped_config_dir(config.model.architecture))  # the memory still says what a GPU needs
@@ -186,13 +232,9 @@ def _check_base_model(config: TrainConfig, denoiser, report: PreflightReport) ->
             parts[f"text_encoder{'' if index == 0 else f'_{index + 1}'}"] = encoder
         report.add("ok", "model", f"{getattr(denoiser, 'architecture', 'a')} model handed over by the host")
         return parts
-    path_text = config.model.path
-    if not path_text:
-        report.add("error", "model.path", "is empty: set it to a diffusers pipeline folder or a .safetensors checkpoint")
-        return None
     try:
-        path = resolve_model_path(path_text)
-        found = detect_architecture(path)
+        found = detect_architecture(config.model.path)  # first: it names an empty path as such
+        path = resolve_model_path(config.model.path)
     except ModelLoadError as err:
         report.add("error", "model.path", str(err))
         return None
@@ -207,27 +249,74 @@ def _check_base_model(config: TrainConfig, denoiser, report: PreflightReport) ->
     return empty_components(path if path.is_dir() else shipped_config_dir(architecture))
 
 
-def _check_feedback_models(config: TrainConfig, report: PreflightReport) -> dict[str, tuple]:
-    """Loads each reward and perception model on the CPU: ``{"rewards[i]": (spec, bytes, parameters, classes or None)}``."""
+def _check_lora_start(config: TrainConfig, report: PreflightReport) -> None:
+    if not config.lora.init_from:
+        return
+    try:
+        check_lora_file(config.lora.init_from)
+    except (LoRAFileError, OSError) as err:
+        report.add("error", "lora.init_from", str(err))
+        return
+    report.add("ok", "lora.init_from", f"{config.lora.init_from}: readable, every value finite")
+
+
+def _feedback_tables(config: TrainConfig):
+    """``(name, table key, spec, registry, loader)`` of every reward and perception model, in config order."""
+    for table, registry, load, specs in (("rewards", REWARD_MODELS, load_reward_model, config.rewards), ("perception", PERCEPTION_MODELS, load_perception_model, config.perception)):
+        for index, spec in enumerate(specs):
+            yield f"{table}[{index}] {spec.kind} ({spec.aspect})", f"{table}[{index}]", spec, registry, load
+
+
+def _check_feedback_files(config: TrainConfig, report: PreflightReport) -> None:
+    """Each feedback model's kind is known and the files its path names exist (nothing loaded)."""
+    for name, _, spec, registry, _ in _feedback_tables(config):
+        if spec.kind not in registry:
+            report.add("error", name, f"unknown kind {spec.kind!r}; known: {', '.join(sorted(registry))}")
+            continue
+        missing = [] if spec.kind in NOT_A_FILE_KINDS else [file for file in named_files(spec.path) if not Path(file).expanduser().exists()]
+        for file in missing:
+            report.add("error", name, f"{file} does not exist; put the model there or fix its path")
+        if not missing:
+            report.add("ok", name, f"{spec.path or '(no file)'}: present (not loaded)")
+
+
+def _check_feedback_models(config: TrainConfig, report: PreflightReport) -> dict[str, LoadedFeedback]:
+    """Loads each reward and perception model on the CPU, one at a time."""
     loaded = {}
-    tables = [("rewards", spec, load_reward_model) for spec in config.rewards] + [("perception", spec, load_perception_model) for spec in config.perception]
-    counters: dict[str, int] = {}
-    for table, spec, load in tables:
-        index = counters[table] = counters.get(table, -1) + 1
-        name = f"{table}[{index}] {spec.kind} ({spec.aspect})"
+    adversarial = "adversarial" in feedback_terms(config)
+    for name, key, spec, _, load in _feedback_tables(config):
         dtype = spec.resolved_dtype(config.optim.mixed_precision)
         try:
             model = load(spec.kind, spec.path, dtype=dtype)
         except (ValueError, ImportError, OSError, RuntimeError) as err:
             report.add("error", name, str(err))
             continue
-        size = tensor_bytes(model)
         stored = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()}) or ["no weights"]
         count = sum(p.numel() for p in model.parameters())
         report.add("ok", name, f"{spec.path or '(no file)'}: {count / 1e6:.1f} M parameters, stored as {'/'.join(stored)}")
-        loaded[f"{table}[{index}]"] = (spec, size, count, _class_count(model))
+        discriminator = None
+        if adversarial and key.startswith("rewards") and spec.aspect == config.adversarial.discriminator_from:
+            try:
+                discriminator = trainable_parameter_count(model, config.adversarial.discriminator_trainable, name)
+            except ValueError as err:
+                report.add("error", "adversarial.discriminator_trainable", str(err))
+            if discriminator == 0:
+                report.add("error", "adversarial.discriminator_from", f"{name} has no parameters to train as stage 2's discriminator (a statistic, not a learned model): "
+                           "initialise it from a learned reward model's aspect")
+        loaded[key] = LoadedFeedback(spec, tensor_bytes(model), count, _class_count(model), discriminator)
         del model
     return loaded
+
+
+def named_files(path: str) -> list[str]:
+    """The files and folders a model ``path`` names: the whole path, or each part of ``"clip=…;head=…"``.
+
+    Only what reads as a path (a folder separator or a weights suffix) counts: the same string also
+    carries seeds (``random-features``) and layer lists (``layers=relu1_2,relu2_2``).
+    """
+    items = [item.strip() for item in (path or "").split(";") if item.strip()]
+    named = [item.partition("=")[2].strip() for item in items] if items and "=" in items[0] and "/" not in items[0].partition("=")[0] else items
+    return [value for value in named if value and (os.sep in value or "/" in value or value.endswith(WEIGHT_SUFFIXES))]
 
 
 def _class_count(model: nn.Module) -> int | None:
@@ -240,10 +329,12 @@ def _class_count(model: nn.Module) -> int | None:
     return None
 
 
-def _check_data(config: TrainConfig, feedback: dict[str, tuple], report: PreflightReport) -> None:
-    data = config.data
-    uses_pefl = config.stage == "1" and config.pefl.weight > 0 and bool(config.perception)
-    needs_images = uses_pefl or (config.stage == "2" and config.adversarial.weight > 0) or config.regularizer.denoising_weight > 0
+def _check_data(config: TrainConfig, feedback: dict[str, LoadedFeedback], report: PreflightReport, prompts_given: bool) -> None:
+    data, terms = config.data, feedback_terms(config)
+    uses_pefl = "PeFL" in terms
+    needs_images = uses_pefl or "adversarial" in terms or config.regularizer.denoising_weight > 0
+    if "aesthetic" in terms and not (data.prompts or data.images or prompts_given):
+        report.add("error", "data.prompts", "aesthetic feedback needs prompts: set data.prompts to a prompt file (one per line) or data.images to captioned images")
     if data.prompts:
         try:
             prompts = load_prompts(data.prompts)
@@ -266,7 +357,8 @@ def _check_data(config: TrainConfig, feedback: dict[str, tuple], report: Preflig
     if not uses_pefl:
         return
     for index, spec in enumerate(config.perception):
-        key, classes = f"perception[{index}]", (feedback.get(f"perception[{index}]") or (None,) * 4)[3]
+        key = f"perception[{index}]"
+        classes = feedback[key].classes if key in feedback else None
         if spec.aspect == "structure":
             if "targets" not in first:
                 report.add("error", key, f"structure PeFL needs <image>.instances.png + .instances.json beside the images in {data.images} (docs/data-format.md)")
@@ -321,7 +413,7 @@ def lora_parameter_count(unet: nn.Module, rank: int, targets: str) -> int:
     return total
 
 
-def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedback: dict[str, tuple] | None, device: str) -> MemoryEstimate:
+def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedback: dict[str, LoadedFeedback] | None, device: str) -> MemoryEstimate:
     """The peak tensor memory of one optimizer step (see the module docstring)."""
     weights_dtype, vae_dtype = DTYPES[config.model.dtype], DTYPES[config.model.vae_dtype]
     parts = {f"UNet ({config.model.dtype})": _stored_bytes(model_parts["unet"], weights_dtype)}
@@ -333,11 +425,10 @@ def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedb
     lora = lora_parameter_count(model_parts["unet"], config.lora.rank, config.lora.targets)
     parts[f"LoRA, its gradients and AdamW ({lora / 1e6:.1f} M)"] = lora * TRAINABLE_BYTES
     if feedback:
-        parts["reward and perception models"] = sum(size for _, size, _, _ in feedback.values())
-        if config.stage == "2" and config.adversarial.weight > 0:
-            detail = next((count for spec, _, count, _ in feedback.values() if spec in config.rewards and spec.aspect == config.adversarial.discriminator_from), 0)
-            # Counted as a full copy: an upper bound where 'auto' trains the head of a large model alone.
-            parts["discriminator: a trainable fp32 copy + AdamW"] = detail * TRAINABLE_BYTES
+        parts["reward and perception models"] = sum(f.bytes for f in feedback.values())
+        trained = sum(f.discriminator_parameters or 0 for f in feedback.values())
+        if trained:  # a head-only discriminator shares the frozen trunk: only what trains is extra
+            parts[f"discriminator: its trainable part in fp32 + AdamW ({trained / 1e6:.1f} M)"] = trained * TRAINABLE_BYTES
     calibrated = _calibrated_architecture(model_parts["unet"])
     activations = None
     if calibrated is not None:
