@@ -262,7 +262,6 @@ def test_a_clip_folder_without_tokenizer_uses_the_shipped_vocabulary(tmp_path):
 
 
 def test_pickscore_rejects_a_vision_only_folder_and_missing_weights(tmp_path, tiny_clip):
-    from safetensors.torch import load_file
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     vision_only = tmp_path / "vision"
@@ -533,6 +532,8 @@ def test_imagereward_from_a_folder_and_its_errors(imagereward_files, tmp_path):
     (folder / "ImageReward.pt").write_bytes(checkpoint.read_bytes())
     (folder / "tokenizer").mkdir()
     (folder / "tokenizer" / "vocab.txt").write_bytes((tokenizer_dir / "vocab.txt").read_bytes())
+    assert load_reward_model("imagereward", str(folder))(torch.rand(1, 3, IMAGE, IMAGE), ["a cat"]).shape == (1,)
+    (folder / "tokenizer").rename(folder / "bert-base-uncased")  # the recipe's layout: the tokenizer under its published name
     assert load_reward_model("imagereward", str(folder))(torch.rand(1, 3, IMAGE, IMAGE), ["a cat"]).shape == (1,)
 
     with pytest.raises(WeightFileError, match="the checkpoint alone lacks the tokenizer"):

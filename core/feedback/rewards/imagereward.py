@@ -17,7 +17,7 @@ bicubic, centre crop, CLIP mean/std), ``(mlp(cls) - 0.16717) / 1.03334``.
 
 ``path`` (kind ``imagereward``) is ``"checkpoint=ImageReward.pt;tokenizer=FOLDER"`` with ``FOLDER`` the
 ``bert-base-uncased`` tokenizer (``vocab.txt``), or a folder holding one checkpoint file and the
-tokenizer files (in the folder itself or in ``tokenizer/``).
+tokenizer files (in the folder itself, in ``tokenizer/`` or in ``bert-base-uncased/``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from .laion import AestheticMLP
 
 CHECKPOINT = "an ImageReward checkpoint (ImageReward.pt: blip.visual_encoder.*, blip.text_encoder.*, mlp.layers.*)"
 TOKENIZER = "the bert-base-uncased tokenizer (vocab.txt or tokenizer.json)"
+TOKENIZER_SUBFOLDERS = ("tokenizer", "bert-base-uncased")
 LAYOUT = "'checkpoint=FILE;tokenizer=FOLDER', or a folder holding one checkpoint file and the tokenizer files"
 SCORE_MEAN = 0.16717362830052426
 SCORE_STD = 1.0333394966054072
@@ -182,6 +183,7 @@ def _locate(path: str) -> tuple[Path, Path]:
     if len(checkpoints) != 1:
         found = ", ".join(p.name for p in checkpoints) or "none"
         raise WeightFileError(f"{folder}: expected exactly one checkpoint file ({'/'.join(WEIGHT_SUFFIXES)}), found {found}.")
-    tokenizer = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
+    # The tokenizer's files in the folder itself, in tokenizer/, or in the folder it is published as (docs/recipes.md).
+    tokenizer = next((folder / sub for sub in TOKENIZER_SUBFOLDERS if (folder / sub).is_dir()), folder)
     return checkpoints[0], tokenizer
 
