@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import folder_paths
 
+from ..core.feedback.public_models import recognise
 from . import paths
 
 POCKET_PERCEPTION_ASPECTS = {"features": "style", "instance": "structure", "semantic": "layout"}
@@ -89,18 +91,20 @@ def resolve(role: str, choice: str, kind: str, aspect: str) -> tuple[str, str, s
             auto_kind, auto_aspect = f"pocket-{name}", POCKET_PERCEPTION_ASPECTS.get(name, "")
     else:
         folder = paths.REWARD_FOLDER if role == "reward" else paths.PERCEPTION_FOLDER
-        path = folder_paths.get_full_path(folder, choice)
-        if path is None:
-            raise FileNotFoundError(f"{choice!r} is not in {folder_paths.get_folder_paths(folder)}; put the file there and press Refresh")
-        meta = _file_metadata(path)
-        auto_kind = meta.get("unifl.kind") or meta.get("kind", "")
-        auto_aspect = meta.get("unifl.aspect", "")
+        found = paths.model_folder(folder, choice) if choice.endswith("/") else folder_paths.get_full_path(folder, choice)
+        if found is None:
+            raise FileNotFoundError(f"{choice!r} is not in {folder_paths.get_folder_paths(folder)}; put it there and press Refresh")
+        path = str(found)
+        meta = {} if choice.endswith("/") else _file_metadata(path)
+        published = recognise("rewards" if role == "reward" else "perception", Path(path).name)
+        auto_kind = meta.get("unifl.kind") or meta.get("kind", "") or (published.kind if published else "")
+        auto_aspect = meta.get("unifl.aspect", "") or (published.aspect if published else "")
         if role == "perception" and auto_kind.startswith("pocket-"):
             auto_aspect = auto_aspect or {"pocket-features": "style", "pocket-instance": "structure", "pocket-semantic": "layout"}.get(auto_kind, "")
     kind = auto_kind if kind in ("", "auto") else kind
     aspect = auto_aspect if aspect in ("", "auto") else aspect
     if not kind:
-        raise ValueError(f"{choice}: the file does not say which loader reads it (no 'unifl.kind' metadata); set 'kind' on the node, e.g. laion-aesthetic, pickscore, hpsv2")
+        raise ValueError(f"{choice}: neither its metadata ('unifl.kind') nor its name (docs/recipes.md) says which loader reads it; set 'kind' on the node, e.g. laion-aesthetic, pickscore, hpsv2")
     if not aspect:
         what = "color, layout, detail, lighting or any name" if role == "reward" else "style, structure or layout"
         raise ValueError(f"{choice}: set 'aspect' on the node ({what}); the file does not name one")
@@ -125,8 +129,9 @@ def load(role: str, choice: str, kind: str = "auto", aspect: str = "", weight: f
     except loading.UnknownModelKind as error:
         hint = "; ".join(f"{m} could not be imported ({e})" for m, e in failed.items())
         raise ValueError(f"{choice}: {error}" + (f". Note: {hint}; install the pack's requirements.txt" if hint else "")) from None
-    if role == "reward" and threshold is None and getattr(module, "alpha", None) is not None:
-        threshold = float(module.alpha)
+    if role == "reward" and threshold is None:  # the model's own α, else the recipe's for a published model
+        published = recognise("rewards", Path(path).name) if path else None
+        threshold = float(module.alpha) if getattr(module, "alpha", None) is not None else (published.threshold if published else None)
     patcher = comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(), offload_device=comfy.model_management.unet_offload_device())
     return FeedbackModel(role, choice, kind, path, aspect, weight, threshold, patcher)
 

@@ -3,7 +3,9 @@
 Imported when ComfyUI starts, so it touches nothing heavier than ``folder_paths`` (no torch).
 
 * ``models/unifl/rewards`` (``unifl_rewards``) and ``models/unifl/perception`` (``unifl_perception``)
-  hold reward and perception model files. Both names can be extended in ``extra_model_paths.yaml``.
+  hold reward and perception model files, and model *folders* (PickScore, the LAION predictor with its
+  CLIP, ImageReward with its tokenizer, any Hugging Face folder with a ``config.json``), listed as
+  ``name/``. Both names can be extended in ``extra_model_paths.yaml``.
 * Trained LoRAs go to the first ``loras`` folder (``models/loras/unifl/…`` by default), so the stock
   ``LoraLoader`` lists them after a refresh.
 * Training runs (checkpoints, logs, samples) go to ``output/unifl_runs/<name>-<time>/``.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import folder_paths
 
+from ..core.feedback.public_models import recognise
 from ..core.files import is_inside
 from ..pocket.plugin import WEIGHTS_DIR
 
@@ -53,20 +56,39 @@ def _pocket_names(sub: str) -> list[str]:
 
 
 def reward_choices() -> list[str]:
-    """Options of the reward loader: built-ins, shipped pocket rewards, then files in ``models/unifl/rewards``."""
-    return (
-        [BUILTIN_PREFIX + k for k in BUILTIN_REWARDS]
-        + [POCKET_PREFIX + n for n in _pocket_names("rewards")]
-        + folder_paths.get_filename_list(REWARD_FOLDER)
-    )
+    """Options of the reward loader: built-ins, shipped pocket rewards, then the folders and files in ``models/unifl/rewards``."""
+    return [BUILTIN_PREFIX + k for k in BUILTIN_REWARDS] + [POCKET_PREFIX + n for n in _pocket_names("rewards")] + _user_models(REWARD_FOLDER, "rewards")
 
 
 def perception_choices() -> list[str]:
-    return (
-        [BUILTIN_PREFIX + k for k in BUILTIN_PERCEPTION]
-        + [POCKET_PREFIX + n for n in _pocket_names("perception")]
-        + folder_paths.get_filename_list(PERCEPTION_FOLDER)
-    )
+    return [BUILTIN_PREFIX + k for k in BUILTIN_PERCEPTION] + [POCKET_PREFIX + n for n in _pocket_names("perception")] + _user_models(PERCEPTION_FOLDER, "perception")
+
+
+def _user_models(folder_name: str, section: str) -> list[str]:
+    """Model folders (``name/``) first, then the files that are not inside one (a folder's own files are its parts)."""
+    folders = model_folders(folder_name, section)
+    files = [f for f in folder_paths.get_filename_list(folder_name) if not any(f.replace("\\", "/").startswith(d) for d in folders)]
+    return folders + files
+
+
+def model_folders(folder_name: str, section: str) -> list[str]:
+    """First-level folders of ``folder_name``'s paths that hold one model: a published model's folder
+    (``core.feedback.public_models``: PickScore_v1, ImageReward, laion-aesthetic) or a Hugging Face model
+    folder (``config.json``); as ``"name/"``."""
+    found = set()
+    for root in folder_paths.get_folder_paths(folder_name):
+        base = Path(root)
+        if base.is_dir():
+            found |= {sub.name + "/" for sub in base.iterdir() if sub.is_dir() and (recognise(section, sub.name) or (sub / "config.json").is_file())}
+    return sorted(found)
+
+
+def model_folder(folder_name: str, choice: str) -> Path | None:
+    """The folder a ``"name/"`` choice stands for (the first of ``folder_name``'s paths that has it)."""
+    name = choice.rstrip("/")
+    if not name or "/" in name or name in (".", ".."):
+        return None
+    return next((Path(root) / name for root in folder_paths.get_folder_paths(folder_name) if (Path(root) / name).is_dir()), None)
 
 
 def lora_choices() -> list[str]:

@@ -347,3 +347,41 @@ def test_cancel_stops_reward_training_within_a_step(nodes, comfy_base, pair_fold
         del REWARD_BACKBONES["test-cancel"]
     assert len(steps_run) == 1
     assert not list((comfy_base / "models" / "unifl" / "rewards" / "cancelled").glob("*.safetensors"))
+
+
+def test_the_recipes_model_folders_and_files_are_picked_by_name(nodes, comfy_base):
+    """docs/recipes.md's layout under models/unifl: folders listed as 'name/', their own files hidden, and a
+    published model's kind, aspect and threshold α taken from its name (the files carry no metadata)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from unifl.comfyui_nodes import feedback_models, paths
+    from unifl.core.diffusion.tiny import write_clip_tokenizer
+
+    rewards, perception = comfy_base / "models" / "unifl" / "rewards", comfy_base / "models" / "unifl" / "perception"
+    pickscore = rewards / "PickScore_v1"
+    write_clip_tokenizer(pickscore, words=["a", "red", "cat"])
+    text = dict(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1, max_position_embeddings=16)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=1, image_size=32, patch_size=8), projection_dim=12)).save_pretrained(str(pickscore))
+    (rewards / "ImageReward" / "bert-base-uncased").mkdir(parents=True)
+    (rewards / "ImageReward" / "ImageReward.pt").write_bytes(b"")
+    (rewards / "HPS_v2.1_compressed.pt").write_bytes(b"")
+    (rewards / "not-a-model").mkdir()
+    (rewards / "not-a-model" / "notes.pt").write_bytes(b"")
+    perception.mkdir(parents=True, exist_ok=True)
+    (perception / "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth").write_bytes(b"")
+
+    choices = paths.reward_choices()
+    assert {"PickScore_v1/", "ImageReward/", "HPS_v2.1_compressed.pt", "not-a-model/notes.pt"} <= set(choices)
+    assert not any(c.startswith(("PickScore_v1/", "ImageReward/")) and c not in ("PickScore_v1/", "ImageReward/") for c in choices)  # a folder's parts
+    assert feedback_models.resolve("reward", "ImageReward/", "auto", "auto") == ("imagereward", str(rewards / "ImageReward"), "detail")
+    assert feedback_models.resolve("reward", "HPS_v2.1_compressed.pt", "auto", "auto")[::2] == ("hpsv2", "color")
+    assert feedback_models.resolve("perception", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "auto", "auto")[::2] == ("maskrcnn-resnet50-fpn-v2", "structure")
+    with pytest.raises(ValueError, match="set 'kind' on the node"):
+        feedback_models.resolve("reward", "not-a-model/notes.pt", "auto", "color")
+    with pytest.raises(FileNotFoundError, match="put it there"):
+        feedback_models.resolve("reward", "../perception/", "auto", "color")
+
+    model = reward(nodes, "PickScore_v1/")  # loaded for real: a (tiny) CLIP folder in PickScore's layout
+    assert (model.kind, model.aspect, model.threshold) == ("pickscore", "layout", 21.5)
+    assert model.module(torch.rand(1, 3, 32, 32), ["a red cat"]).shape == (1,)

@@ -19,12 +19,12 @@ class UniFLLoadRewardModel(io.ComfyNode):
             category=CATEGORY,
             description="An aspect reward model (colour, layout, detail, lighting, …) for scoring images and for UniFL's decoupled aesthetic feedback. Files live in models/unifl/rewards; builtin/* need no file.",
             inputs=[
-                io.Combo.Input("model_name", options=paths.reward_choices(), tooltip="builtin/* are weight-free image statistics; pocket/* the pocket world's models (64 px); other entries are files in models/unifl/rewards."),
+                io.Combo.Input("model_name", options=paths.reward_choices(), tooltip="builtin/* are weight-free image statistics, not learned aesthetics; pocket/* the pocket world's models (64 px); other entries are in models/unifl/rewards: files, and model folders shown as name/ (PickScore_v1/, ImageReward/, laion-aesthetic/ as docs/recipes.md lays them out)."),
                 io.String.Input("aspect", default="auto", tooltip="The aspect this model judges (color, layout, detail, lighting or any name). 'auto' reads it from the file (unifl.aspect) or the built-in's default."),
                 io.Float.Input("weight", default=1.0, min=0.0, max=100.0, step=0.01, tooltip="Weight w_d of this aspect's hinge loss in training."),
-                io.Boolean.Input("use_model_threshold", default=True, tooltip="Use the model's own hinge threshold α_d (unifl.alpha, derived from held-out preference pairs). Off: use 'threshold'."),
+                io.Boolean.Input("use_model_threshold", default=True, tooltip="Use the model's own hinge threshold α_d (unifl.alpha, derived from held-out preference pairs), or for a published model of docs/recipes.md the recipe's α. Off: use 'threshold'."),
                 io.Float.Input("threshold", default=0.0, min=-1e4, max=1e4, step=0.001, tooltip="α_d of the hinge ReLU(α_d − r_d), used when use_model_threshold is off."),
-                io.String.Input("kind", default="auto", tooltip="Registry kind that loads the file (laion-aesthetic, pickscore, hpsv2, pocket-reward, …). 'auto' reads unifl.kind from the file."),
+                io.String.Input("kind", default="auto", tooltip="Registry kind that loads the model (laion-aesthetic, pickscore, hpsv2, imagereward, pocket-reward, …). 'auto' reads unifl.kind from the file, or knows a published model by its name (docs/recipes.md)."),
             ],
             outputs=[io.Custom("UNIFL_REWARD_MODEL").Output(display_name="reward_model")],
         )
@@ -46,10 +46,10 @@ class UniFLLoadPerceptionModel(io.ComfyNode):
             category=CATEGORY,
             description="A frozen perception model for perceptual feedback (PeFL, stage 1): style (Gram features), structure (instance segmentation) or layout (semantic segmentation). Files live in models/unifl/perception.",
             inputs=[
-                io.Combo.Input("model_name", options=paths.perception_choices(), tooltip="builtin/random-features is a weight-free style network; pocket/* the pocket world's models; other entries are files in models/unifl/perception."),
+                io.Combo.Input("model_name", options=paths.perception_choices(), tooltip="builtin/random-features is a weight-free style network; pocket/* the pocket world's models; other entries are files (and model folders, name/) in models/unifl/perception."),
                 io.Combo.Input("aspect", options=["auto", "style", "structure", "layout"], tooltip="Which PeFL loss this model gives. structure needs instance masks and layout semantic masks next to the training images."),
                 io.Float.Input("weight", default=1.0, min=0.0, max=100.0, step=0.01, tooltip="Weight of this model's PeFL loss."),
-                io.String.Input("kind", default="auto", tooltip="Registry kind that loads the file; 'auto' reads it from the file's metadata."),
+                io.String.Input("kind", default="auto", tooltip="Registry kind that loads the file; 'auto' reads it from the file's metadata, or knows a published model by its name (vgg16, Mask R-CNN, DeepLabV3 of docs/recipes.md)."),
             ],
             outputs=[io.Custom("UNIFL_PERCEPTION_MODEL").Output(display_name="perception_model")],
         )

@@ -50,9 +50,25 @@ PUBLIC_REWARDS = (
     PublicModel("lighting", "laion-aesthetic", ("laion-aesthetic",), 6.0),
 )
 PUBLIC_PERCEPTION = (PublicModel("style", "vgg16", ("vgg16-397923af.pth", "vgg16.safetensors", "vgg16.pth")),)
+RECIPE_PERCEPTION = (
+    *PUBLIC_PERCEPTION,
+    PublicModel("structure", "maskrcnn-resnet50-fpn-v2", ("maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",)),
+    PublicModel("structure", "maskrcnn-resnet50-fpn", ("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth",)),
+    PublicModel("layout", "deeplabv3-resnet50", ("deeplabv3_resnet50_coco-cd0a2569.pth",)),
+    PublicModel("layout", "deeplabv3-resnet101", ("deeplabv3_resnet101_coco-586e9e4e.pth",)),
+)
+"""Every published perception model docs/recipes.md names. Only the style model is a default
+(:data:`PUBLIC_PERCEPTION`): structure and layout need instance and semantic masks in the data."""
 FOLDERS = {"rewards": "rewards", "perception": "perception"}
 #: The weight-free rewards: image statistics, not learned judgements (say so wherever they are offered).
 STATISTIC_KINDS = tuple(table["kind"] for table in STATISTIC_REWARDS)
+
+
+def recognise(section: str, name: str) -> PublicModel | None:
+    """The published model a file or folder in ``section`` (``"rewards"`` or ``"perception"``) is, by the name
+    it is published under (what docs/recipes.md tells to download): its kind, aspect, threshold and weight."""
+    models = PUBLIC_REWARDS if section == "rewards" else RECIPE_PERCEPTION
+    return next((model for model in models if name in model.names), None)
 
 
 def _found(model: PublicModel, folder: Path) -> dict | None:
