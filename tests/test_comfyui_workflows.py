@@ -124,3 +124,27 @@ def test_training_workflows_need_no_hand_made_folder():
         graph = json.loads((wf.API / f"{name}.json").read_text())
         folders = [n["inputs"]["image_folder"] for n in graph.values() if n["class_type"] == "UniFLTrainLoRA"]
         assert folders == ["pocket"] and "pocket" in IMAGE_SOURCES, name
+
+
+@pytest.mark.parametrize("name, recipe", [(wf.RECIPE_1, "sd15-stage1.toml"), (wf.RECIPE_2, "sd15-stage2.toml")])
+def test_the_recipe_workflows_train_what_the_recipe_files_train(name, recipe):
+    """UniFL 7/8 and recipes/sd15-stage*.toml: the same public models, aspects, thresholds α, weights and settings."""
+    from unifl.core.config import load_config
+    from unifl.core.feedback.public_models import recognise
+
+    config = load_config(wf.ROOT / "recipes" / recipe)
+    graph = json.loads((wf.API / f"{name}.json").read_text())
+    loaders = {"UniFLLoadRewardModel": "rewards", "UniFLLoadPerceptionModel": "perception"}
+    chosen = {section: [n["inputs"] for n in graph.values() if loaders.get(n["class_type"]) == section] for section in loaders.values()}
+    assert all(c["kind"] == "auto" and c["aspect"] == "auto" and not c["model_name"].startswith(("builtin/", "pocket/")) for c in chosen["rewards"] + chosen["perception"])
+    rewards = [(m.aspect, m.kind, m.threshold, c["weight"]) for c in chosen["rewards"] for m in [recognise("rewards", c["model_name"].rstrip("/"))]]
+    assert rewards == [(r.aspect, r.kind, r.threshold, r.weight) for r in config.rewards]
+    assert all(c["use_model_threshold"] for c in chosen["rewards"])  # the loader takes the recipe's α for a published model
+    assert [(recognise("perception", c["model_name"]).aspect, recognise("perception", c["model_name"]).kind) for c in chosen["perception"]] == [(p.aspect, p.kind) for p in config.perception]
+    train = next(n["inputs"] for n in graph.values() if n["class_type"] == "UniFLTrainLoRA")
+    o = config.optim
+    assert (train["stage"], train["learning_rate"], train["steps"], train["gradient_accumulation"], train["batch_size"], train["mixed_precision"], train["resolution"]) == \
+        (config.stage, o.learning_rate, o.max_steps, o.gradient_accumulation_steps, o.batch_size, o.mixed_precision, config.data.resolution)
+    assert train["image_folder"] == wf.RECIPE_IMAGES and (train["init_lora"] == "(none)") == (config.stage == "1")
+    for entry in model_entries(name).values():
+        assert entry["directory"] in ("checkpoints", "loras", "unifl_rewards", "unifl_perception")

@@ -120,3 +120,11 @@ def test_a_preset_without_feedback_models_starts_from_the_public_model_recipe(tm
     assert {(r.aspect, r.kind, r.threshold, r.weight) for r in built.rewards} == {("color", "hpsv2", 0.28, 20.0), ("layout", "pickscore", 21.5, 1.0),
                                                                                  ("detail", "sharpness", -1.0, 1.0), ("lighting", "exposure", 0.3, 1.0)}
     assert [(p.aspect, p.kind, p.path) for p in built.perception] == [("style", "vgg16", str(tmp_path / "perception" / "vgg16-397923af.pth"))]
+
+    # The recipe's structure and layout models are offered once present, but never on by default (they need masks).
+    for name in ("maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "deeplabv3_resnet50_coco-cd0a2569.pth"):
+        (tmp_path / "perception" / name).write_bytes(b"")
+    catalog = form.model_catalog("perception", tmp_path)
+    assert catalog[f"maskrcnn-resnet50-fpn-v2: {tmp_path / 'perception' / 'maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth'}"]["kind"] == "maskrcnn-resnet50-fpn-v2"
+    assert catalog[f"deeplabv3-resnet50: {tmp_path / 'perception' / 'deeplabv3_resnet50_coco-cd0a2569.pth'}"]["kind"] == "deeplabv3-resnet50"
+    assert form.shown_feedback(config, tmp_path)[1] == perception

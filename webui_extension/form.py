@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..core.config import PRESETS, TrainConfig, explain, load_config
 from ..core.lora.kohya import LoRAFileError, read_lora_metadata
-from ..core.feedback.public_models import STATISTIC_KINDS, default_feedback
+from ..core.feedback.public_models import RECIPE_PERCEPTION, STATISTIC_KINDS, default_feedback, public_models
 from ..core.lora.peft import TARGET_PRESETS
 from ..pocket.plugin import register as register_pocket_world
 
@@ -113,13 +113,14 @@ def _label(spec: dict) -> str:
 def model_catalog(section: str, unifl_dir: Path) -> dict[str, dict]:
     """Label → ``[[rewards]]``/``[[perception]]`` table (without the aspect) for ``section``.
 
-    The choices are what the presets use (weight-free and shipped models), the public models found in
-    the UniFL folder (:mod:`~unifl.core.feedback.public_models`), plus the ``.safetensors``
+    The choices are what the presets use (weight-free and shipped models), the public models of the recipe
+    found in the UniFL folder (:mod:`~unifl.core.feedback.public_models`: the four rewards, and the style,
+    structure and layout perception models of docs/recipes.md), plus the ``.safetensors``
     files in ``<unifl_dir>/rewards`` or ``/perception`` whose ``unifl.kind`` metadata names their loader
     (what ``unifl train-reward`` writes).
     """
     catalog: dict[str, dict] = {}
-    for preset in [*PRESETS.values(), default_feedback(unifl_dir)]:
+    for preset in [*PRESETS.values(), default_feedback(unifl_dir), public_models(unifl_dir, RECIPE_PERCEPTION)]:
         for entry in preset.get(section, []):
             spec = {k: v for k, v in entry.items() if k != "aspect"}
             catalog.setdefault(_label(spec), spec)

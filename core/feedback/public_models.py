@@ -79,11 +79,12 @@ def _found(model: PublicModel, folder: Path) -> dict | None:
     return None
 
 
-def public_models(unifl_dir: str | Path) -> dict[str, list[dict]]:
+def public_models(unifl_dir: str | Path, perception: tuple[PublicModel, ...] = PUBLIC_PERCEPTION) -> dict[str, list[dict]]:
     """``{"rewards": [...], "perception": [...]}``: the recipe's ``[[rewards]]``/``[[perception]]`` tables
-    whose files are present in ``unifl_dir`` (existence only; loading checks the contents)."""
+    whose files are present in ``unifl_dir`` (existence only; loading checks the contents). ``perception``:
+    which published perception models to look for (default: those a run uses unless told otherwise)."""
     found = {}
-    for section, models in (("rewards", PUBLIC_REWARDS), ("perception", PUBLIC_PERCEPTION)):
+    for section, models in (("rewards", PUBLIC_REWARDS), ("perception", perception)):
         folder = Path(unifl_dir) / FOLDERS[section]
         found[section] = [table for table in (_found(model, folder) for model in models) if table is not None]
     return found

@@ -135,15 +135,15 @@ class PocketSampler:
         return generate_images(pipe, prompts, list(range(SEED, SEED + len(prompts))), steps=steps, cfg=3.0)
 
 
-def train_1_card(sampler: PocketSampler) -> Image.Image:
+def train_1_card(sampler: PocketSampler, label: str = "stage 1") -> Image.Image:
     images, captions = _real_images(3)
     samples = sampler.images(captions, 20)
-    return _card(_tiles(torch.cat([images, samples]), 3, SIZE, SIZE - BAND), "stage 1: images, samples")
+    return _card(_tiles(torch.cat([images, samples]), 3, SIZE, SIZE - BAND), f"{label}: images, samples")
 
 
-def train_2_card(sampler: PocketSampler) -> Image.Image:
+def train_2_card(sampler: PocketSampler, label: str = "stage 2") -> Image.Image:
     _, captions = _real_images(3)
-    return _card(_tiles(torch.cat([sampler.images(captions, 20), sampler.images(captions, 4)]), 3, SIZE, SIZE - BAND), "stage 2: 20 steps, 4 steps")
+    return _card(_tiles(torch.cat([sampler.images(captions, 20), sampler.images(captions, 4)]), 3, SIZE, SIZE - BAND), f"{label}: 20 steps, 4 steps")
 
 
 def four_step_card(sampler: PocketSampler) -> Image.Image:
@@ -176,7 +176,8 @@ def write_all() -> list[Path]:
     register()
     written = [_jpeg(score_card(), wf.WORKFLOWS / f"{wf.SCORE}.jpg")]
     sampler = PocketSampler()
-    cards = {wf.TRAIN_1: train_1_card, wf.TRAIN_2: train_2_card, wf.FOUR_STEP: four_step_card, wf.CONTROLNET: controlnet_card, wf.ANIMATEDIFF: animatediff_card}
+    cards = {wf.TRAIN_1: train_1_card, wf.TRAIN_2: train_2_card, wf.FOUR_STEP: four_step_card, wf.CONTROLNET: controlnet_card, wf.ANIMATEDIFF: animatediff_card,
+             wf.RECIPE_1: lambda s: train_1_card(s, "recipe stage 1"), wf.RECIPE_2: lambda s: train_2_card(s, "recipe stage 2")}
     for title, make in cards.items():
         written.append(_jpeg(make(sampler), wf.WORKFLOWS / f"{title}.jpg"))
     missing = set(wf.definitions()) - {p.stem for p in written}

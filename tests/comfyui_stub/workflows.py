@@ -61,6 +61,8 @@ TRAIN_2 = "UniFL 3 - Train stage 2 (4-step)"
 FOUR_STEP = "UniFL 4 - 4-step generation"
 CONTROLNET = "UniFL 5 - 4-step with ControlNet"
 ANIMATEDIFF = "UniFL 6 - 4-step with AnimateDiff"
+RECIPE_1 = "UniFL 7 - Train stage 1 with public models (recipe)"
+RECIPE_2 = "UniFL 8 - Train stage 2 with public models (recipe)"
 
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 CONTROLNET_FILE = "control_v11p_sd15_canny_fp16.safetensors"
@@ -68,6 +70,13 @@ MOTION_MODULE = "mm_sd_v15_v2.ckpt"
 PROMPT = "a photo of a red fox in a snowy forest, golden hour, detailed fur"
 TRAIN_PROMPTS = "a photo of a red fox in a snowy forest\na bowl of ramen on a wooden table, soft window light\na lighthouse on a cliff at dusk, dramatic sky\na portrait of an old fisherman, film grain"
 S1, S2 = "unifl/unifl_stage1", "unifl/unifl_stage2"
+R1, R2 = "unifl/recipe_stage1", "unifl/recipe_stage2"
+#: The recipe's real images: COCO with captions and masks, made by `unifl coco-folder` into ComfyUI's input folder.
+RECIPE_IMAGES = "unifl_coco"
+#: docs/recipes.md's public models as the ComfyUI loaders name them (files, and folders as ``name/``).
+RECIPE_REWARDS = ("HPS_v2.1_compressed.pt", "PickScore_v1/", "ImageReward/", "laion-aesthetic/")
+RECIPE_PERCEPTION = ("vgg16-397923af.pth", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "deeplabv3_resnet50_coco-cd0a2569.pth")
+RECIPES_DOC = "https://github.com/unifl-pack/unifl/blob/main/docs/recipes.md"
 #: Where the README says how the UniFL LoRAs are made (the frontend needs a URL for every model entry).
 HOW_TO_TRAIN = "https://github.com/unifl-pack/unifl#in-comfyui"
 
@@ -81,6 +90,11 @@ MODEL_FILES = {
     ("ADE_AnimateDiffLoaderGen1", "model_name", MOTION_MODULE): ("animatediff_models", "https://huggingface.co/guoyww/animatediff/resolve/main/mm_sd_v15_v2.ckpt"),
     ("UniFLLoadLoRA", "lora_name", S2 + ".safetensors"): ("loras", HOW_TO_TRAIN),
     ("UniFLTrainLoRA", "init_lora", S1 + ".safetensors"): ("loras", HOW_TO_TRAIN),
+    ("UniFLTrainLoRA", "init_lora", R1 + ".safetensors"): ("loras", HOW_TO_TRAIN),
+    ("UniFLLoadRewardModel", "model_name", "HPS_v2.1_compressed.pt"): ("unifl_rewards", "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt"),
+    ("UniFLLoadPerceptionModel", "model_name", "vgg16-397923af.pth"): ("unifl_perception", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+    ("UniFLLoadPerceptionModel", "model_name", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"): ("unifl_perception", "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"),
+    ("UniFLLoadPerceptionModel", "model_name", "deeplabv3_resnet50_coco-cd0a2569.pth"): ("unifl_perception", "https://download.pytorch.org/models/deeplabv3_resnet50_coco-cd0a2569.pth"),
 }
 
 
@@ -247,17 +261,29 @@ def api_to_ui(graph: dict, info: dict, notes: str) -> dict:
 
 # -- the workflows ---------------------------------------------------------------------------------------
 
-def _reward(name: str) -> dict:
-    return {"class_type": "UniFLLoadRewardModel", "inputs": {"model_name": name, "aspect": "auto", "weight": 1.0, "use_model_threshold": True, "threshold": 0.0, "kind": "auto"}}
+def _reward(name: str, weight: float = 1.0) -> dict:
+    return {"class_type": "UniFLLoadRewardModel", "inputs": {"model_name": name, "aspect": "auto", "weight": weight, "use_model_threshold": True, "threshold": 0.0, "kind": "auto"}}
 
 
-def _train(stage: str, lora: str, init: str, rewards: list[str], perception: list[str]) -> dict:
+def _perception(name: str) -> dict:
+    return {"class_type": "UniFLLoadPerceptionModel", "inputs": {"model_name": name, "aspect": "auto", "weight": 1.0, "kind": "auto"}}
+
+
+def _recipe_rewards() -> dict[str, dict]:
+    """The recipe's four aspect rewards (nodes "2"–"5") with its weights; each threshold is the recipe's α,
+    which the loader takes for a published model (use_model_threshold)."""
+    from unifl.core.feedback.public_models import recognise
+
+    return {str(i): _reward(name, recognise("rewards", name.rstrip("/")).weight) for i, name in enumerate(RECIPE_REWARDS, 2)}
+
+
+def _train(stage: str, lora: str, init: str, rewards: list[str], perception: list[str], **changes) -> dict:
     inputs = {
         "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "stage": stage, "lora_name": lora, "prompts": TRAIN_PROMPTS,
         "image_folder": "pocket", "steps": 500, "learning_rate": 5e-05, "rank": 16, "alpha": 16.0, "lora_targets": "attention",
         "resolution": 512, "batch_size": 1, "gradient_accumulation": 1, "seed": 0, "mixed_precision": "no", "gradient_checkpointing": True,
         "init_lora": init, "overwrite": False, "extra_settings": "",
-    }
+    } | changes
     inputs |= {f"reward_{i}": [r, 0] for i, r in enumerate(rewards, 1)}
     inputs |= {f"perception_{i}": [p, 0] for i, p in enumerate(perception, 1)}
     return {"class_type": "UniFLTrainLoRA", "inputs": inputs}
@@ -289,7 +315,7 @@ def definitions() -> dict[str, tuple[dict, str]]:
         "11": {"class_type": "KSampler", "inputs": {"model": ["6", 0], "seed": 0, "steps": 20, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "ddim_uniform", "positive": ["8", 0], "negative": ["9", 0], "latent_image": ["10", 0], "denoise": 1.0}},
         "12": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["1", 2]}},
         "13": {"class_type": "SaveImage", "inputs": {"images": ["12", 0], "filename_prefix": "unifl/stage1"}},
-    }, "UniFL stage 1 (quality): perceptual feedback on real images + decoupled aesthetic feedback, trained as a LoRA on the loaded checkpoint (NEEDS an SD1.5 checkpoint in models/checkpoints; the one named downloads from the missing-models dialog). Real images: image_folder 'pocket' is the embedded pocket world's captioned shapes, so the workflow runs as it is; for your own style put images with a .txt caption each into a folder of ComfyUI/input, e.g. unifl_data, and type its name (optional .instances.png/.json and .semantic.png masks for the structure/layout perception models). The LoRA is saved to models/loras/unifl/unifl_stage1.safetensors (LoraLoader lists it after Refresh); the KSampler then samples with it (20 DDIM steps, leading spacing = ddim_uniform, CFG 7.5: the stage-1 sampler contract).")
+    }, "UniFL stage 1 (quality), QUICK START: needs no feedback model file, so it trains against weight-free image statistics (colourfulness, sharpness, exposure: not learned aesthetics) and a random-feature style network; for the paper's recipe with public models open 'UniFL 7'. Perceptual feedback on real images + decoupled aesthetic feedback, trained as a LoRA on the loaded checkpoint (NEEDS an SD1.5 checkpoint in models/checkpoints; the one named downloads from the missing-models dialog). Real images: image_folder 'pocket' is the embedded pocket world's captioned shapes, so the workflow runs as it is; for your own style put images with a .txt caption each into a folder of ComfyUI/input, e.g. unifl_data, and type its name (optional .instances.png/.json and .semantic.png masks for the structure/layout perception models). The LoRA is saved to models/loras/unifl/unifl_stage1.safetensors (LoraLoader lists it after Refresh); the KSampler then samples with it (20 DDIM steps, leading spacing = ddim_uniform, CFG 7.5: the stage-1 sampler contract).")
     out[TRAIN_2] = ({
         "1": ckpt, "2": _reward("builtin/colorfulness"), "3": _reward("builtin/sharpness"), "4": _reward("builtin/exposure"),
         "6": _train("2", S2, S1 + ".safetensors", ["2", "3", "4"], []),
@@ -300,7 +326,7 @@ def definitions() -> dict[str, tuple[dict, str]]:
         "13": sampler_custom(["6", 0], 1.0, ["11", 0], ["12", 0], "8", "9", "10"),
         "14": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["1", 2]}},
         "15": {"class_type": "SaveImage", "inputs": {"images": ["14", 0], "filename_prefix": "unifl/stage2"}},
-    }, "UniFL stage 2 (4-step acceleration). NEEDS models/loras/unifl/unifl_stage1.safetensors: run 'UniFL 2 - Train stage 1' first (or set init_lora to (none) to train stage 2 alone). Adversarial feedback (the discriminator starts from the 'detail' reward model, here builtin/sharpness) + decoupled aesthetic feedback, continuing the stage-1 LoRA (init_lora), on the same real images as stage 1 (image_folder). Saved to models/loras/unifl/unifl_stage2.safetensors, then sampled in 4 steps without CFG with the UniFL sampler and sigmas (timesteps 999, 749, 499, 249).")
+    }, "UniFL stage 2 (4-step acceleration), QUICK START against weight-free image statistics (the recipe with public models: 'UniFL 8'). NEEDS models/loras/unifl/unifl_stage1.safetensors: run 'UniFL 2 - Train stage 1' first (or set init_lora to (none) to train stage 2 alone). Adversarial feedback (the discriminator starts from the 'detail' reward model, here builtin/sharpness) + decoupled aesthetic feedback, continuing the stage-1 LoRA (init_lora), on the same real images as stage 1 (image_folder). Saved to models/loras/unifl/unifl_stage2.safetensors, then sampled in 4 steps without CFG with the UniFL sampler and sigmas (timesteps 999, 749, 499, 249).")
     out[FOUR_STEP] = ({
         "1": ckpt,
         "2": {"class_type": "UniFLLoadLoRA", "inputs": {"model": ["1", 0], "lora_name": S2 + ".safetensors", "strength": 1.0}},
@@ -330,6 +356,40 @@ def definitions() -> dict[str, tuple[dict, str]]:
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "8": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["7", 0], "filename_prefix": "unifl/animatediff", "fps": 8.0, "lossless": False, "quality": 85, "method": "default"}},
     }, "4-step AnimateDiff with a UniFL LoRA. NEEDS models/loras/unifl/unifl_stage2.safetensors: run 'UniFL 2 - Train stage 1' and then 'UniFL 3 - Train stage 2' first (or pick another UniFL stage-2 LoRA in 'Load UniFL LoRA'). Also NEEDS the third-party pack ComfyUI-AnimateDiff-Evolved (Kosinkadink) and an SD1.5 motion module in its models folder. The sigmas are taken from the AnimateDiff-patched model (its beta schedule), 4 trailing steps, CFG from the LoRA (1.0).")
+    recipe = dict(image_folder=RECIPE_IMAGES, prompts="", steps=2000, gradient_accumulation=4, mixed_precision="bf16")  # the sd15 preset's
+    recipe_note = (f"Everything follows docs/recipes.md ({RECIPES_DOC}) and recipes/sd15-stage*.toml: the same public models, thresholds α, weights "
+                   "and settings. Files (the missing-models dialog offers those with a single URL) go to models/unifl/rewards and models/unifl/perception; "
+                   "three are folders, shown in the loaders as name/: PickScore_v1/ (huggingface.co/yuvalkirstain/PickScore_v1: config.json + model.safetensors), "
+                   "ImageReward/ (ImageReward.pt from huggingface.co/THUDM/ImageReward and the bert-base-uncased tokenizer files in ImageReward/bert-base-uncased/), "
+                   "laion-aesthetic/ (sac+logos+ava1-l14-linearMSE.pth and openai/clip-vit-large-patch14 in laion-aesthetic/clip/). "
+                   f"Real images: COCO with captions and masks, made once with `unifl coco-folder ... --out ComfyUI/input/{RECIPE_IMAGES}` (docs/recipes.md, step 3). "
+                   "Public preference models stand in for the paper's aspect models (docs/recipes.md says why); for a quick start without any model file use "
+                   "'UniFL 2/3', which train against weight-free image statistics instead.")
+    out[RECIPE_1] = ({
+        "1": ckpt, **_recipe_rewards(),
+        "6": _perception(RECIPE_PERCEPTION[0]), "7": _perception(RECIPE_PERCEPTION[1]), "8": _perception(RECIPE_PERCEPTION[2]),
+        "9": _train("1", R1, "(none)", ["2", "3", "4", "5"], ["6", "7", "8"], **recipe),
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["9", 2]}},
+        "11": _text(PROMPT), "12": _text(""), "13": latent,
+        "14": {"class_type": "KSampler", "inputs": {"model": ["9", 0], "seed": 0, "steps": 20, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "ddim_uniform", "positive": ["11", 0], "negative": ["12", 0], "latent_image": ["13", 0], "denoise": 1.0}},
+        "15": {"class_type": "VAEDecode", "inputs": {"samples": ["14", 0], "vae": ["1", 2]}},
+        "16": {"class_type": "SaveImage", "inputs": {"images": ["15", 0], "filename_prefix": "unifl/recipe_stage1"}},
+    }, "UniFL stage 1 (quality) on SD1.5 with public models, as the paper trains it: PeFL with three frozen experts (VGG16 style, Mask R-CNN structure, "
+       "DeepLabV3 layout; structure needs torchvision, which ComfyUI ships) and decoupled aesthetic feedback from four reward models, one per aspect. "
+       + recipe_note + " Saved to models/loras/unifl/recipe_stage1.safetensors, then sampled with it (20 DDIM steps, CFG 7.5).")
+    out[RECIPE_2] = ({
+        "1": ckpt, **_recipe_rewards(),
+        "9": _train("2", R2, R1 + ".safetensors", ["2", "3", "4", "5"], [], **recipe),
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["9", 2]}},
+        "11": _text(PROMPT), "12": _text(""), "13": latent,
+        "14": {"class_type": "UniFLFewStepSampler", "inputs": {"sampler": "ddim"}},
+        "15": {"class_type": "UniFLFewStepSigmas", "inputs": {"model": ["9", 0], "steps": 4, "spacing": "trailing"}},
+        "16": sampler_custom(["9", 0], 1.0, ["14", 0], ["15", 0], "11", "12", "13"),
+        "17": {"class_type": "VAEDecode", "inputs": {"samples": ["16", 0], "vae": ["1", 2]}},
+        "18": {"class_type": "SaveImage", "inputs": {"images": ["17", 0], "filename_prefix": "unifl/recipe_stage2"}},
+    }, "UniFL stage 2 (4-step acceleration) on SD1.5 with public models. NEEDS models/loras/unifl/recipe_stage1.safetensors: run 'UniFL 7' first. "
+       "Adversarial feedback (the discriminator starts from the detail reward, ImageReward; its head trains, the BLIP trunk stays frozen and shared) + "
+       "decoupled aesthetic feedback, continuing the stage-1 LoRA. " + recipe_note + " Saved to models/loras/unifl/recipe_stage2.safetensors, then sampled in 4 steps without CFG.")
     return out
 
 
