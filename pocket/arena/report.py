@@ -26,7 +26,7 @@ def _judge_quality() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict, references: dict, results: dict, seconds: float) -> dict:
+def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict, references: dict, results: dict, seconds: float, seconds_total: float | None = None) -> dict:
     split = SPLITS[settings.split]
     summary = {row: aggregate([measures[row][s] for s in sorted(measures[row])]) for row in plan["rows"] if row in measures}
     pooled = {row: _pooled_realism(out, [out / "measures" / row / f"seed{s}.features.safetensors" for s in sorted(measures[row])]) for row in summary}
@@ -52,6 +52,7 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
         "peers_skipped": sorted(set(settings.peers) - {t.method for t in plan["present"].values()}),
         "judge": _judge_quality(),
         "seconds": round(seconds, 1),
+        "seconds_total": round(seconds if seconds_total is None else seconds_total, 1),
     }
     write_json(out / "metrics.json", metrics)
     grids = _grids(out, settings, summary)
@@ -190,7 +191,7 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
     lines += ["", "## Samples (same prompts and noise in every grid: replicate of the first seed)", ""]
     lines += [f"**{labels[name]}**\n\n![{name}]({path.name})\n" for name, path in grids.items()]
     lines += ["## Training curves", ""] + [f"![{c.stem}]({c.name})\n" for c in curves]
-    lines += [f"Total time of this invocation: {metrics['seconds']:.0f} s (jobs done earlier were skipped).", ""]
+    lines += [f"Wall time: {metrics['seconds_total'] / 60:.0f} min over every invocation on this folder ({metrics['seconds']:.0f} s this one; jobs done earlier were skipped).", ""]
     return lines
 
 

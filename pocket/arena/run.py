@@ -354,9 +354,18 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     for (row_name, seed), path in outputs["samples"].items():
         measures.setdefault(row_name, {})[seed] = json.loads(path.read_text())
     results = {key: json.loads(p.read_text()) for key, p in outputs["trainings"].items() if p.is_file()}
-    metrics = write_report(out, settings, plan, measures, references, results, time.time() - started)
+    seconds = time.time() - started
+    metrics = write_report(out, settings, plan, measures, references, results, seconds, _add_elapsed(out, seconds))
     print(f"arena report: {out / 'report.md'}")
     return metrics
+
+
+def _add_elapsed(out: Path, seconds: float) -> float:
+    """The wall time of every invocation on this folder so far (``elapsed.json``): a resumed arena's cost is the sum."""
+    path = out / "elapsed.json"
+    total = (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0) + seconds
+    write_json(path, {"seconds": round(total, 1)})
+    return total
 
 
 def _check_settings(out: Path, settings: ArenaSettings) -> None:
