@@ -39,6 +39,7 @@ if not FORGE_PATH:
 FORGE_PYTHON = os.environ.get("FORGE_PYTHON", str(Path(FORGE_PATH) / "venv" / "bin" / "python"))
 CACHE = Path(os.environ.get("UNIFL_FORGE_CACHE", Path.home() / ".cache" / "unifl-forge-tests"))
 CHECKPOINT = "random-sd15.safetensors"
+DATA = "models/unifl/data"  # training images: the tab reads only inside the webui's model folders (core/training/confinement.py)
 # Two optimizer steps on 64 px images with 4-step rollouts: every code path of a run, minutes on a CPU.
 FAST = "\n".join([
     "pefl.inference_steps=4", "pefl.noise_level=2", "pefl.grad_levels=[0, 1]", "aesthetic.inference_steps=4", "aesthetic.grad_levels=[0, 1]",
@@ -152,13 +153,13 @@ def forge(tmp_path_factory):
     from PIL import Image
 
     base = tmp_path_factory.mktemp("forge-base")
-    for sub in ("extensions", "models/Stable-diffusion", "models/Lora", "unifl_data"):
+    for sub in ("extensions", "models/Stable-diffusion", "models/Lora", DATA):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "extensions" / "unifl").symlink_to(ROOT, target_is_directory=True)
     (base / "models" / "Stable-diffusion" / CHECKPOINT).symlink_to(_checkpoint())
     for i, color in enumerate(("red", "green", "blue")):
-        Image.new("RGB", (64, 64), color).save(base / "unifl_data" / f"{i}.png")
-        (base / "unifl_data" / f"{i}.txt").write_text(f"a {color} square")
+        Image.new("RGB", (64, 64), color).save(base / DATA / f"{i}.png")
+        (base / DATA / f"{i}.txt").write_text(f"a {color} square")
     port, log = _free_port(), base / "forge.log"
     command = [FORGE_PYTHON, "launch.py", "--skip-prepare-environment", "--skip-python-version-check", "--skip-version-check", "--skip-torch-cuda-test",
                "--always-cpu", "--api", "--port", str(port), "--data-dir", str(base), "--no-download-sd-model"]
@@ -189,7 +190,7 @@ def forge(tmp_path_factory):
 
 def _run_values(forge: Forge, name: str, steps: int, **changes) -> dict:
     """The page's values for a small run on the test's images (what a user types into the tab)."""
-    return {"unifl_logging_output_name": name, "unifl_optim_max_steps": steps, "unifl_data_images": str(forge.base / "unifl_data"),
+    return {"unifl_logging_output_name": name, "unifl_optim_max_steps": steps, "unifl_data_images": str(forge.base / DATA),
             "unifl_data_resolution": 64, "unifl_logging_validation_prompts": "a red square", "unifl_extra": FAST,
             "unifl_existing": "start over", "unifl_replace": True} | changes
 
@@ -206,7 +207,7 @@ def test_the_tab_builds_with_feedback_preselected(forge):
 def test_a_refused_train_ends_the_progress_bar_at_once(forge):
     task = "task(unifl-refused-1)"
     started = time.time()
-    status, _ = forge.click("train", **(_run_values(forge, "refused", 2, unifl_data_images=str(forge.base / "missing")) | {_task_elem(forge): task}))
+    status, _ = forge.click("train", **(_run_values(forge, "refused", 2, unifl_data_images=str(forge.base / "models" / "missing")) | {_task_elem(forge): task}))  # inside the host's folders, so the data check refuses it
     refused_in = time.time() - started
     assert 'data-unifl-state="error"' in status and "missing does not exist" in status
     progress = forge.post("/internal/progress", {"id_task": task, "id_live_preview": -1, "live_preview": False})
