@@ -269,3 +269,16 @@ def test_the_time_estimate_prices_every_job_and_splits_the_work_over_the_workers
     assert three["wall"] == pytest.approx((three["trainings"] + three["sampling"] + three["tuning"] + three["measuring"]) / 2)
     calls = sum(r.sampler.unet_calls_per_image() for r in rows(ArenaSettings()).values())
     assert one["sampling"] == pytest.approx(ArenaSettings().images * calls * 0.01)
+
+
+def test_the_peers_import_path_follows_this_checkout_even_after_another_left_a_link(tmp_path, monkeypatch):
+    from unifl.pocket.arena import run
+
+    checkout = tmp_path / "checkout-2"  # not named "unifl": the peers import it through a link
+    checkout.mkdir()
+    monkeypatch.setattr(run, "REPO_ROOT", checkout)
+    folder = tmp_path / "_pythonpath"
+    folder.mkdir()
+    (folder / "unifl").symlink_to(tmp_path / "a-deleted-checkout", target_is_directory=True)  # dangling
+    assert run.package_path_entry(tmp_path) == folder and (folder / "unifl").resolve() == checkout
+    assert run.package_path_entry(tmp_path) == folder and (folder / "unifl").resolve() == checkout  # and again: kept

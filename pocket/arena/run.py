@@ -59,7 +59,9 @@ def package_path_entry(scratch: Path) -> Path:
     folder = scratch / "_pythonpath"
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / "unifl"
-    if not link.exists():
+    if link.is_symlink() and link.resolve() != REPO_ROOT:  # left by a run from another checkout (or a deleted one)
+        link.unlink()
+    if not link.is_symlink():
         link.symlink_to(REPO_ROOT, target_is_directory=True)
     return folder
 
