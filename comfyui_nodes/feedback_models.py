@@ -130,7 +130,7 @@ def load(role: str, choice: str, kind: str = "auto", aspect: str = "", weight: f
         hint = "; ".join(f"{m} could not be imported ({e})" for m, e in failed.items())
         raise ValueError(f"{choice}: {error}" + (f". Note: {hint}; install the pack's requirements.txt" if hint else "")) from None
     if role == "reward" and threshold is None:  # the model's own α, else the recipe's for a published model
-        published = recognise("rewards", Path(path).name) if path else None
+        published = recognise("rewards", Path(path).name)  # None for built-ins and pocket models (no file name)
         threshold = float(module.alpha) if getattr(module, "alpha", None) is not None else (published.threshold if published else None)
     patcher = comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(), offload_device=comfy.model_management.unet_offload_device())
     return FeedbackModel(role, choice, kind, path, aspect, weight, threshold, patcher)

@@ -80,7 +80,6 @@ class PreflightError(ValueError):
 class LoadedFeedback:
     """What preflight learned of a reward or perception model by loading it."""
 
-    spec: object  # the config's RewardSpec / PerceptionSpec
     bytes: int
     parameters: int
     classes: int | None  # a segmenter's class count, where it tells
@@ -277,7 +276,7 @@ def _check_feedback_files(config: TrainConfig, report: PreflightReport) -> None:
         for file in missing:
             report.add("error", name, f"{file} does not exist; put the model there or fix its path")
         if not missing:
-            report.add("ok", name, f"{spec.path or '(no file)'}: present (not loaded)")
+            report.add("ok", name, f"{spec.path}: present (not loaded)" if named_files(spec.path) else "a known kind that needs no file")
 
 
 def _check_feedback_models(config: TrainConfig, report: PreflightReport) -> dict[str, LoadedFeedback]:
@@ -303,7 +302,7 @@ def _check_feedback_models(config: TrainConfig, report: PreflightReport) -> dict
             if discriminator == 0:
                 report.add("error", "adversarial.discriminator_from", f"{name} has no parameters to train as stage 2's discriminator (a statistic, not a learned model): "
                            "initialise it from a learned reward model's aspect")
-        loaded[key] = LoadedFeedback(spec, tensor_bytes(model), count, _class_count(model), discriminator)
+        loaded[key] = LoadedFeedback(tensor_bytes(model), count, _class_count(model), discriminator)
         del model
     return loaded
 
