@@ -252,7 +252,13 @@ def test_the_sweep_picks_fd_low_and_prompt_accuracy_high_and_adopts_the_chosen_r
     (candidate / "lora.safetensors").write_bytes(b"lora")
     (candidate / "validation.safetensors").write_bytes(b"validation images")
     (candidate / "result.json").write_text(json.dumps({"lora": {"format": "diffusers", "path": str(candidate / "lora.safetensors")}, "steps": 7}))
+    checkout = tmp_path / "checkout"  # the peers' import link points at the checkout, venvs and all
+    (checkout / ".venv").mkdir(parents=True)
+    (checkout / ".venv" / "libtorch_cpu.so").write_bytes(b"gigabytes")
+    (candidate / "_pythonpath").mkdir()
+    (candidate / "_pythonpath" / "unifl").symlink_to(checkout, target_is_directory=True)
     result = _adopt_candidate(candidate, target)
+    assert not (target / "_pythonpath").exists()  # never a copy of the checkout
     assert json.loads((target / "result.json").read_text()) == result and result["steps"] == 7
     assert Path(result["lora"]["path"]) == target / "lora.safetensors" and (target / "lora.safetensors").read_bytes() == b"lora"
     assert not (target / "validation.safetensors").exists()

@@ -230,10 +230,13 @@ def _peer_job(out: str, name: str, training: Training, seed: int, settings: Aren
 
 
 def _adopt_candidate(candidate: Path, target: Path) -> dict:
-    """The chosen candidate's run as the test run's training of its seed (a copy; result.json last, naming the copy)."""
+    """The chosen candidate's run as the test run's training of its seed (a copy; result.json last, naming the copy).
+    Links are copied as links: the run's ``_pythonpath/unifl`` points at this checkout, venvs included, and
+    following it once filled the disk with tens of GB. The import link is a scratch of the run, so it is left out."""
     import shutil
 
-    shutil.copytree(candidate, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("result.json", "validation.safetensors"))
+    ignored = shutil.ignore_patterns("result.json", "validation.safetensors", "_pythonpath")
+    shutil.copytree(candidate, target, symlinks=True, dirs_exist_ok=True, ignore=ignored)
     result = json.loads((candidate / "result.json").read_text())
     result["lora"]["path"] = str(target / Path(result["lora"]["path"]).name)
     result["tuning"] = f"the chosen learning-rate candidate of the validation sweep ({candidate})"
