@@ -111,3 +111,21 @@ def test_the_memory_counts_only_the_part_of_the_discriminator_that_trains(fast_c
         return next(size for name, size in report.memory.parts.items() if name.startswith("discriminator"))
 
     assert discriminator_bytes("head") == head * 16 and discriminator_bytes("all") == whole * 16
+
+
+def test_on_the_cpu_a_model_the_host_already_holds_is_not_counted_against_free_ram_twice(fast_config, tiny_sd15_dir, monkeypatch):
+    """ComfyUI hands over a model already in RAM: MemAvailable no longer includes it, yet the estimate counts it."""
+    from unifl.core.diffusion.loading import load_denoiser
+    from unifl.core.training import preflight as module
+
+    denoiser = load_denoiser(tiny_sd15_dir)
+    config = fast_config("data.images=pocket")
+    needed = preflight(config, denoiser=denoiser, device="cpu", load_models=False).memory.needed
+    resident = sum(module.tensor_bytes(m, on="cpu") for m in (denoiser.lora_target, denoiser.vae, *denoiser.text_encoders))
+    assert 0 < resident < needed
+    monkeypatch.setattr(module, "ram_available", lambda: needed - resident // 2)  # fits only with the weights already in RAM
+    assert preflight(config, denoiser=denoiser, device="cpu", load_models=False).memory.fits is not False
+    monkeypatch.setattr(module, "ram_available", lambda: needed - resident - 1)
+    assert preflight(config, denoiser=denoiser, device="cpu", load_models=False).memory.fits is False
+    # Read from files (the CLI's check), nothing is in RAM yet: free RAM is all there is.
+    assert preflight(config, device="cpu", load_models=False).memory.capacity == needed - resident - 1

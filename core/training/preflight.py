@@ -213,7 +213,7 @@ def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device 
     if model_parts is None and denoiser is None and config.model.architecture in ("sd15", "sdxl"):
         model_parts = empty_components(shipped_config_dir(config.model.architecture))  # the memory still says what a GPU needs
     if model_parts is not None:
-        report.memory = predict_memory(config, model_parts, feedback, device)
+        report.memory = predict_memory(config, model_parts, feedback, device, held_by_host=denoiser is not None)
     return report
 
 
@@ -386,10 +386,12 @@ def _check_dtypes(config: TrainConfig, device: str, report: PreflightReport) -> 
 # -- memory ---------------------------------------------------------------------------------------------
 
 
-def tensor_bytes(module: nn.Module) -> int:
-    """Bytes of a module's parameters and buffers (shared storages once)."""
+def tensor_bytes(module: nn.Module, on: str | None = None) -> int:
+    """Bytes of a module's parameters and buffers (shared storages once); with ``on``, only those on that device type."""
     seen, total = set(), 0
     for tensor in (*module.parameters(), *module.buffers()):
+        if on is not None and tensor.device.type != on:
+            continue
         key = (tensor.device.type, tensor.data_ptr()) if not tensor.is_meta else id(tensor)
         if key not in seen:
             seen.add(key)
@@ -412,8 +414,10 @@ def lora_parameter_count(unet: nn.Module, rank: int, targets: str) -> int:
     return total
 
 
-def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedback: dict[str, LoadedFeedback] | None, device: str) -> MemoryEstimate:
-    """The peak tensor memory of one optimizer step (see the module docstring)."""
+def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedback: dict[str, LoadedFeedback] | None, device: str,
+                   held_by_host: bool = False) -> MemoryEstimate:
+    """The peak tensor memory of one optimizer step (see the module docstring). ``held_by_host``: the model parts
+    are a host's loaded model, so on the CPU their weights already sit in RAM and are no longer free."""
     weights_dtype, vae_dtype = DTYPES[config.model.dtype], DTYPES[config.model.vae_dtype]
     parts = {f"UNet ({config.model.dtype})": _stored_bytes(model_parts["unet"], weights_dtype)}
     if "vae" in model_parts:
@@ -435,7 +439,7 @@ def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedb
         if not config.optim.gradient_checkpointing:
             per_pixel *= NO_CHECKPOINTING_FACTOR[calibrated]
         activations = int(config.optim.batch_size * (fixed + per_pixel * config.data.resolution**2))
-    return MemoryEstimate(device, parts, activations, _capacity(device))
+    return MemoryEstimate(device, parts, activations, _capacity(device, resident=list(model_parts.values()) if held_by_host else []))
 
 
 def _calibrated_architecture(unet: nn.Module) -> str | None:
@@ -448,12 +452,23 @@ def _calibrated_architecture(unet: nn.Module) -> str | None:
     return None
 
 
-def _capacity(device: str) -> int | None:
-    """The device's memory: a GPU's total, or the memory the OS could give this process now (MemAvailable)."""
+def _capacity(device: str, resident: list[nn.Module]) -> int | None:
+    """The device's memory: a GPU's total, or on the CPU what the OS could give this process now (MemAvailable)
+    plus what the ``resident`` modules already hold in RAM. A host hands over a model it has loaded; the
+    estimate counts those weights among the needs, so free RAM alone would count them twice and refuse a
+    run that fits."""
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             return None
         return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    available = ram_available()
+    if available is None:
+        return None
+    return available + sum(tensor_bytes(module, on="cpu") for module in resident)
+
+
+def ram_available() -> int | None:
+    """The memory the OS could give this process now (Linux's MemAvailable); None where it does not say."""
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             return next(int(line.split()[1]) * 1024 for line in handle if line.startswith("MemAvailable:"))
