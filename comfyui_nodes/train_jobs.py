@@ -66,6 +66,13 @@ def extra_lines(text: str) -> list[str]:
 SOURCE_IMAGES = 64
 
 
+#: The node's inputs by the config key they set, for naming them in the pre-run check's messages.
+NODE_INPUTS = {
+    "data.images": "image_folder", "data.prompts": "prompts", "data.resolution": "resolution", "lora.init_from": "init_lora",
+    "optim.mixed_precision": "mixed_precision", "optim.batch_size": "batch_size", "optim.gradient_checkpointing": "gradient_checkpointing",
+}
+
+
 def image_sources() -> list[str]:
     """Names of the registered procedural image sources (the pocket world's ``pocket``)."""
     from ..core.data import IMAGE_SOURCES
@@ -234,7 +241,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
         with torch.inference_mode(False), torch.enable_grad():
             denoiser = ComfyDenoiser(model, clip, vae, texts)
             denoiser.source = request.base_model
-            report = check_before_training(config, denoiser=denoiser, device=mm.get_torch_device(), prompts_given=bool(prompts))
+            report = check_before_training(config, denoiser=denoiser, device=mm.get_torch_device(), prompts_given=bool(prompts), names=NODE_INPUTS)
             if report.memory is not None:
                 log.info("UniFL: %s", report.memory.render())
             trainer = UniFLTrainer(config, denoiser=denoiser, callbacks=callbacks, image_dataset=dataset, prompts=prompts)

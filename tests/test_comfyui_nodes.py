@@ -249,10 +249,13 @@ def test_pocket_images_train_out_of_the_box(nodes, host, comfy_base):
 
 
 def test_the_node_checks_the_run_before_it_trains(nodes, host, comfy_base):
-    """The same pre-run check as `unifl train` and the tab: PeFL without images is named before any step."""
+    """The same pre-run check as `unifl train` and the tab: PeFL without images is named before any step, by the
+    node input that fixes it. A new node has no image folder: the pocket world's shapes are asked for by name."""
+    from unifl.comfyui_nodes.nodes.train_lora import UniFLTrainLoRA
     from unifl.core.training.preflight import PreflightError
 
-    with pytest.raises(PreflightError, match=r"data.images: this run needs real images"):
+    assert next(i for i in UniFLTrainLoRA.define_schema().inputs if i.id == "image_folder").default == ""
+    with pytest.raises(PreflightError, match=r"^image_folder \(data.images\): this run needs real images"):
         train(nodes, host, lora_name="unifl/no_images", image_folder="")
     assert not (comfy_base / "models" / "loras" / "unifl" / "no_images.safetensors").exists()
     assert not list((comfy_base / "output" / "unifl_runs").glob("no_images-*/checkpoints"))

@@ -278,7 +278,18 @@ def test_inputs_are_checked_before_the_model_loads(webui, tmp_path, monkeypatch)
     status, _ = train_clicked(host, "task(unifl-inputs)", *run.values())
     for missing in ("images does not exist", "prompts.txt does not exist", "start.safetensors", "vgg16.pth does not exist"):
         assert missing in status, (missing, status)
+    assert "Training images (data.images):" in status and "Start from LoRA (lora.init_from):" in status  # the fields, by their labels
     assert webui.progress.progressapi("task(unifl-inputs)")["completed"]
+
+
+def test_the_path_fields_say_where_the_tab_may_read(webui):
+    from unifl.webui_extension.host import WebuiHost
+    from unifl.webui_extension.ui import build_tab
+
+    host = WebuiHost()
+    blocks = build_tab(host)
+    for slug in ("unifl_data_images", "unifl_data_prompts"):
+        assert f"reads files only inside {host.unifl_dir()}" in _component(blocks, slug).info
 
 
 def test_train_never_starts_without_a_feedback_term_unless_asked(webui):

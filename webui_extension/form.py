@@ -75,6 +75,10 @@ ADVANCED_FIELDS = (  # shown as two rows of four
     Field("logging.validation_prompts", "Preview prompts (one per line)", "lines"),
 )
 FIELDS = (STAGE, OUTPUT_NAME, *DATA_FIELDS, *TRAINING_FIELDS, *WEIGHT_FIELDS, *ADVANCED_FIELDS)
+#: Config key → the field's label, for naming fields in the pre-run check's messages.
+FIELD_LABELS = {f.key: f.label for f in FIELDS} | {"lora.init_from": "Start from LoRA"}
+#: Fields that name a path the tab reads (confined to the webui's folders).
+READ_FIELDS = ("data.images", "data.prompts")
 
 
 class FormError(ValueError):

@@ -57,6 +57,9 @@ def _initial_config(host: Host, checkpoint: str | None):
 def build_tab(host: Host) -> gr.Blocks:
     """The tab, ready for ``on_ui_tabs`` (the webui renders it) or for :func:`.standalone.build_app`."""
     helps = form.help_texts()
+    readable = ", ".join(map(str, host.ui_confinement().readable))
+    for key in form.READ_FIELDS:  # the tab's path confinement, said where the path is typed rather than only in its refusal
+        helps[key] += f" This tab reads files only inside {readable}."
     checkpoints = host.checkpoints()
     default_checkpoint = host.default_checkpoint()
     config = _initial_config(host, default_checkpoint)
@@ -252,7 +255,7 @@ def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str,
         raise form.FormError("these settings train no feedback term (every reward and perception dropdown is off, or its weight is 0), "
                              "so the LoRA would only learn to denoise the training images: pick reward or perception models, "
                              "or tick 'Train without feedback (denoising only)'")
-    check_before_training(config)  # in this request, before the model loads in the worker (10-15 s)
+    check_before_training(config, names=form.FIELD_LABELS)  # in this request, before the model loads in the worker (10-15 s)
     resume = resume_wanted and bool(list_checkpoints(config.logging.output_dir))  # the folder the run will use, wherever it was set
     job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
     jobs.submit(job, host)

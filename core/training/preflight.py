@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,9 +167,13 @@ class PreflightReport:
         lines += ["", "ready to train" if self.ok else f"{len(self.errors)} problem(s): fix them before training"]
         return "\n".join(lines)
 
-    def raise_for_errors(self) -> None:
+    def raise_for_errors(self, names: Mapping[str, str] | None = None) -> None:
+        """``names``: what a host's UI calls a config key (``{"data.images": "image_folder"}``), shown first."""
+        def subject(key: str) -> str:
+            return f"{names[key]} ({key})" if names and key in names else key
+
         if not self.ok:
-            raise PreflightError("\n".join(f"{c.subject}: {c.detail}" for c in self.errors))  # a line per problem, the first first
+            raise PreflightError("\n".join(f"{subject(c.subject)}: {c.detail}" for c in self.errors))  # a line per problem, the first first
 
 
 def feedback_terms(config: TrainConfig) -> list[str]:
@@ -182,12 +187,13 @@ def feedback_terms(config: TrainConfig) -> list[str]:
     return [term for term, used in on.items() if used]
 
 
-def check_before_training(config: TrainConfig, *, denoiser=None, device: str | torch.device | None = None, prompts_given: bool = False) -> PreflightReport:
+def check_before_training(config: TrainConfig, *, denoiser=None, device: str | torch.device | None = None, prompts_given: bool = False,
+                          names: Mapping[str, str] | None = None) -> PreflightReport:
     """What ``unifl train``, the ComfyUI node and the A1111 tab run before a run starts: :func:`preflight`
-    without loading the feedback models; raises :class:`PreflightError` listing every problem. Returns the
-    report (its memory estimate is worth a log line)."""
+    without loading the feedback models; raises :class:`PreflightError` listing every problem, each under the
+    host's ``names`` for its config key where it has one. Returns the report (its memory estimate is worth a log line)."""
     report = preflight(config, denoiser=denoiser, device=device, load_models=False, prompts_given=prompts_given)
-    report.raise_for_errors()
+    report.raise_for_errors(names)
     return report
 
 
