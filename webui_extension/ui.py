@@ -15,7 +15,8 @@ import gradio as gr
 from ..core.config import ConfigError, TrainConfig, load_config
 from ..core.diffusion.loading import ModelLoadError
 from ..core.training.checkpoint import list_checkpoints
-from ..core.training.preflight import PreflightError, check_before_training, feedback_terms
+from ..core.training.preflight import PreflightError, check_before_training
+from ..core.training.terms import feedback_terms
 from . import client_js, form, jobs, views
 from .compat import js_hook
 from .host import RUNS_FOLDER, Host

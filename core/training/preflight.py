@@ -43,6 +43,7 @@ from ..feedback.registry import PERCEPTION_MODELS, REWARD_MODELS
 from ..lora.kohya import LoRAFileError, check_lora_file
 from ..lora.peft import LORA_LAYER_TYPES, target_pattern
 from ..weight_files import WEIGHT_SUFFIXES
+from .terms import feedback_terms, needs_real_images
 
 GIB = 2**30
 #: Bytes a trainable fp32 parameter keeps on the device: weight, gradient and AdamW's two moments.
@@ -174,17 +175,6 @@ class PreflightReport:
 
         if not self.ok:
             raise PreflightError("\n".join(f"{subject(c.subject)}: {c.detail}" for c in self.errors))  # a line per problem, the first first
-
-
-def feedback_terms(config: TrainConfig) -> list[str]:
-    """The feedback losses ``config`` trains with: ``"PeFL"``, ``"aesthetic"``, ``"adversarial"`` (the
-    conditions of ``UniFLTrainer.uses_*``). Empty: a denoising-only run, with no feedback at all."""
-    on = {
-        "PeFL": config.stage == "1" and config.pefl.weight > 0 and bool(config.perception),
-        "aesthetic": config.aesthetic.weight > 0 and bool(config.rewards),
-        "adversarial": config.stage == "2" and config.adversarial.weight > 0,
-    }
-    return [term for term, used in on.items() if used]
 
 
 def check_before_training(config: TrainConfig, *, denoiser=None, device: str | torch.device | None = None, prompts_given: bool = False,
@@ -336,8 +326,7 @@ def _class_count(model: nn.Module) -> int | None:
 
 def _check_data(config: TrainConfig, feedback: dict[str, LoadedFeedback], report: PreflightReport, prompts_given: bool) -> None:
     data, terms = config.data, feedback_terms(config)
-    uses_pefl = "PeFL" in terms
-    needs_images = uses_pefl or "adversarial" in terms or config.regularizer.denoising_weight > 0
+    uses_pefl, needs_images = "PeFL" in terms, needs_real_images(config)
     if "aesthetic" in terms and not (data.prompts or data.images or prompts_given):
         report.add("error", "data.prompts", "aesthetic feedback needs prompts: set data.prompts to a prompt file (one per line) or data.images to captioned images")
     if data.prompts:

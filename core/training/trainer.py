@@ -37,6 +37,7 @@ from .logs import RunLogger
 from .outputs import describe_run, sampler_contract, training_metadata, validation_images
 from .precision import DTYPES, MixedPrecision
 from .run_lock import owns_run_folder
+from .terms import loss_terms, needs_real_images
 
 #: The terms a step back-propagates, as they are logged.
 LOSS_TERMS = ("pefl", "adv_g", "aesthetic", "regularizer")
@@ -181,30 +182,28 @@ class UniFLTrainer:
 
     @property
     def uses_pefl(self) -> bool:
-        return self.config.stage == "1" and self.config.pefl.weight > 0 and bool(self.perception)
+        return "PeFL" in self.feedback_terms
 
     @property
     def uses_adversarial(self) -> bool:
-        return self.config.stage == "2" and self.config.adversarial.weight > 0
+        return "adversarial" in self.feedback_terms
 
     @property
     def uses_aesthetic(self) -> bool:
-        return self.config.aesthetic.weight > 0 and bool(self.rewards)
+        return "aesthetic" in self.feedback_terms
 
     @property
     def uses_regularizer(self) -> bool:
-        r = self.config.regularizer
-        return r.denoising_weight > 0 or r.base_kl_weight > 0
+        return any(term in ("denoising", "base-KL") for term in self.feedback_terms)
 
     @property
     def needs_real_images(self) -> bool:
-        return self.uses_pefl or self.uses_adversarial or self.config.regularizer.denoising_weight > 0
+        return needs_real_images(self.config)
 
     @property
     def feedback_terms(self) -> list[str]:
-        r = self.config.regularizer
-        named = (("PeFL", self.uses_pefl), ("aesthetic", self.uses_aesthetic), ("adversarial", self.uses_adversarial), ("denoising", r.denoising_weight > 0), ("base-KL", r.base_kl_weight > 0))
-        return [name for name, on in named if on]
+        """Every loss of the step (:func:`~.terms.loss_terms`), regularisers included."""
+        return loss_terms(self.config)
 
     def _threshold(self, spec, model) -> float:
         if spec.threshold is not None:
