@@ -35,7 +35,7 @@ random SD1.5 and the same four rewards, in the same meter: 20 DDIM steps, the la
 
     python bench/real_size.py --threads 1 --alignprop-python /venvs/trl/bin/python --json results.json
     python bench/real_size.py --report bench/real_size_cpu.json   # the tables of docs/benchmarks.md
-    python bench/real_size.py --quick          # toy widths: checks that it runs (a minute)
+    python bench/real_size.py --quick          # toy widths, the same plan: checks that it runs (two minutes)
     python bench/real_size.py --device cuda    # bench/gpu_check.sh
 """
 
@@ -89,9 +89,7 @@ VARIANTS = {
 
 
 def plan(args) -> list[Run]:
-    if args.quick:
-        quick = [Run("sd15", "1", 64), Run("sd15", "1", 96), Run("sd15", "2", 64), Run("sd15", "2", 64, "full-discriminator")]
-        return quick + ([Run("sd15", "alignprop", 64), Run("sd15", "alignprop", 96)] if args.alignprop_python else [])
+    """The runs, the same with ``--quick`` (which only narrows the models): a check that it runs is a check of this plan."""
     runs, sd15, sdxl = [], args.sd15_resolutions, args.sdxl_resolutions
     # Most telling first, so that a run cut short still has the fits: the lean steps at two resolutions,
     # then each economy switched off at the lowest, AlignProp beside SD1.5, then the checks of the line.
@@ -462,8 +460,12 @@ def run_child(run: Run, args) -> dict:
     command = [python, __file__, "--child", json.dumps(asdict(run)), "--device", args.device]
     command += ["--threads", str(args.threads)] if args.threads else []
     command += ["--quick"] if args.quick else []
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH", "")])))
+    paths = [os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")]
+    if run.stage == "alignprop":  # TRL's venv has no unifl installed: it imports this checkout through a link
+        from unifl.pocket.arena.run import package_path_entry
+
+        paths.insert(0, str(package_path_entry(Path(args.scratch))))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", PYTHONPATH=os.pathsep.join(filter(None, paths)))
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     started = time.perf_counter()
@@ -613,18 +615,18 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     args = parse_args(argv)
     if args.report:
         with open(args.report) as fh:
             report(json.load(fh), args)
-        return
+        return 0
     if args.child:
         run = Run(**json.loads(args.child))
         with tempfile.TemporaryDirectory(prefix="unifl-real-size-") as scratch:
             result = measure(run, args, scratch)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
-        return
+        return 0
     print("# Real-size benchmark: one UniFL step at SD1.5/SDXL widths, random weights\n")
     print(f"machine: {machine(args.device)}; device {args.device}; torch threads {args.threads or 'default'}")
     print("variants: " + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()), flush=True)
@@ -632,6 +634,18 @@ def main(argv=None) -> None:
     if args.resume:  # a run cut short: keep what it measured, measure the rest
         with open(args.resume) as fh:
             results = [r for r in json.load(fh) if "error" not in r]
+    with tempfile.TemporaryDirectory(prefix="unifl-real-size-") as args.scratch:
+        measure_missing(args, results)
+    report(results, args)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    failed = [r for r in results if "error" in r]
+    if failed:
+        print(f"{len(failed)} run(s) failed: " + "; ".join(f"{Run(**r['run']).name}: {r['error']}" for r in failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def measure_missing(args, results: list[dict]) -> None:
+    """Measure every run of the plan that ``results`` lacks, adding each result (and writing --json) as it comes."""
     done = [Run(**r["run"]) for r in results]
     for run in plan(args):
         if run in done:
@@ -643,9 +657,7 @@ def main(argv=None) -> None:
         if args.json:  # after every run: a benchmark cut short keeps what it measured
             with open(args.json, "w") as fh:
                 json.dump(results, fh, indent=1)
-    report(results, args)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

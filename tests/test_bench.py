@@ -34,3 +34,32 @@ def test_quick_benchmark_prints_both_stages_with_numeric_columns():
             assert len(ratios) == 3 and all(re.fullmatch(NUMBER + "x", cell) for cell in ratios), row
         assert rows[0][4:] == ["1.00x"] * 3, "ratios are relative to the naive baseline"
     assert out.count("max relative difference") == 2
+
+
+GPU_CHECK = BENCH.parent / "gpu_check.sh"
+
+
+def test_the_gpu_check_runs_its_plan_end_to_end_as_a_dry_run_on_the_cpu(tmp_path):
+    """The one command a GPU session runs (bench/gpu_check.sh), at toy widths and 64 px: its plan, its report
+    and the 1-step training, so a session lent a GPU for minutes fails only on what needs the GPU."""
+    import json
+    import os
+
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    done = subprocess.run(["bash", str(GPU_CHECK), "--dry-run"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    results = json.loads((tmp_path / "real_size.json").read_text())
+    assert {(r["run"]["architecture"], r["run"]["stage"], r["run"]["resolution"]) for r in results} == {(a, s, 64) for a in ("sd15", "sdxl") for s in ("1", "2")}
+    assert not [r for r in results if "error" in r]
+    assert "| sdxl | UniFL stage 2 | 64 | lean |" in (tmp_path / "real_size.md").read_text()
+    assert "1 stage-1 steps at 64 px" in (tmp_path / "train1.txt").read_text()
+    assert "none (a dry run on the CPU)" in (tmp_path / "gpu.txt").read_text()
+
+
+def test_a_failed_run_fails_the_real_size_benchmark(tmp_path):
+    """This Python has no TRL, so its AlignProp step fails: the benchmark says so and exits 1 (the GPU check too)."""
+    command = [sys.executable, str(BENCH.parent / "real_size.py"), "--quick", "--device", "cpu", "--threads", "1", "--lean-only",
+               "--architectures", "sd15", "--sd15-resolutions", "64", "--alignprop-python", sys.executable, "--json", str(tmp_path / "r.json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "1 run(s) failed: sd15 AlignProp 64px lean" in done.stderr, done.stderr[-2000:]
+    assert "| sd15 | UniFL stage 1 | 64 | lean |" in done.stdout  # what did run is still reported
