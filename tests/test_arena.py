@@ -224,22 +224,46 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
         run_arena(out, settings.with_(stage1_steps=3), judge_path=str(judge / "prompt.safetensors"))
 
 
-def test_each_peer_is_tuned_on_validation_before_any_of_its_test_trainings(tmp_path, monkeypatch):
+def test_every_stage_and_peer_is_tuned_on_validation_before_any_of_its_test_trainings(tmp_path, monkeypatch):
     from unifl.pocket.arena import run
-    from unifl.pocket.arena.plan import PEER_TUNING
+    from unifl.pocket.arena.plan import TUNING
 
     monkeypatch.setattr(run, "peer_present", lambda method: True)
     settings = ArenaSettings()
     jobs = {job.name: job for job in run.plan_jobs(tmp_path, settings)[0]}
-    for name in PEER_TUNING:
-        candidates = tuple(f"{name}~lr{rate:g}@0" for rate in settings.peer_learning_rates)
+    assert {"stage1", "stage2"} <= set(TUNING)  # UniFL gets the sweep the peers get
+    for name in TUNING:
+        candidates = tuple(f"{name}~lr{rate:g}@0" for rate in settings.learning_rates)
         assert jobs[f"{name}~choice@0"].after == candidates
-        budget = "stage1" if name.startswith("alignprop") else "stage2"
-        assert all(f"{budget}@0" in jobs[c].after for c in candidates)  # the budget is that stage's measured time
+        budget = {"stage1": (), "stage2": ("stage1@0",)}.get(name, ("stage1@0",) if name.startswith("alignprop") else ("stage2@0",))
+        assert all(set(budget) <= set(jobs[c].after) for c in candidates)  # stage 2 continues, a peer's budget is, the chosen stage
+    tuned_by = {"stage1": "stage1", "stage1_no_pefl": "stage1", "stage1_global_reward": "stage1", "stage2": "stage2",
+                "stage2_no_adversarial": "stage2", "lcm_lora": "lcm_lora", "pcm": "pcm", "pcm_adv": "pcm_adv",
+                "alignprop_time": "alignprop_time", "alignprop_steps": "alignprop_time"}
     for seed in settings.seeds:
-        for name in ("lcm_lora", "pcm", "pcm_adv", "alignprop_time", "alignprop_steps"):
-            tuned = "alignprop_time" if name.startswith("alignprop") else name
+        for name, tuned in tuned_by.items():
             assert f"{tuned}~choice@0" in jobs[f"{name}@{seed}"].after
+    assert "peer_data" not in jobs["stage1~lr0.001@0"].after  # UniFL reads the pocket stream itself
+
+
+def test_a_unifl_candidate_trains_with_its_rate_and_the_test_run_adopts_the_chosen_one(tmp_path, monkeypatch):
+    from unifl.pocket.arena import run
+    from unifl.pocket.arena.plan import trainings
+
+    calls = []
+    monkeypatch.setattr(run, "train_unifl", lambda out, name, seed, overrides, init: calls.append((out, seed, overrides, init)) or {"seed": seed})
+    stage2 = trainings(ArenaSettings())["stage2"]
+    run._training_job(str(tmp_path), "stage2", stage2, 0, ArenaSettings(), "", 1e-3, str(tmp_path / "tuning" / "stage2" / "lr0.001"))
+    assert calls[-1][2][-1] == "optim.learning_rate=0.001" and calls[-1][3].endswith("trainings/stage1/seed0/unifl-stage1.safetensors")
+    (tmp_path / "tuning" / "stage2").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "tuning" / "stage2" / "choice.json").write_text(json.dumps({"learning_rate": 1e-3, "seed": 0}))
+    run._training_job(str(tmp_path), "stage2_no_adversarial", trainings(ArenaSettings())["stage2_no_adversarial"], 1, ArenaSettings(), "")
+    assert calls[-1][1] == 1 and calls[-1][2][-1] == "optim.learning_rate=0.001"  # an ablation takes its stage's rate
+    candidate = tmp_path / "tuning" / "stage2" / "lr0.001"
+    candidate.mkdir()
+    (candidate / "result.json").write_text(json.dumps({"lora": {"format": "kohya", "path": str(candidate / "unifl-stage2.safetensors")}, "steps": 3}))
+    adopted = run._training_job(str(tmp_path), "stage2", stage2, 0, ArenaSettings(), "")
+    assert len(calls) == 2 and adopted["lora"]["path"] == str(tmp_path / "trainings" / "stage2" / "seed0" / "unifl-stage2.safetensors")
 
 
 def test_the_sweep_picks_fd_low_and_prompt_accuracy_high_and_adopts_the_chosen_run(tmp_path):

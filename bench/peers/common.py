@@ -26,7 +26,7 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
 """The pocket preset's ``attention+ff`` layers (unifl.core.lora.peft), by the leaf names peft matches."""
 BATCH_SIZE, LEARNING_RATE = 4, 2e-4
 """The pocket preset's batch and learning rate: every peer's default. The arena sweeps each peer's learning rate on
-its validation split (``ArenaSettings.peer_learning_rates``) and passes the chosen one with ``--learning-rate``."""
+its validation split (``ArenaSettings.learning_rates``) and passes the chosen one with ``--learning-rate``."""
 POCKET_CFG = 3.0
 """The pocket model's guidance scale (SD's is 7.5): CFG ranges in the peers' scripts are scaled to it."""
 

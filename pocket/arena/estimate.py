@@ -10,15 +10,16 @@
   text encoding amortised into that cost, as measured);
 * measuring a row's images with the judges (in the same worker, after sampling) costs ``images ×
   measure cost per image``, for every row and for the three references (ceiling and floors) of a seed;
-* each tuned peer (:data:`~.plan.PEER_TUNING`) trains one more run per extra learning-rate candidate on
-  the first seed (the chosen one is that seed's training), and every candidate is sampled as its tuning row;
+* each tuned training (:data:`~.plan.TUNING`: UniFL's stages and the peers) trains one more run per extra
+  learning-rate candidate on the first seed (the chosen one is that seed's training), and every candidate is
+  sampled as its tuning row;
 * the jobs run on ``workers`` processes, so the wall time is the sum divided by the workers (assumes
   the pool keeps both busy; the chains stage 1 → stage 2 → peers leave a little idle time at the end).
 """
 
 from __future__ import annotations
 
-from .plan import PEER_TUNING, ArenaSettings, rows, trainings
+from .plan import TUNING, ArenaSettings, rows, trainings
 
 LOAD_SECONDS = {"unifl": 20.0, "lcm_lora": 25.0, "pcm": 25.0, "pcm_adv": 30.0, "alignprop": 40.0}
 """Start-up of a training (imports, model and feedback models loaded, data ready), measured in smoke runs."""
@@ -39,9 +40,9 @@ def estimate(settings: ArenaSettings, costs: dict[str, float]) -> dict[str, floa
         else:
             seconds = LOAD_SECONDS[t.method] + stage_time[t.budget_of]
         work["trainings"] += seconds * len(settings.seeds)
-        if t.name in PEER_TUNING:
-            sampler = rows(settings)[PEER_TUNING[t.name][0]].sampler
-            candidates = len(settings.peer_learning_rates)
+        if t.name in TUNING:
+            sampler = rows(settings)[TUNING[t.name][0]].sampler
+            candidates = len(settings.learning_rates)
             work["tuning"] += seconds * (candidates - 1) + candidates * settings.images * (sampler.unet_calls_per_image() * costs["unet_image"] + costs["measure_image"])
     for row in rows(settings).values():
         work["sampling"] += settings.images * row.sampler.unet_calls_per_image() * costs["unet_image"] * len(settings.seeds)

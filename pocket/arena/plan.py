@@ -105,10 +105,10 @@ class ArenaSettings:
     ablations: bool = True
     peers: tuple[str, ...] = ("lcm_lora", "pcm", "pcm_adv", "alignprop")
     """Peers to run; those whose code is not on the machine are skipped (and the report says so)."""
-    peer_learning_rates: tuple[float, ...] = (2e-4, 1e-3)
-    """The learning rates each peer is tried with on the validation split before the test run (see
-    :data:`PEER_TUNING`): the pocket preset's (UniFL's own, which the peers would otherwise inherit) and 5× it,
-    as these runs are short (about 100 steps) where the peers' scripts were set for thousands of steps."""
+    learning_rates: tuple[float, ...] = (2e-4, 1e-3)
+    """The learning rates each tuned training (:data:`TUNING`: UniFL's stages and the peers) is tried with on the
+    validation split before the test run: the pocket preset's and 5× it, as these runs are short (about 100
+    steps) where the peers' scripts were set for thousands of steps."""
     peer_min_steps: int = 0
     """Quick runs: stop a peer after this many steps even inside its budget (0: the budget alone)."""
     workers: int = 2
@@ -152,20 +152,24 @@ def trainings(settings: ArenaSettings) -> dict[str, Training]:
     return plan
 
 
-PEER_TUNING = {
+TUNING = {
+    "stage1": ("stage1_20", "prompt_accuracy"),
+    "stage2": ("stage2_4", "fd"),
     "lcm_lora": ("lcm_lora_lcm_4", "fd"),
     "pcm": ("pcm_4", "fd"),
     "pcm_adv": ("pcm_adv_4", "fd"),
     "alignprop_time": ("alignprop_time_20", "prompt_accuracy"),
 }
-"""Each tuned peer training: the row its learning-rate candidates are sampled as on the validation split (first
-training seed, its first replicate's prompts and noise) and the judge number that picks one. A few-step peer is
-picked on realism (FD, lower is better), which distillation is for; AlignProp on prompt accuracy (higher), which
-it is compared with stage 1 on. The candidate run of the chosen rate *is* that seed's training in the test run
-(same seed, data and budget), so tuning costs only the other candidates. UniFL's pocket preset gets no tuning on
-the arena's splits (it was fixed on the demo's prompts before the arena existed): the peers get more than UniFL."""
-TUNED_WITH = {"alignprop_steps": "alignprop_time"}
-"""Trainings that take another training's chosen learning rate (same method, another budget)."""
+"""Each tuned training, UniFL's two stages and the peers alike: the row its learning-rate candidates are sampled
+as on the validation split (first training seed, its first replicate's prompts and noise) and the judge number
+that picks one. Few-step trainings (stage 2 and the distillation peers) are picked on realism (FD, lower is
+better), which acceleration is for; stage 1 and AlignProp on prompt accuracy (higher), which they are compared
+on. The candidate run of the chosen rate *is* that seed's training in the test run (same seed, data and budget),
+so tuning costs only the other candidates. Stage 2's candidates continue the chosen stage 1; the peers' budgets
+are the chosen stages' measured times."""
+TUNED_WITH = {"alignprop_steps": "alignprop_time", "stage1_no_pefl": "stage1", "stage1_global_reward": "stage1", "stage2_no_adversarial": "stage2"}
+"""Trainings that take another training's chosen learning rate (an ablation its stage's; AlignProp at equal
+steps the one chosen at equal time)."""
 
 
 def tuning_of(training: str) -> str:

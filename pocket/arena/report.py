@@ -68,7 +68,7 @@ def _tuning(out: Path) -> dict:
 
 def tuning_table(tuning: dict) -> list[str]:
     """The sweep: each candidate's validation numbers and the rate chosen (by the metric named)."""
-    lines = ["| peer training | judged as | picked on | learning rate | steps | validation FD ↓ | validation prompt accuracy ↑ | chosen |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| training | judged as | picked on | learning rate | steps | validation FD ↓ | validation prompt accuracy ↑ | chosen |", "|---|---|---|---|---|---|---|---|"]
     for name, choice in tuning.items():
         for key, c in choice["candidates"].items():
             chosen = "✓" if c["learning_rate"] == choice["learning_rate"] else ""
@@ -76,10 +76,11 @@ def tuning_table(tuning: dict) -> list[str]:
     return lines
 
 
-TUNING_NOTE = ("Every peer's learning rate was picked on the **validation** split (first training seed, its prompts, noise and real "
-               "images; {images} images per candidate) before anything was sampled on the test split: the pocket preset's 2e-4 "
-               "(UniFL's own) and 1e-3. A few-step peer is picked on FD, AlignProp on prompt accuracy (`pocket/arena/plan.py`, "
-               "`PEER_TUNING`); the chosen candidate's run is that seed's training. UniFL's preset was not tuned on the arena's splits.")
+TUNING_NOTE = ("The learning rate of each UniFL stage and each peer was picked on the **validation** split (first training seed, its "
+               "prompts, noise and real images; {images} images per candidate) before anything was sampled on the test split: the "
+               "pocket preset's 2e-4 and 1e-3. Stage 2 and the few-step peers are picked on FD, stage 1 and AlignProp on prompt "
+               "accuracy (`pocket/arena/plan.py`, `TUNING`); the chosen candidate's run is that seed's training, and an ablation "
+               "takes its stage's rate.")
 
 
 def _pooled_realism(out: Path, feature_files: list[Path]) -> dict:
@@ -180,7 +181,7 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
             lines.append(f"| {name} | {seed} | {r['method']} | {r['seconds']:.0f} | {r['steps']} | {r.get('images_seen', '')} | {r.get('unet_evaluations', '')} | {r.get('version', 'this repository')} |")
     if metrics["tuning"]:
         images = next(iter(metrics["tuning"].values()))["images"]
-        lines += ["", "## Peers' learning rates, chosen on the validation split", "", TUNING_NOTE.format(images=images), "", *tuning_table(metrics["tuning"])]
+        lines += ["", "## Learning rates, chosen on the validation split", "", TUNING_NOTE.format(images=images), "", *tuning_table(metrics["tuning"])]
     patched = {name: r.get("patches", []) for name, seeds in metrics["trainings"].items() for r in seeds.values() if r.get("patches")}
     if patched:
         lines += ["", "Patches our glue applied to the peers' code at run time:", ""]

@@ -3,8 +3,8 @@
 Layout of the output folder (everything a job makes is its proof of work; delete it to redo the job):
 
 * ``trainings/<training>/seed<r>/result.json`` (and the LoRA, logs) – one per training and seed;
-* ``tuning/<peer training>/lr<rate>/`` and ``choice.json`` – the peers' learning-rate candidates (first training
-  seed) and the one the validation split chose (:data:`~.plan.PEER_TUNING`);
+* ``tuning/<training>/lr<rate>/`` and ``choice.json`` – the learning-rate candidates of UniFL's stages and the
+  peers (first training seed) and the one the validation split chose (:data:`~.plan.TUNING`);
 * ``samples/<row>/seed<r>.safetensors`` – the row's images of replicate ``r`` (uint8);
 * ``measures/<row>/seed<r>.json`` and ``references/seed<r>.json`` – the judges' numbers (measured in the
   workers, right after sampling: the judges cost about as much per image as a few UNet calls);
@@ -29,7 +29,7 @@ from pathlib import Path
 from ..demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
 from .measure import Judges, load_images, load_tensor, prompt_set, sample_row, save_tensor, write_json
-from .plan import DATA_STREAM, PEER_TUNING, SPLITS, ArenaSettings, Training, rows, trainings, tuning_of
+from .plan import DATA_STREAM, SPLITS, TUNING, ArenaSettings, Training, rows, trainings, tuning_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PEER_GLUE = REPO_ROOT / "bench" / "peers"
@@ -164,36 +164,30 @@ def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple
         count = 256 if settings.quick else DATA_STREAM[1]
         jobs.append(Job("peer_data", (write_peer_data, str(data_dir), count), steps=1))
         outputs["peer_data"] = data_dir / "DONE"
-    data_after = lambda t: ("peer_data",) if needs_data and t.method != "alignprop" else ()  # noqa: E731
+    data_after = lambda t: ("peer_data",) if t.method in ("lcm_lora", "pcm", "pcm_adv") else ()  # noqa: E731
     tune_seed = settings.seeds[0]
     for name, t in present.items():
-        if name not in PEER_TUNING:
+        if name not in TUNING:
             continue
         candidates = []
-        for rate in settings.peer_learning_rates:
+        for rate in settings.learning_rates:
             job = f"{name}~lr{rate:g}@{tune_seed}"
             run_dir = tuning_dir(out, name) / f"lr{rate:g}"
             outputs["tuning"][job] = run_dir / "result.json"
             after = tuple(f"{d}@{tune_seed}" for d in t.after) + data_after(t)
-            jobs.append(Job(job, (_peer_job, str(out), name, t, tune_seed, settings, str(data_dir), rate, str(run_dir)), after, 100))
+            jobs.append(Job(job, (_training_job, str(out), name, t, tune_seed, settings, str(data_dir), rate, str(run_dir)), after, _units(t, settings)))
             candidates.append(job)
         choice = f"{name}~choice@{tune_seed}"
         outputs["tuning"][choice] = tuning_dir(out, name) / "choice.json"
-        sampler = row_plan[PEER_TUNING[name][0]].sampler
+        sampler = row_plan[TUNING[name][0]].sampler
         units = max(1, round((sampler.unet_calls_per_image() + 4) * settings.images * len(candidates) / 256))
         jobs.append(Job(choice, (_choose_job, str(out), name, settings, judge_path), tuple(candidates), units))
     for seed in settings.seeds:
         for name, t in present.items():
             run_dir = out / "trainings" / name / f"seed{seed}"
             outputs["trainings"][(name, seed)] = run_dir / "result.json"
-            after = tuple(f"{d}@{seed}" for d in t.after)
-            if t.method == "unifl":
-                init = str(out / "trainings" / "stage1" / f"seed{seed}" / "unifl-stage1.safetensors") if "stage1" in t.after else ""
-                steps = settings.stage2_steps if "stage=2" in t.overrides else settings.stage1_steps
-                jobs.append(Job(f"{name}@{seed}", (train_unifl, str(run_dir), name, seed, list(t.overrides), init), after, steps))
-            else:
-                after += data_after(t) + (f"{tuning_of(name)}~choice@{tune_seed}",)
-                jobs.append(Job(f"{name}@{seed}", (_peer_job, str(out), name, t, seed, settings, str(data_dir)), after, 100))
+            after = tuple(f"{d}@{seed}" for d in t.after) + data_after(t) + (f"{tuning_of(name)}~choice@{tune_seed}",)
+            jobs.append(Job(f"{name}@{seed}", (_training_job, str(out), name, t, seed, settings, str(data_dir)), after, _units(t, settings)))
         outputs["references"][seed] = out / "references" / f"seed{seed}.json"
         jobs.append(Job(f"reference@{seed}", (_reference_job, str(out), seed, settings, judge_path), (), max(1, round(4 * settings.images / 256))))
         for row_name, row in row_plan.items():
@@ -210,22 +204,32 @@ def tuning_dir(out: Path, training: str) -> Path:
     return out / "tuning" / training
 
 
-def _peer_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str,
-              learning_rate: float | None = None, run_dir: str = "") -> dict:
-    """A peer's training: a learning-rate candidate (``learning_rate`` given, into ``run_dir``) or, with the rate
-    the validation sweep chose, a training seed of the test run; the chosen candidate is that seed's training."""
+def _units(training: Training, settings: ArenaSettings) -> int:
+    """A training job's share of the progress bar: its steps (UniFL) or 100 (a peer: its steps follow its budget)."""
+    if training.method != "unifl":
+        return 100
+    return settings.stage2_steps if "stage=2" in training.overrides else settings.stage1_steps
+
+
+def _training_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str,
+                  learning_rate: float | None = None, run_dir: str = "") -> dict:
+    """A training: a learning-rate candidate (``learning_rate`` given, into ``run_dir``) or, with the rate the
+    validation sweep chose, a training seed of the test run; the chosen candidate is that seed's training."""
     out_dir = Path(out)
     target = Path(run_dir) if run_dir else out_dir / "trainings" / name / f"seed{seed}"
+    if learning_rate is None:
+        choice = json.loads((tuning_dir(out_dir, tuning_of(name)) / "choice.json").read_text())
+        learning_rate = choice["learning_rate"]
+        if name in TUNING and seed == choice["seed"]:
+            return _adopt_candidate(tuning_dir(out_dir, name) / f"lr{learning_rate:g}", target)
+    if training.method == "unifl":
+        init = str(out_dir / "trainings" / "stage1" / f"seed{seed}" / "unifl-stage1.safetensors") if "stage1" in training.after else ""
+        return train_unifl(str(target), name, seed, [*training.overrides, f"optim.learning_rate={learning_rate:g}"], init)
     reference = json.loads((out_dir / "trainings" / (training.budget_of or training.steps_of) / f"seed{seed}" / "result.json").read_text())
     if training.steps_of:
         budget, max_steps = 0.0, reference["steps"]
     else:
         budget, max_steps = reference["seconds"], settings.peer_min_steps
-    if learning_rate is None:
-        choice = json.loads((tuning_dir(out_dir, tuning_of(name)) / "choice.json").read_text())
-        learning_rate = choice["learning_rate"]
-        if name in PEER_TUNING and seed == choice["seed"]:
-            return _adopt_candidate(tuning_dir(out_dir, name) / f"lr{learning_rate:g}", target)
     return train_peer(str(target), name, training.method, seed, budget, max_steps, data_dir, settings.threads, learning_rate)
 
 
@@ -253,16 +257,16 @@ def best_candidate(candidates: list[dict], metric: str) -> dict:
 
 def _choose_job(out: str, name: str, settings: ArenaSettings, judge_path: str) -> dict:
     """Sample each learning-rate candidate of ``name`` as its tuning row on the *validation* split, judge it, and
-    keep the best (:data:`PEER_TUNING`); writes ``tuning/<name>/choice.json``."""
+    keep the best (:data:`TUNING`); writes ``tuning/<name>/choice.json``."""
     out_dir, split = Path(out), SPLITS["validation"]
-    row_name, metric = PEER_TUNING[name]
+    row_name, metric = TUNING[name]
     sampler = rows(settings)[row_name].sampler
     seed = settings.seeds[0]
     prompts = prompt_set(split, settings, seed)
     judges = Judges(judge_path)
     real = _real_features(out_dir / "tuning" / "real_features.safetensors", judges, split, settings)
     candidates = {}
-    for rate in settings.peer_learning_rates:
+    for rate in settings.learning_rates:
         run_dir = tuning_dir(out_dir, name) / f"lr{rate:g}"
         result = json.loads((run_dir / "result.json").read_text())
         images_path = run_dir / "validation.safetensors"
