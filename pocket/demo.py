@@ -179,7 +179,10 @@ def _plot_curves(log_csv: Path, out_png: Path, title: str) -> Path | None:
     axes[1].set_title(f"{title}: rewards and discriminator")
     for ax in axes:
         ax.set_xlabel("step")
-        ax.legend(fontsize=6, ncol=2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
+        else:  # a peer's log has losses only
+            ax.text(0.5, 0.5, "none logged", ha="center", va="center", transform=ax.transAxes, color="grey")
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)

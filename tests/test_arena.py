@@ -215,6 +215,7 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
         assert set(row["summary"]) == set(arena_claims.METRICS) and row["summary"]["fd"]["n"] == 1
     assert (out / "report.md").read_text().count("grid_") >= len(metrics["rows"])
     assert metrics["trainings"]["stage2"]["0"]["unet_evaluations"] > 0
+    assert set(metrics["tuning"]) == {"stage1", "stage2"} and "## Learning rates, chosen on the validation split" in (out / "report.md").read_text()
     assert all(row["pooled_realism"]["images"] == settings.images for row in metrics["rows"].values())
     capsys.readouterr()
     again = run_arena(out, settings, judge_path=str(judge / "prompt.safetensors"))
@@ -312,3 +313,23 @@ def test_the_peers_import_path_follows_this_checkout_even_after_another_left_a_l
     (folder / "unifl").symlink_to(tmp_path / "a-deleted-checkout", target_is_directory=True)  # dangling
     assert run.package_path_entry(tmp_path) == folder and (folder / "unifl").resolve() == checkout
     assert run.package_path_entry(tmp_path) == folder and (folder / "unifl").resolve() == checkout  # and again: kept
+
+
+def test_a_sweep_chosen_after_the_test_run_had_sampled_is_marked_so(tmp_path):
+    import os
+
+    from unifl.pocket.arena.report import _tuning, tuning_table
+
+    candidates = {"0.0002": {"learning_rate": 2e-4, "steps": 100, "fd": 10.0, "prompt_accuracy": 0.5}}
+    for name in ("early", "late"):
+        (tmp_path / "tuning" / name).mkdir(parents=True)
+        (tmp_path / "tuning" / name / "choice.json").write_text(json.dumps({"row": "r", "metric": "fd", "learning_rate": 2e-4, "candidates": candidates}))
+    (tmp_path / "samples" / "base_20").mkdir(parents=True)
+    (tmp_path / "samples" / "base_20" / "seed0.safetensors").write_bytes(b"")
+    os.utime(tmp_path / "tuning" / "early" / "choice.json", (1000, 1000))
+    os.utime(tmp_path / "samples" / "base_20" / "seed0.safetensors", (2000, 2000))
+    os.utime(tmp_path / "tuning" / "late" / "choice.json", (3000, 3000))
+    tuning = _tuning(tmp_path)
+    assert tuning["early"]["before_sampling"] and not tuning["late"]["before_sampling"]
+    rows = tuning_table(tuning)[2:]
+    assert rows[0].endswith("| ✓ |") and rows[1].endswith("| ✓ (after the test run) |")

@@ -62,22 +62,28 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
 
 
 def _tuning(out: Path) -> dict:
-    """Each peer's learning-rate sweep on the validation split (``tuning/<training>/choice.json``)."""
-    return {path.parent.name: json.loads(path.read_text()) for path in sorted((out / "tuning").glob("*/choice.json"))}
+    """Each learning-rate sweep on the validation split (``tuning/<training>/choice.json``), and whether it was
+    chosen before this folder's first sample of the report's split was written (files' modification times:
+    a sweep added to an arena that had already sampled says so, rather than claiming to have come first)."""
+    samples = [p.stat().st_mtime for p in (out / "samples").glob("*/*.safetensors")]
+    first_sample = min(samples, default=float("inf"))
+    return {path.parent.name: json.loads(path.read_text()) | {"before_sampling": path.stat().st_mtime < first_sample}
+            for path in sorted((out / "tuning").glob("*/choice.json"))}
 
 
 def tuning_table(tuning: dict) -> list[str]:
-    """The sweep: each candidate's validation numbers and the rate chosen (by the metric named)."""
+    """The sweep: each candidate's validation numbers, the rate chosen (by the metric named) and when."""
     lines = ["| training | judged as | picked on | learning rate | steps | validation FD ↓ | validation prompt accuracy ↑ | chosen |", "|---|---|---|---|---|---|---|---|"]
     for name, choice in tuning.items():
         for key, c in choice["candidates"].items():
-            chosen = "✓" if c["learning_rate"] == choice["learning_rate"] else ""
+            chosen = "" if c["learning_rate"] != choice["learning_rate"] else "✓" if choice.get("before_sampling", True) else "✓ (after the test run)"
             lines.append(f"| {name} | {choice['row']} | {choice['metric']} | {key} | {c['steps']} | {c['fd']:.2f} | {c['prompt_accuracy']:.3f} | {chosen} |")
     return lines
 
 
 TUNING_NOTE = ("The learning rate of each UniFL stage and each peer was picked on the **validation** split (first training seed, its "
-               "prompts, noise and real images; {images} images per candidate) before anything was sampled on the test split: the "
+               "prompts, noise and real images; {images} images per candidate) before anything was sampled on the test split, "
+               "except where the table says *after the test run* (a sweep added to an arena that had already sampled): the "
                "pocket preset's 2e-4 and 1e-3. Stage 2 and the few-step peers are picked on FD, stage 1 and AlignProp on prompt "
                "accuracy (`pocket/arena/plan.py`, `TUNING`); the chosen candidate's run is that seed's training, and an ablation "
                "takes its stage's rate.")
