@@ -13,7 +13,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -81,6 +80,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/arena-costs"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from unifl.core.machine import describe_machine
     from unifl.pocket.arena.estimate import estimate
     from unifl.pocket.arena.plan import ArenaSettings
     from unifl.pocket.plugin import register
@@ -92,8 +92,7 @@ def main() -> None:
     measured_alignprop = alignprop_step(args.out)
     costs["alignprop_step"] = measured_alignprop if measured_alignprop is not None else costs["stage1_step"]
     result = estimate(ArenaSettings(), costs)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
-    print(f"machine: {cpu}, {os.cpu_count()} cores, load average at start {load[0]:.1f}, torch {torch.__version__}, 1 thread")
+    print(f"machine: {describe_machine()}; load average at start {load[0]:.1f}, 1 thread")
     print("costs (s): " + json.dumps({k: round(v, 4) for k, v in costs.items()}) + ("" if measured_alignprop is not None else " (AlignProp not measured: stage 1's cost used)"))
     print(f"full arena (3 seeds, ablations, every peer and its learning-rate sweep, {ArenaSettings().images} images per model and seed, 2 workers): "
           + ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.items()))

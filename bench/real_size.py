@@ -476,23 +476,6 @@ def run_child(run: Run, args) -> dict:
     return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
-def machine(device: str) -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    memory = ""
-    with contextlib.suppress(OSError, StopIteration):
-        with open("/proc/meminfo") as fh:
-            memory = f", {next(int(l.split()[1]) for l in fh if l.startswith('MemTotal:')) / 2**20:.0f} GiB RAM"
-    text = f"CPU {cpu}, {os.cpu_count()} cores{memory}; Python {platform.python_version()}, torch {torch.__version__}"
-    if device == "cuda" and torch.cuda.is_available():
-        text += f"; GPU {torch.cuda.get_device_name()} ({torch.cuda.get_device_properties(0).total_memory / GIB:.0f} GiB)"
-    return text
-
-
 def fit(results: list[dict], architecture: str, stage: str, variant: str = "lean") -> tuple[float, float, float, list[dict]] | None:
     """``(static, fixed, per_pixel, checks)``: the step peak's line through the two lowest resolutions measured,
     and the other measurements of the same configuration (to check the line); None without two."""
@@ -628,7 +611,9 @@ def main(argv=None) -> int:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
     print("# Real-size benchmark: one UniFL step at SD1.5/SDXL widths, random weights\n")
-    print(f"machine: {machine(args.device)}; device {args.device}; torch threads {args.threads or 'default'}")
+    from unifl.core.machine import describe_machine
+
+    print(f"machine: {describe_machine(args.device)}; device {args.device}; torch threads {args.threads or 'default'}")
     print("variants: " + "; ".join(f"{k}: {v}" for k, v in VARIANTS.items()), flush=True)
     results, started = [], time.perf_counter()
     if args.resume:  # a run cut short: keep what it measured, measure the rest

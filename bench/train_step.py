@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -301,19 +300,6 @@ def run_child(args, stage: str, variant: str) -> dict:
     return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    text = f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name()}"
-    return text
-
-
 def load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
@@ -358,7 +344,9 @@ def main(argv=None) -> None:
 
     size = QUICK if args.quick else FULL
     print("# UniFL training-step benchmark\n")
-    print(f"machine: {machine()}; device: {args.device}")
+    from unifl.core.machine import describe_machine
+
+    print(f"machine: {describe_machine(args.device)}; device: {args.device}")
     print(f"model: random SD1.5-architecture, UNet {size.unet_channels} x{size.unet_layers_per_block} layers/block, "
           f"VAE {size.vae_channels} (8x), CLIP text width {size.text_width}; {args.resolution} px images "
           f"({args.resolution // 8}x{args.resolution // 8} latents), batch {args.batch_size}, LoRA rank 16 on attention, fp32")

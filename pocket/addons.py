@@ -20,7 +20,8 @@ import torch
 from ..core.diffusion import schedule as sched
 from ..core.diffusion.diffusers_denoiser import alphas_cumprod_from_config
 from ..core.diffusion.tiny import SD15_SCHEDULER
-from .ldm import build_arguments, cpu_name, display_path, load_pocket_pipeline, pocket_model_dir
+from ..core.machine import cpu_name
+from .ldm import build_arguments, display_path, load_pocket_pipeline, pocket_model_dir
 
 TRAINING_ALPHAS_CUMPROD = alphas_cumprod_from_config(SD15_SCHEDULER)
 """ᾱ of SD1.5's DDPM schedule, the one the pocket LDM was pretrained with."""

@@ -27,7 +27,6 @@ import argparse
 import copy
 import math
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -46,6 +45,7 @@ from ..core.diffusion.sampling import generate
 from ..core.diffusion.tiny import SD15_SCHEDULER, write_clip_tokenizer
 from ..core.files import atomic_write_text
 from ..core.images import grid, save_png
+from ..core.machine import cpu_name
 from ..core.progress import progress_bar
 from .world import VOCABULARY, PocketDataset, WorldConfig
 
@@ -465,16 +465,6 @@ def write_samples(pipe, holdout_images: torch.Tensor, holdout_captions: list[str
     tiles = F.interpolate(torch.cat(rows), scale_factor=2, mode="nearest")
     save_png(grid(tiles, columns=shown), path)
     return quality
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def millions(module) -> str:

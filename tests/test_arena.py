@@ -216,6 +216,9 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
     assert (out / "report.md").read_text().count("grid_") >= len(metrics["rows"])
     assert metrics["trainings"]["stage2"]["0"]["unet_evaluations"] > 0
     assert set(metrics["tuning"]) == {"stage1", "stage2"} and "## Learning rates, chosen on the validation split" in (out / "report.md").read_text()
+    assert all(choice["before_sampling"] for choice in metrics["tuning"].values())  # a fresh run tunes before it samples what it tuned
+    assert metrics["environment"]["libraries"]["diffusers"] and "Tables written at commit" in (out / "report.md").read_text()
+    assert metrics["trainings"]["stage1"]["0"]["version"].startswith("this repository@")
     assert all(row["pooled_realism"]["images"] == settings.images for row in metrics["rows"].values())
     capsys.readouterr()
     again = run_arena(out, settings, judge_path=str(judge / "prompt.safetensors"))
@@ -315,21 +318,22 @@ def test_the_peers_import_path_follows_this_checkout_even_after_another_left_a_l
     assert run.package_path_entry(tmp_path) == folder and (folder / "unifl").resolve() == checkout  # and again: kept
 
 
-def test_a_sweep_chosen_after_the_test_run_had_sampled_is_marked_so(tmp_path):
+def test_a_sweep_chosen_after_its_own_test_rows_were_sampled_is_marked_so(tmp_path):
     import os
 
     from unifl.pocket.arena.report import _tuning, tuning_table
 
     candidates = {"0.0002": {"learning_rate": 2e-4, "steps": 100, "fd": 10.0, "prompt_accuracy": 0.5}}
-    for name in ("early", "late"):
+    for name in ("stage1", "stage2"):
         (tmp_path / "tuning" / name).mkdir(parents=True)
         (tmp_path / "tuning" / name / "choice.json").write_text(json.dumps({"row": "r", "metric": "fd", "learning_rate": 2e-4, "candidates": candidates}))
-    (tmp_path / "samples" / "base_20").mkdir(parents=True)
-    (tmp_path / "samples" / "base_20" / "seed0.safetensors").write_bytes(b"")
-    os.utime(tmp_path / "tuning" / "early" / "choice.json", (1000, 1000))
-    os.utime(tmp_path / "samples" / "base_20" / "seed0.safetensors", (2000, 2000))
-    os.utime(tmp_path / "tuning" / "late" / "choice.json", (3000, 3000))
-    tuning = _tuning(tmp_path)
-    assert tuning["early"]["before_sampling"] and not tuning["late"]["before_sampling"]
-    rows = tuning_table(tuning)[2:]
-    assert rows[0].endswith("| ✓ |") and rows[1].endswith("| ✓ (after the test run) |")
+    for row, when in (("base_20", 500), ("stage1_no_pefl_20", 2000), ("stage2_4", 5000)):
+        (tmp_path / "samples" / row).mkdir(parents=True)
+        (tmp_path / "samples" / row / "seed0.safetensors").write_bytes(b"")
+        os.utime(tmp_path / "samples" / row / "seed0.safetensors", (when, when))
+    os.utime(tmp_path / "tuning" / "stage1" / "choice.json", (3000, 3000))  # after an ablation it tunes was sampled
+    os.utime(tmp_path / "tuning" / "stage2" / "choice.json", (3000, 3000))  # the base's samples do not count
+    tuning = _tuning(tmp_path, rows(ArenaSettings()))
+    assert not tuning["stage1"]["before_sampling"] and tuning["stage2"]["before_sampling"]
+    lines = tuning_table(tuning)[2:]
+    assert lines[0].endswith("| ✓ (after its test rows were sampled) |") and lines[1].endswith("| ✓ |")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -120,17 +119,6 @@ def patched_copy(script: Path, patches: list[Patch], run_dir: Path) -> Path:
     target = run_dir / f"_patched_{script.name}"
     target.write_text(text, encoding="utf-8")
     return target
-
-
-def git_commit(path: Path) -> str:
-    """The commit of a local copy of the peer's repository (``git rev-parse``, or a ``COMMIT`` file beside it)."""
-    for folder in (path, *path.parents):
-        if (folder / "COMMIT").is_file():
-            return (folder / "COMMIT").read_text().strip()
-        if (folder / ".git").exists():
-            done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
-            return done.stdout.strip() or "unknown"
-    return "unknown"
 
 
 def run_script(script: Path, argv: list[str], budget: Budget, names: dict | None = None) -> None:

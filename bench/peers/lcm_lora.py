@@ -22,7 +22,6 @@ from common import (
     Budget,
     Patch,
     count_unet_calls,
-    git_commit,
     patched_copy,
     peer_arguments,
     pocket_model,
@@ -31,6 +30,7 @@ from common import (
     set_threads,
     write_result,
 )
+from unifl.core.machine import source_commit  # noqa: E402
 from data import shard_pattern
 
 SCRIPT = Path("examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py")
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     write_result(
         args.out, method="lcm_lora", lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
         batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
-        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"huggingface/diffusers@{git_commit(args.source)} {SCRIPT} (diffusers {diffusers.__version__} installed)",
+        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"huggingface/diffusers@{source_commit(args.source)} {SCRIPT} (diffusers {diffusers.__version__} installed)",
         patches=[p.why for p in PATCHES],
     )
 

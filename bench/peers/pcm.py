@@ -26,7 +26,6 @@ from common import (
     Budget,
     Patch,
     count_unet_calls,
-    git_commit,
     patched_copy,
     peer_arguments,
     pocket_model,
@@ -35,6 +34,7 @@ from common import (
     set_threads,
     write_result,
 )
+from unifl.core.machine import source_commit  # noqa: E402
 
 SCRIPTS = {False: "train_pcm_lora_sd15.py", True: "train_pcm_lora_sd15_adv.py"}
 DISCRIMINATOR = "discriminator_sd15.py"
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     write_result(
         args.out, method=name, lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
         batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
-        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"G-U-N/Phased-Consistency-Model@{git_commit(source)} code/text_to_image_sd15/{SCRIPTS[args.adversarial]}",
+        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"G-U-N/Phased-Consistency-Model@{source_commit(source)} code/text_to_image_sd15/{SCRIPTS[args.adversarial]}",
         patches=[p.why for p in patches],
     )
 

@@ -10,10 +10,11 @@ import torch
 
 from ...core.files import atomic_write_text
 from ...core.images import save_grid
+from ...core.machine import describe_machine, library_versions, source_commit
 from ..demo import _plot_curves
 from .claims import METRICS, aggregate, check, planned_claims
 from .measure import load_images, write_json
-from .plan import SPLITS, ArenaSettings
+from .plan import SPLITS, ArenaSettings, tuning_of
 
 TABLE_METRICS = ("prompt_accuracy", "all_correct", "count", "shape", "colour", "size", "relation", "tone", "light", "fd", "kid", "aspect_shortfall")
 REFERENCES = {"real_same_scenes": "real renders of the same scenes (ceiling)", "real_other_scenes": "real renders of other scenes (floor)", "uniform_noise": "uniform noise (floor)"}
@@ -48,11 +49,12 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
         "pooled_realism_floor_real_vs_real": pooled_floor,
         "claims": claims,
         "trainings": trainings,
-        "tuning": _tuning(out),
+        "tuning": _tuning(out, plan["rows"]),
         "peers_skipped": sorted(set(settings.peers) - {t.method for t in plan["present"].values()}),
         "judge": _judge_quality(),
         "seconds": round(seconds, 1),
         "seconds_total": round(seconds if seconds_total is None else seconds_total, 1),
+        "environment": environment(),
     }
     write_json(out / "metrics.json", metrics)
     grids = _grids(out, settings, summary)
@@ -61,14 +63,31 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
     return metrics
 
 
-def _tuning(out: Path) -> dict:
+def environment() -> dict:
+    """Where and with what the tables were written: the machine, the libraries, this repository's commit (the
+    trainings record the commit each ran at; the workers share this machine and venv)."""
+    return {"machine": describe_machine(), "libraries": library_versions(), "commit": source_commit(Path(__file__).resolve().parents[2])}
+
+
+def environment_line(metrics: dict) -> str:
+    env = metrics.get("environment")
+    if not env:
+        return ""
+    libraries = ", ".join(f"{name} {version}" for name, version in env["libraries"].items())
+    return f"Machine: {env['machine']}. Libraries: {libraries}. Tables written at commit `{env['commit'][:12]}`."
+
+
+def _tuning(out: Path, row_plan: dict) -> dict:
     """Each learning-rate sweep on the validation split (``tuning/<training>/choice.json``), and whether it was
-    chosen before this folder's first sample of the report's split was written (files' modification times:
-    a sweep added to an arena that had already sampled says so, rather than claiming to have come first)."""
-    samples = [p.stat().st_mtime for p in (out / "samples").glob("*/*.safetensors")]
-    first_sample = min(samples, default=float("inf"))
-    return {path.parent.name: json.loads(path.read_text()) | {"before_sampling": path.stat().st_mtime < first_sample}
-            for path in sorted((out / "tuning").glob("*/choice.json"))}
+    chosen before any model it tunes was sampled on the report's split (the files' modification times: a sweep
+    added to an arena that had already sampled those rows says so, rather than claiming to have come first)."""
+    choices = {}
+    for path in sorted((out / "tuning").glob("*/choice.json")):
+        name = path.parent.name
+        tuned_rows = [row.name for row in row_plan.values() if row.training and tuning_of(row.training) == name]
+        sampled = [p.stat().st_mtime for row in tuned_rows for p in (out / "samples" / row).glob("*.safetensors")]
+        choices[name] = json.loads(path.read_text()) | {"before_sampling": path.stat().st_mtime < min(sampled, default=float("inf"))}
+    return choices
 
 
 def tuning_table(tuning: dict) -> list[str]:
@@ -76,14 +95,15 @@ def tuning_table(tuning: dict) -> list[str]:
     lines = ["| training | judged as | picked on | learning rate | steps | validation FD ↓ | validation prompt accuracy ↑ | chosen |", "|---|---|---|---|---|---|---|---|"]
     for name, choice in tuning.items():
         for key, c in choice["candidates"].items():
-            chosen = "" if c["learning_rate"] != choice["learning_rate"] else "✓" if choice.get("before_sampling", True) else "✓ (after the test run)"
+            chosen = "" if c["learning_rate"] != choice["learning_rate"] else "✓" if choice.get("before_sampling", True) else "✓ (after its test rows were sampled)"
             lines.append(f"| {name} | {choice['row']} | {choice['metric']} | {key} | {c['steps']} | {c['fd']:.2f} | {c['prompt_accuracy']:.3f} | {chosen} |")
     return lines
 
 
 TUNING_NOTE = ("The learning rate of each UniFL stage and each peer was picked on the **validation** split (first training seed, its "
-               "prompts, noise and real images; {images} images per candidate) before anything was sampled on the test split, "
-               "except where the table says *after the test run* (a sweep added to an arena that had already sampled): the "
+               "prompts, noise and real images; {images} images per candidate) before any model it tunes was sampled on the test "
+               "split, except where the table says *after its test rows were sampled* (a sweep added to an arena that had "
+               "already sampled them): the "
                "pocket preset's 2e-4 and 1e-3. Stage 2 and the few-step peers are picked on FD, stage 1 and AlignProp on prompt "
                "accuracy (`pocket/arena/plan.py`, `TUNING`); the chosen candidate's run is that seed's training, and an ablation "
                "takes its stage's rate.")
@@ -152,6 +172,8 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
         f"{n} training seed(s) {s['seeds']}, each sampled with its own noise seeds; {s['num_prompts']} prompts × {s['images_per_prompt']} "
         f"images = {s['num_prompts'] * s['images_per_prompt']} images per model and replicate; realism against {s['num_real']} real renders. "
         f"UniFL stage 1: {s['stage1_steps']} steps, stage 2: {s['stage2_steps']} steps (pocket preset). Cells: mean [min, max] over replicates.",
+        "",
+        environment_line(metrics),
         "",
         "Judges (frozen before any model was scored, `pocket/weights/judges/BUILD.md`): **prompt accuracy** = per prompt the share of "
         "its checks that pass (object count; each prompted object's shape, colour, size; each stated relation; background tone; light "

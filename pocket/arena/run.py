@@ -26,6 +26,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict
 from pathlib import Path
 
+from ...core.machine import source_commit
 from ..demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
 from .measure import Judges, load_images, load_tensor, prompt_set, sample_row, save_tensor, write_json
@@ -112,7 +113,7 @@ def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_f
     seconds = time.perf_counter() - started
     summary = {"method": "unifl", "lora": {"format": "kohya", "path": str(result.lora_path)}, "seconds": round(seconds, 1),
                "steps": result.steps, "batch_size": config.optim.batch_size, "images_seen": result.steps * config.optim.batch_size,
-               "unet_evaluations": counter["images"], "seed": seed, "overrides": overrides}
+               "unet_evaluations": counter["images"], "seed": seed, "overrides": overrides, "version": f"this repository@{source_commit(REPO_ROOT)}"}
     write_json(run_dir / "result.json", summary)
     return summary
 
