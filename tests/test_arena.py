@@ -215,6 +215,9 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
         assert set(row["summary"]) == set(arena_claims.METRICS) and row["summary"]["fd"]["n"] == 1
     assert (out / "report.md").read_text().count("grid_") >= len(metrics["rows"])
     assert metrics["trainings"]["stage2"]["0"]["unet_evaluations"] > 0
+    # stage 1: 4 aspect rewards and 3 perception models per step; stage 2: the rewards and the discriminator
+    assert metrics["trainings"]["stage1"]["0"]["feedback_evaluations"] >= settings.stage1_steps * 4 * 7
+    assert metrics["trainings"]["stage2"]["0"]["feedback_evaluations"] > settings.stage2_steps * 4 * 4
     assert set(metrics["tuning"]) == {"stage1", "stage2"} and "## Learning rates, chosen on the validation split" in (out / "report.md").read_text()
     assert all(choice["before_sampling"] for choice in metrics["tuning"].values())  # a fresh run tunes before it samples what it tuned
     assert metrics["environment"]["libraries"]["diffusers"] and "Tables written at commit" in (out / "report.md").read_text()
@@ -337,3 +340,31 @@ def test_a_sweep_chosen_after_its_own_test_rows_were_sampled_is_marked_so(tmp_pa
     assert not tuning["stage1"]["before_sampling"] and tuning["stage2"]["before_sampling"]
     lines = tuning_table(tuning)[2:]
     assert lines[0].endswith("| ✓ (after its test rows were sampled) |") and lines[1].endswith("| ✓ |")
+
+
+def test_evaluations_are_counted_once_per_model_and_a_model_inside_a_model_is_not_counted_again():
+    import torch
+    from torch import nn
+    from unifl.pocket.arena.counting import count_feedback_models, new_counter
+
+    class Inner(nn.Module):
+        def forward(self, images):
+            return images.mean()
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Inner()
+
+        def forward(self, images, prompts=None):
+            return self.inner(images)
+
+    first = new_counter()
+    count_feedback_models([Outer(), Inner(), None], first)
+    Outer()(torch.zeros(4, 3, 8, 8))  # one model, its inner model not counted again
+    Inner()(torch.zeros(2, 3, 8, 8))
+    assert first == {"unet": 0, "feedback": 6}
+    second = new_counter()  # a worker's next job counts afresh, the first count stops
+    count_feedback_models([Outer()], second)
+    Outer()(torch.zeros(3, 3, 8, 8))
+    assert second["feedback"] == 3 and first["feedback"] == 6

@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         DefaultDDPOStableDiffusionPipeline,
     )
     from unifl.core.feedback.loading import load_reward_model
+    from unifl.pocket.arena.counting import count_feedback_models
     from unifl.pocket.plugin import register
     from unifl.pocket.world import sample_prompts
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             return self.sd_pipeline.unet
 
     rewards = [load_reward_model("pocket-reward", aspect) for aspect in ASPECTS]
+    count_feedback_models(rewards, counter)
     prompts = sample_prompts(*reversed(DATA_STREAM))
     draw = random.Random(args.seed)
 
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     lora = save_lora(get_peft_model_state_dict(trainer.sd_pipeline.unet), args.out, scale=1.0)
     write_result(
         args.out, method="alignprop", lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
-        batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
+        batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["unet"], feedback_evaluations=counter["feedback"], seed=args.seed,
         budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"trl {trl.__version__} (pip), AlignPropTrainer",
         patches=["LoRA of the pocket preset instead of trl's rank-4 attention-only one (subclassed get_trainable_layers)",
                  "truncation range (0, 20) for the 20-step rollout (trl: (0, 50))", "accelerate.PartialState() before the pipeline",

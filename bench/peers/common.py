@@ -79,17 +79,12 @@ class Budget:
 
 
 def count_unet_calls() -> dict:
-    """Count images through any ``UNet2DConditionModel`` in this process (teacher, student, target alike)."""
-    from diffusers import UNet2DConditionModel
+    """Count the images through any ``UNet2DConditionModel`` in this process (teacher, student, target alike) as
+    ``counter["unet"]``; ``counter["feedback"]`` is for the peer's feedback models (``unifl.pocket.arena.counting``)."""
+    from unifl.pocket.arena.counting import count_unet, new_counter
 
-    counter = {"images": 0}
-    original = UNet2DConditionModel.forward
-
-    def forward(self, sample, *args, **kwargs):
-        counter["images"] += int(sample.shape[0])
-        return original(self, sample, *args, **kwargs)
-
-    UNet2DConditionModel.forward = forward
+    counter = new_counter()
+    count_unet(counter)
     return counter
 
 

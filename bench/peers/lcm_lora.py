@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     lora = save_lora(load_file(str(args.out / "output" / "unet_lora" / "pytorch_lora_weights.safetensors")), args.out, scale=1.0)
     write_result(
         args.out, method="lcm_lora", lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
-        batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
+        batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["unet"], feedback_evaluations=counter["feedback"], seed=args.seed,
         budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"huggingface/diffusers@{source_commit(args.source)} {SCRIPT} (diffusers {diffusers.__version__} installed)",
         patches=[p.why for p in PATCHES],
     )

@@ -35,6 +35,7 @@ from common import (
     write_result,
 )
 from unifl.core.machine import source_commit  # noqa: E402
+from unifl.pocket.arena.counting import count_images  # noqa: E402
 
 SCRIPTS = {False: "train_pcm_lora_sd15.py", True: "train_pcm_lora_sd15_adv.py"}
 DISCRIMINATOR = "discriminator_sd15.py"
@@ -92,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         shutil.copyfile(discriminator, args.out / DISCRIMINATOR)
         patches += DISCRIMINATOR_PATCHES
         sys.path[:0] = [str(args.out), str(source)]  # the patched discriminator first
+        import discriminator_sd15  # noqa: E402  (the patched copy: the script's own import then finds it loaded)
+
+        count_images(discriminator_sd15.Discriminator, "_forward", counter, "feedback")  # a UNet encoder and heads
     extra = ["--adv_weight", "0.1", "--adv_lr", "1e-5"] if args.adversarial else []
     model = pocket_model()
     run_script(script, [
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     name = "pcm_adv" if args.adversarial else "pcm"
     write_result(
         args.out, method=name, lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
-        batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["images"], seed=args.seed,
+        batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["unet"], feedback_evaluations=counter["feedback"], seed=args.seed,
         budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"G-U-N/Phased-Consistency-Model@{source_commit(source)} code/text_to_image_sd15/{SCRIPTS[args.adversarial]}",
         patches=[p.why for p in patches],
     )

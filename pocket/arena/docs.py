@@ -76,12 +76,16 @@ def peers_page(metrics: dict) -> list[str]:
             *tuning_table(metrics["tuning"]), ""] if metrics.get("tuning") else []),
         "## What ran",
         "",
-        "| training | seed | seconds | steps | images seen | UNet evaluations | version |",
-        "|---|---|---|---|---|---|---|",
+        "Evaluations are images through a model (`pocket/arena/counting.py`): UNet forwards, and feedback models, each reward, "
+        "perception or discriminator model an image passes counted once (UniFL's four aspect rewards score a batch of 4 as 16). "
+        "A blank cell: the run predates that count.",
+        "",
+        "| training | seed | seconds | steps | images seen | UNet evaluations | feedback-model evaluations | version |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, seeds in metrics["trainings"].items():
         for seed, r in seeds.items():
-            lines.append(f"| {name} | {seed} | {r['seconds']:.0f} | {r['steps']} | {r.get('images_seen', '')} | {r.get('unet_evaluations', '')} | {r.get('version', 'this repository')} |")
+            lines.append(f"| {name} | {seed} | {r['seconds']:.0f} | {r['steps']} | {r.get('images_seen', '')} | {r.get('unet_evaluations', '')} | {r.get('feedback_evaluations', '')} | {r.get('version', 'this repository')} |")
     patches = {r["method"]: r["patches"] for seeds in metrics["trainings"].values() for r in seeds.values() if r.get("patches")}
     if patches:
         lines += ["", "## Patches applied at run time", ""]

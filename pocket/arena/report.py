@@ -203,10 +203,13 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
         chosen = [c for c in metrics["claims"] if c["group"] == group]
         if chosen:
             lines += [f"**{group}**", ""] + [f"- {'✅ holds' if c['holds'] else '❌ does not hold'}: {c['claim']} ({c['numbers']})" for c in chosen] + [""]
-    lines += ["## Trainings: wall time, steps, images seen, UNet evaluations", "", "| training | seed | method | seconds | steps | images seen | UNet evaluations | version |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Trainings: wall time, steps, images seen, model evaluations", "",
+              "Evaluations are images through a model (`pocket/arena/counting.py`): UNet forwards, and each feedback model (reward, "
+              "perception, discriminator) an image passes. A blank cell: the run predates that count.", "",
+              "| training | seed | method | seconds | steps | images seen | UNet evaluations | feedback-model evaluations | version |", "|---|---|---|---|---|---|---|---|---|"]
     for name, seeds in metrics["trainings"].items():
         for seed, r in seeds.items():
-            lines.append(f"| {name} | {seed} | {r['method']} | {r['seconds']:.0f} | {r['steps']} | {r.get('images_seen', '')} | {r.get('unet_evaluations', '')} | {r.get('version', 'this repository')} |")
+            lines.append(f"| {name} | {seed} | {r['method']} | {r['seconds']:.0f} | {r['steps']} | {r.get('images_seen', '')} | {r.get('unet_evaluations', '')} | {r.get('feedback_evaluations', '')} | {r.get('version', 'this repository')} |")
     if metrics["tuning"]:
         images = next(iter(metrics["tuning"].values()))["images"]
         lines += ["", "## Learning rates, chosen on the validation split", "", TUNING_NOTE.format(images=images), "", *tuning_table(metrics["tuning"])]

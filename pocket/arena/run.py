@@ -29,6 +29,7 @@ from pathlib import Path
 from ...core.machine import source_commit
 from ..demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
+from .counting import count_feedback_models, count_unet, new_counter
 from .measure import Judges, load_images, load_tensor, prompt_set, sample_row, save_tensor, write_json
 from .plan import DATA_STREAM, SPLITS, TUNING, ArenaSettings, Training, rows, trainings, tuning_of
 
@@ -75,24 +76,6 @@ def peer_present(method: str) -> bool:
 # ----------------------------------------------------------------------------------------- worker functions
 
 
-def _count_unet_calls():
-    """Count UNet evaluations (images through the UNet) in this worker: an instrument, not a change."""
-    from diffusers import UNet2DConditionModel
-
-    counter = {"images": 0}
-    original = UNet2DConditionModel.forward
-    if getattr(original, "_arena_counted", False):
-        original = original.__wrapped__
-
-    def forward(self, sample, *args, **kwargs):
-        counter["images"] += int(sample.shape[0])
-        return original(self, sample, *args, **kwargs)
-
-    forward._arena_counted, forward.__wrapped__ = True, original
-    UNet2DConditionModel.forward = forward
-    return counter
-
-
 def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_from: str) -> dict:
     """One UniFL LoRA (in a worker): the pocket preset plus ``overrides``; its wall time is a peer's budget."""
     from ...core.config import load_config
@@ -101,7 +84,8 @@ def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_f
 
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    counter = _count_unet_calls()
+    counter = new_counter()
+    count_unet(counter)
     extra = [f"lora.init_from={init_from}"] if init_from else []
     config = load_config(None, [f"logging.output_dir={run_dir}", f"logging.output_name=unifl-{training}", "logging.tensorboard=false",
                                 f"optim.seed={seed}", *overrides, *extra], preset="pocket")
@@ -109,11 +93,13 @@ def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_f
     callbacks = TrainerCallbacks(on_progress=lambda step, total, logs: demo._progress.put((name, step)))
     started = time.perf_counter()
     with open(run_dir / "train.log", "w", encoding="utf-8") as log, redirect_stdout(log), redirect_stderr(log):
-        result = UniFLTrainer(config, callbacks=callbacks).train(overwrite=True)
+        trainer = UniFLTrainer(config, callbacks=callbacks)
+        count_feedback_models([*trainer.rewards.values(), *(model for _, model in trainer.perception), trainer.discriminator], counter)
+        result = trainer.train(overwrite=True)
     seconds = time.perf_counter() - started
     summary = {"method": "unifl", "lora": {"format": "kohya", "path": str(result.lora_path)}, "seconds": round(seconds, 1),
                "steps": result.steps, "batch_size": config.optim.batch_size, "images_seen": result.steps * config.optim.batch_size,
-               "unet_evaluations": counter["images"], "seed": seed, "overrides": overrides, "version": f"this repository@{source_commit(REPO_ROOT)}"}
+               "unet_evaluations": counter["unet"], "feedback_evaluations": counter["feedback"], "seed": seed, "overrides": overrides, "version": f"this repository@{source_commit(REPO_ROOT)}"}
     write_json(run_dir / "result.json", summary)
     return summary
 
