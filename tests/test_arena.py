@@ -319,6 +319,8 @@ def test_the_peers_import_path_follows_this_checkout_even_after_another_left_a_l
     (folder / "unifl").symlink_to(tmp_path / "a-deleted-checkout", target_is_directory=True)  # dangling
     assert run.package_path_entry(tmp_path) == folder and (folder / "unifl").resolve() == checkout
     assert run.package_path_entry(tmp_path) == folder and (folder / "unifl").resolve() == checkout  # and again: kept
+    monkeypatch.chdir(tmp_path)  # `unifl arena` writes to out/arena, a relative folder, and each peer runs in its own
+    assert run.package_path_entry(Path("relative-run")) == tmp_path / "relative-run" / "_pythonpath"
 
 
 def test_a_sweep_chosen_after_its_own_test_rows_were_sampled_is_marked_so(tmp_path):

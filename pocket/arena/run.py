@@ -58,7 +58,7 @@ def package_path_entry(scratch: Path) -> Path:
     from: the package's parent when the checkout folder is named ``unifl``, else a symlink in ``scratch``."""
     if REPO_ROOT.name == "unifl":
         return REPO_ROOT.parent
-    folder = scratch / "_pythonpath"
+    folder = Path(scratch).resolve() / "_pythonpath"  # absolute: the peer runs in its own folder (``out`` may be relative)
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / "unifl"
     if link.is_symlink() and link.resolve() != REPO_ROOT:  # left by a run from another checkout (or a deleted one)
