@@ -323,6 +323,23 @@ def test_the_peers_import_path_follows_this_checkout_even_after_another_left_a_l
     assert run.package_path_entry(Path("relative-run")) == tmp_path / "relative-run" / "_pythonpath"
 
 
+def test_the_arena_works_in_absolute_paths_whatever_folder_it_is_given(tmp_path, monkeypatch):
+    """Each peer runs with its own folder as the working directory: a relative ``--out`` there means another place."""
+    from unifl.pocket.arena import run
+
+    planned = []
+
+    def plan(out, settings, judge_path=""):
+        planned.append(out)
+        raise KeyboardInterrupt  # stop before any job runs
+
+    monkeypatch.setattr(run, "plan_jobs", plan)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run.run_arena("out/arena", ArenaSettings.smoke())
+    assert planned == [tmp_path / "out" / "arena"]
+
+
 def test_a_sweep_chosen_after_its_own_test_rows_were_sampled_is_marked_so(tmp_path):
     import os
 

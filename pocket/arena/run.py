@@ -334,7 +334,7 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     settings = settings or ArenaSettings()
     if settings.quick and settings.split != "validation":
         raise ValueError("a quick (smoke) arena runs on the validation split only: the test split is for the full, frozen run")
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # absolute: each peer runs in its own folder, where a relative path means another place
     _check_settings(out, settings)
     started = time.time()
     jobs, plan = plan_jobs(out, settings, judge_path)
