@@ -142,20 +142,26 @@ def fill_random_(module, seed: int):
 
 
 def empty(build):
-    """``build()`` with its parameters on the meta device (no memory); buffers are real (position ids, batch-norm statistics)."""
-    from accelerate import init_empty_weights
+    """``build()`` on the meta device (no memory), as :func:`unifl.core.diffusion.loading.empty_components` builds."""
+    import torch
+    from unifl.core.diffusion.loading import MODEL_BUILD_LOCK
 
-    with init_empty_weights():
+    with MODEL_BUILD_LOCK, torch.device("meta"):
         return build()
 
 
 def materialize(module, dtype, device: str, seed: int):
     """A meta-device ``module`` at its full size in ``dtype`` on ``device``, with :func:`fill_random_` weights, frozen."""
-    kept = {name: b.clone() for name, b in module.named_buffers() if not b.is_meta and not b.is_floating_point()}
+    import torch
+
+    index_tables = [name for name, b in module.named_buffers() if not b.is_floating_point()]
+    if any(not name.endswith("position_ids") for name in index_tables):
+        raise ValueError(f"{type(module).__name__}: integer buffers other than position ids, which random weights cannot stand in for: {index_tables}")
     module = module.to(dtype).to_empty(device=device)
     fill_random_(module, seed)
-    for name, value in kept.items():
-        module.get_buffer(name).copy_(value)
+    for name in index_tables:  # CLIP's position ids, built on the meta device: 0 … n−1 along the last axis
+        table = module.get_buffer(name)
+        table.copy_(torch.arange(table.shape[-1], device=table.device).expand_as(table))
     return module.eval().requires_grad_(False)
 
 

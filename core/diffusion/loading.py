@@ -15,6 +15,7 @@ Checkpoints are read as safetensors or with ``torch.load(weights_only=True)``; n
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,15 @@ _SKIPPED_COMPONENTS = {
 }
 # What diffusers raises when a checkpoint does not fit the configs (missing keys, wrong shapes).
 _LOAD_FAILURES = (ValueError, OSError, RuntimeError, KeyError, IndexError)
+
+
+#: Held while UniFL builds or loads models. diffusers' ``from_pretrained`` and ``from_single_file`` build
+#: under accelerate's ``init_empty_weights`` and its own ``no_init_weights``, which patch ``nn.Module``
+#: and ``torch.nn.init`` for the whole process, not the calling thread: a module another thread builds
+#: meanwhile lands on the meta device or stays uninitialised. Every load of ours takes this lock, so a
+#: check or a reward-model load in a server's request thread never builds beside a job thread's load.
+#: Re-entrant: a loader may call another.
+MODEL_BUILD_LOCK = threading.RLock()
 
 
 _RESAVE = "Re-save it as .safetensors (e.g. with a checkpoint-save node in ComfyUI) and load that."
@@ -107,10 +117,11 @@ def load_pipeline(
         ModelLoadError: for anything about ``path`` that prevents loading, with the fix in the message.
     """
     path = _model_path(path)
-    if path.is_dir():
-        pipe = _load_folder(path, dtype)
-    else:
-        pipe = _load_single_file(path, architecture, config_dir, dtype)
+    with MODEL_BUILD_LOCK:
+        if path.is_dir():
+            pipe = _load_folder(path, dtype)
+        else:
+            pipe = _load_single_file(path, architecture, config_dir, dtype)
     return pipe.to(device)
 
 
@@ -158,13 +169,16 @@ def empty_components(config_dir: str | Path) -> dict[str, torch.nn.Module]:
 
     No weights and no memory: their shapes, dtypes-to-be and parameter counts (what ``unifl check``
     predicts memory from). ``config_dir`` is a pipeline folder or :func:`shipped_config_dir`'s.
+
+    Built inside ``torch.device("meta")``, a torch-function mode that is local to this thread, not under
+    accelerate's ``init_empty_weights``, which patches module construction for the whole process: the
+    check runs in a host's request thread while the host (or a UniFL job) builds real models on others.
     """
-    from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(config_dir)
-    with init_empty_weights():
+    with MODEL_BUILD_LOCK, torch.device("meta"):
         components = {
             "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet")),
             "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..diffusion.loading import MODEL_BUILD_LOCK
 from . import builtin as _builtin  # noqa: F401  (registers the core's kinds)
 from .registry import PERCEPTION_MODELS, REWARD_MODELS, Loader
 
@@ -24,8 +25,9 @@ def _load(registry: dict[str, Loader], what: str, kind: str, path: str, dtype: s
         raise UnknownModelKind(f"unknown {what} kind {kind!r}; known: {', '.join(sorted(registry))}")
     # Weights a file does not hold (a fresh head, e.g. the one Sharpness grows as a discriminator) are
     # initialised from a fixed seed, not from whatever the global RNG holds, so the same kind and path
-    # give the same model every time: two runs with one seed train the same discriminator.
-    with torch.random.fork_rng(devices=[]):
+    # give the same model every time: two runs with one seed train the same discriminator. The lock:
+    # loaders go through diffusers/transformers, which patch torch for the whole process while they build.
+    with MODEL_BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = registry[kind](path)
     model.requires_grad_(False)
