@@ -286,3 +286,20 @@ def test_ldm_named_host_exports_the_same_keys_through_name_map(sd15_trained, sd1
     inputs = unet_inputs(sd15_trained)
     assert_fp16_close(unet_output(fresh_host.diffusion_model, inputs), unet_output(sd15_trained, inputs))
     assert os.listdir(tmp_path) == ["ldm.safetensors"]
+
+
+def test_the_contract_names_every_step_count_a_lora_was_trained_for():
+    general = SamplerContract(steps=4, step_counts=(8, 1, 2))
+    assert general.step_counts == (1, 2, 4, 8)  # the default count is always one of them
+    assert SamplerContract.from_metadata(general.to_metadata()) == general
+    assert general.to_metadata()["unifl.sampler.step_counts"] == "1,2,4,8"
+    assert general.steps_for(None) == (4, None)
+    assert general.steps_for(2) == (2, None)
+    steps, warning = general.steps_for(6)
+    assert steps == 4 and "trained to sample at 1, 2, 4, 8 steps, not 6" in warning
+    assert general.steps_for(30)[0] == 8
+    # a file written before step counts were recorded was trained for its one count
+    older = {k: v for k, v in SamplerContract(steps=4).to_metadata().items() if k != "unifl.sampler.step_counts"}
+    assert SamplerContract.from_metadata(older).step_counts == (4,)
+    with pytest.raises(ValueError, match="step counts"):
+        SamplerContract(step_counts=(0,))

@@ -62,6 +62,9 @@ SCHEDULERS = {"ddim": ("DDIMScheduler", "ddim"), "euler": ("EulerDiscreteSchedul
 COMFYUI_SCHEDULERS = {"trailing": "simple", "leading": "ddim_uniform", "linspace": "normal"}
 
 SAMPLER_KEYS = ("unifl.sampler.steps", "unifl.sampler.scheduler", "unifl.sampler.timestep_spacing", "unifl.sampler.cfg")
+#: Optional beside :data:`SAMPLER_KEYS`: the step counts a LoRA was trained for, ``"1,2,4,8"`` (files from
+#: before it was written were trained for ``unifl.sampler.steps`` alone).
+STEP_COUNTS_KEY = "unifl.sampler.step_counts"
 
 
 class LoRAFileError(ValueError):
@@ -77,12 +80,15 @@ class SamplerContract:
         scheduler: ``"ddim"`` or ``"euler"`` (deterministic; identical updates for these models).
         timestep_spacing: ``"trailing"``, ``"leading"`` or ``"linspace"`` (see :mod:`unifl.core.diffusion.schedule`).
         cfg: classifier-free guidance scale; 1.0 means no guidance (one UNet call per step).
+        step_counts: every step count the LoRA was trained to sample at (a stage-2 LoRA trained over several
+            deployment schedules); empty means ``steps`` alone. ``steps`` is the default among them.
     """
 
     steps: int = 4
     scheduler: str = "ddim"
     timestep_spacing: str = "trailing"
     cfg: float = 1.0
+    step_counts: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.steps, int) and self.steps >= 1):
@@ -94,6 +100,19 @@ class SamplerContract:
         if not self.cfg >= 1.0:
             raise ValueError(f"cfg must be >= 1.0 (1.0 = no guidance), got {self.cfg!r}")
         self.cfg = float(self.cfg)
+        counts = tuple(sorted(set(self.step_counts) | {self.steps}))
+        if not all(isinstance(n, int) and n >= 1 for n in counts):
+            raise ValueError(f"sampler step counts must be positive integers, got {self.step_counts!r}")
+        self.step_counts = counts
+
+    def steps_for(self, requested: int | None) -> tuple[int, str | None]:
+        """The step count to sample with when a user asks for ``requested`` (``None``: the default), and a
+        warning when the LoRA was not trained for that count (then the nearest count it was trained for)."""
+        if requested is None or requested in self.step_counts:
+            return (self.steps if requested is None else requested), None
+        nearest = min(self.step_counts, key=lambda n: (abs(n - requested), n))
+        trained = ", ".join(map(str, self.step_counts))
+        return nearest, f"this LoRA was trained to sample at {trained} steps, not {requested}: sampling at {nearest}"
 
     def to_metadata(self) -> dict[str, str]:
         return {
@@ -101,6 +120,7 @@ class SamplerContract:
             "unifl.sampler.scheduler": self.scheduler,
             "unifl.sampler.timestep_spacing": self.timestep_spacing,
             "unifl.sampler.cfg": repr(self.cfg),
+            STEP_COUNTS_KEY: ",".join(map(str, self.step_counts)),
         }
 
     @classmethod
@@ -114,9 +134,10 @@ class SamplerContract:
             raise ValueError(f"LoRA metadata has an incomplete UniFL sampler contract: {missing} missing")
         try:
             steps, cfg = int(meta["unifl.sampler.steps"]), float(meta["unifl.sampler.cfg"])
+            counts = tuple(int(n) for n in meta.get(STEP_COUNTS_KEY, "").split(",") if n.strip())
         except ValueError as error:
             raise ValueError(f"LoRA metadata has an unreadable UniFL sampler contract: {error}") from None
-        return cls(steps, meta["unifl.sampler.scheduler"], meta["unifl.sampler.timestep_spacing"], cfg)
+        return cls(steps, meta["unifl.sampler.scheduler"], meta["unifl.sampler.timestep_spacing"], cfg, counts)
 
     def diffusers_kwargs(self) -> dict:
         """What a diffusers pipeline needs, split by where it goes::
