@@ -119,3 +119,10 @@ def test_the_chosen_control_sharpens_a_blurred_set_and_widens_its_grid(renders, 
     assert pick_post_filter(table, ("fd", "kid"))[0] == "high_frequency_noise"
     with pytest.raises(ValueError, match="spectrum needs real_images"):
         choose_post_filter(held_out, features, reference_features, grid, metrics=("spectrum",))
+
+
+def test_the_demo_measures_carry_both_prompt_versions_and_the_spectrum():
+    from unifl.pocket.evaluate import AspectJudges, evaluation_set, measure_real
+
+    real = measure_real(evaluation_set(num_prompts=8, images_per_prompt=1, num_real=32), AspectJudges())
+    assert real["prompt_accuracy"] > 0.9 and real["prompt_accuracy_v2"] > 0.9 and 0 < real["spectrum"] < 0.5
