@@ -20,7 +20,13 @@ import torch
 from ..core.feedback.loading import load_reward_model
 from .degrade import ASPECTS
 from .evaluators import embed_images, frechet_distance, structure_iou
-from .judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
+from .judges import (
+    embed,
+    load_prompt_judge,
+    prompt_accuracy_from_readings,
+    read_scenes,
+    realism,
+)
 from .spectrum import spectrum_distance
 from .world import PocketDataset, Scene, WorldConfig
 
