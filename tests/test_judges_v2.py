@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from unifl.pocket.arena.plan import SPLITS
-from unifl.pocket.build_judges import reference_scenes
+from unifl.pocket.build_judges import build_rule_v2, reference_scenes
 from unifl.pocket.judges import (
     CHECKS_V2,
     MIN_SCORE_GRID_V2,
@@ -133,3 +133,13 @@ def test_the_frozen_cut_is_the_one_the_committed_validation_sweep_chose():
     best = max(record["sweep"], key=lambda row: row["mean"])
     assert record["rule"]["min_score"] == best["min_score"] == RULE_V2.min_score
     assert record["seed"] == 302 and record["images"] == 1024  # the judge's validation stream, never a model's samples
+
+
+def test_the_rule_builder_writes_its_sweep_and_both_versions_scores(tmp_path):
+    """The pipeline behind ``prompt_v2.json`` on 16 images (a check of the writer, not of the choice)."""
+    (tmp_path / "prompt.safetensors").write_bytes(shipped_weights("judges", "prompt").read_bytes())
+    report = build_rule_v2(tmp_path, images=16, log=lambda line: None)
+    assert [row["min_score"] for row in report["sweep"]] == list(MIN_SCORE_GRID_V2)
+    assert json.loads((tmp_path / "prompt_v2.json").read_text())["rule"] == report["rule"]
+    notes = (tmp_path / "PROMPT_V2.md").read_text()
+    assert "--rule-v2 --quick" in notes and "| random 4–5-object scenes |" in notes

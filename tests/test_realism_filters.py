@@ -28,8 +28,10 @@ from unifl.pocket.post_filters import (
     pick_post_filter,
 )
 from unifl.pocket.spectrum import (
+    log_band_shares,
     per_band_log_ratio,
     radial_power_spectrum,
+    shares_distance,
     spectrum_distance,
 )
 from unifl.pocket.world import PocketDataset
@@ -64,6 +66,9 @@ def test_a_blur_is_a_high_frequency_deficit_and_a_sharpen_an_excess(renders):
     assert (per_band_log_ratio(_blurred(held_out, 0.3), reference)[top] < -0.5).all()
     assert (per_band_log_ratio(apply_post_filter("unsharp_mask", held_out, 1.0), reference)[top] > 0.2).all()
     assert radial_power_spectrum(held_out).shape == (HELD_OUT, 3, 32)
+    shares, real_shares = log_band_shares(held_out), log_band_shares(reference)
+    assert shares_distance(shares, real_shares) == pytest.approx(spectrum_distance(held_out, reference))
+    assert shares_distance(shares[:32], real_shares) == pytest.approx(spectrum_distance(held_out[:32], reference))  # rows resample images
     assert spectrum_distance(torch.full_like(held_out, 0.5), reference) > 10  # a flat image has no spectrum to match
 
 
