@@ -7,7 +7,9 @@ arena samples its base rows (DDIM, 20 steps with leading spacing and 4 with trai
 split's prompts and noise, and scores it with the arena's frozen judges: the prompt judge's accuracy per
 check (colour, shape, size, tone, light direction, count, relations), the held-out detail evaluator
 against real renders of the same scenes, and realism (FD/KID in the prompt judge's truth-trained features)
-against the split's real renders beside the real-vs-real floor. Candidates for a new base are compared on
+against the split's real renders beside the real-vs-real floor, and the spectrum distance (which neither a blur
+nor a sharpen games). Prompt accuracy is given by both judge versions: issue 19's bars were set with version 1;
+version 2 (precision/recall, count first-class) says whether a gain is clutter. Candidates for a new base are compared on
 the validation split; the committed base is reported on the test split (``docs/pocket-world.md``, its
 ``BUILD.md``). Nothing here trains or tunes a judge.
 """
@@ -26,7 +28,8 @@ from .addons import frozen_pocket_pipeline, seeded
 from .arena.plan import BASE_CFG, SPLITS
 from .evaluate import AspectJudges
 from .plugin import register
-from .judges import embed, load_prompt_judge, prompt_accuracy, realism
+from .judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
+from .spectrum import spectrum_distance
 from .world import PocketDataset, WorldConfig, caption, render
 
 RESOLUTION = 64
@@ -75,9 +78,13 @@ def measure_base(model: str | Path | None, split_name: str = "validation", num_p
         real_detail = aspects(same, prompts)["detail"]
         rows = {"real renders": same} | {label: sample(pipe, prompts, seeds, steps, spacing) for label, steps, spacing in SAMPLERS}
         for label, images in rows.items():
-            scores = prompt_accuracy(images, scenes, judge)
+            readings = read_scenes(judge, images)
+            scores = prompt_accuracy_from_readings(readings, scenes)  # the bars are set in version 1's terms
+            version_2 = prompt_accuracy_from_readings(readings, scenes, version=2)
+            scores |= {f"v2_{key}": version_2[key] for key in ("prompt_accuracy", "count", "precision", "recall")}
             scores["detail_gap"] = real_detail - aspects(images, prompts)["detail"]
             scores |= realism(embed(images, judge), real_features)
+            scores["spectrum"] = spectrum_distance(images, real)
             result["rows"].setdefault(label, []).append(scores)
     return result
 
@@ -100,7 +107,8 @@ def targets_met(result: dict) -> dict[str, bool]:
 
 def markdown(result: dict, model_label: str) -> str:
     """The table ``BUILD.md`` and the trials section quote."""
-    columns = ("prompt_accuracy", "colour", "shape", "size", "tone", "light", "count", "relation", "all_correct", "detail_gap", "fd", "kid")
+    columns = ("prompt_accuracy", "colour", "shape", "size", "tone", "light", "count", "relation", "all_correct", "v2_prompt_accuracy", "v2_precision", "v2_recall",
+               "detail_gap", "fd", "kid", "spectrum")
     lines = [f"{model_label}, {result['split']} split, {result['num_prompts']} prompts × {result['replicates']} sampling seeds, DDIM at CFG {result['cfg']:g} "
              f"(real-vs-real FD {result['real_vs_real']['fd']:.1f}); mean ± sd over the seeds:", "",
              "| row | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
