@@ -173,3 +173,56 @@ def test_the_owner_can_allow_module_kinds(comfy, monkeypatch):
         confine_to_comfyui(config)
     monkeypatch.setenv("UNIFL_ALLOW_MODULE_KINDS", "1")
     assert confine_to_comfyui(config) is config  # allowed; nothing was imported or called here
+
+
+TINY_Q = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"  # a layer of the tiny SD1.5 UNet
+ELSEWHERE = "lora_unet_down_blocks_3_attentions_1_transformer_blocks_0_attn1_to_q"  # no such layer in it
+
+
+def unifl_lora(path: Path, names: list[str], architecture: str, step_counts: str = "2") -> Path:
+    """A UniFL LoRA (sampler contract, rank 4) on ``names`` of a model of ``architecture`` (SD1.5-shaped: ``sd_v1``)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name in names:
+        tensors |= {f"{name}.lora_down.weight": torch.full((4, 64), 0.01), f"{name}.lora_up.weight": torch.full((64, 4), 0.01), f"{name}.alpha": torch.tensor(4.0)}
+    save_file(tensors, str(path), metadata={"ss_network_dim": "4", "ss_network_alpha": "4.0", "unifl.architecture": architecture, "ss_base_model_version": "sd_v1",
+                                             "unifl.sampler.steps": "2", "unifl.sampler.scheduler": "ddim", "unifl.sampler.timestep_spacing": "trailing",
+                                             "unifl.sampler.cfg": "1.0", "unifl.sampler.step_counts": step_counts})
+    return path
+
+
+def test_the_lora_loader_node_refuses_a_lora_made_for_another_model(comfy, nodes, host):
+    """Its file metadata passes (an SD1.5-shaped model's LoRA says sd_v1), but none of its keys is a layer of this
+    MODEL: ComfyUI would apply nothing and the user would sample the unchanged base with the LoRA's settings."""
+    from comfy.sd import NOT_LOADED
+
+    base, _ = comfy
+    unifl_lora(base / "models" / "loras" / "for-pocket.safetensors", [ELSEWHERE], "pocket")
+    NOT_LOADED.clear()
+    refused(comfy, lambda: run(nodes["UniFLLoadLoRA"], model=host[0], lora_name="for-pocket.safetensors", strength=1.0), ValueError,
+            r"for-pocket.safetensors: none of its 1 LoRA modules matches a layer of this MODEL's UNet .* The LoRA was made for 'pocket'")
+    assert NOT_LOADED == []  # refused before ComfyUI's loader saw it
+
+
+def test_the_lora_loader_node_warns_when_only_part_of_a_lora_matches(comfy, nodes, host, caplog):
+    base, _ = comfy
+    unifl_lora(base / "models" / "loras" / "half.safetensors", [TINY_Q, ELSEWHERE], "pocket")
+    with caplog.at_level("WARNING", logger="unifl"):
+        model, *_, info = run(nodes["UniFLLoadLoRA"], model=host[0], lora_name="half.safetensors", strength=1.0).args
+    assert len(model.patches) == 1  # the matching module is applied
+    assert "WARNING:" in info and "1 of 2 LoRA modules have no matching layer" in info and "'pocket'" in info
+    assert any("1 of 2 LoRA modules have no matching layer" in r.getMessage() for r in caplog.records)
+
+
+def test_the_lora_loader_node_follows_the_users_step_count_within_the_trained_set(comfy, nodes, host):
+    base, _ = comfy
+    unifl_lora(base / "models" / "loras" / "general.safetensors", [TINY_Q], "sd15", step_counts="1,2,4")
+    load = nodes["UniFLLoadLoRA"]
+    *_, sigmas, _, steps, info = run(load, model=host[0], lora_name="general.safetensors", strength=1.0).args
+    assert steps == 2 and len(sigmas) == 3 and "WARNING" not in info  # no steps input: the LoRA's own count
+    *_, sigmas, _, steps, info = run(load, model=host[0], lora_name="general.safetensors", strength=1.0, steps=4).args
+    assert steps == 4 and len(sigmas) == 5 and "WARNING" not in info and "trained for 1, 2, 4" in info
+    *_, sigmas, _, steps, info = run(load, model=host[0], lora_name="general.safetensors", strength=1.0, steps=3).args
+    assert steps == 2 and len(sigmas) == 3  # the nearest trained count (ties go to the smaller)
+    assert "WARNING: general.safetensors: this LoRA was trained to sample at 1, 2, 4 steps, not 3: sampling at 2" in info
