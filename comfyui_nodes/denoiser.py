@@ -250,11 +250,8 @@ class ComfyDenoiser(Denoiser):
 
 
 def release(denoiser: ComfyDenoiser | None) -> None:
-    """Drop the training copies and hand memory back to ComfyUI."""
-    import gc
-
+    """Drop the training copies and the encoded prompts (the caller then hands the memory back)."""
     if denoiser is not None:
         denoiser.unet = denoiser.vae_model = None
-    gc.collect()
-    comfy.model_management.soft_empty_cache()
+        denoiser._prompts.clear()
 

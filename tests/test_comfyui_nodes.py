@@ -388,3 +388,53 @@ def test_the_recipes_model_folders_and_files_are_picked_by_name(nodes, comfy_bas
     model = reward(nodes, "PickScore_v1/")  # loaded for real: a (tiny) CLIP folder in PickScore's layout
     assert (model.kind, model.aspect, model.threshold) == ("pickscore", "layout", 21.5)
     assert model.module(torch.rand(1, 3, 32, 32), ["a red cat"]).shape == (1,)
+
+
+@pytest.fixture()
+def memory_releases(monkeypatch):
+    """Each call of core's ``release_freed_memory`` (the real one still runs) with what was alive at that moment:
+    ``[(UniFL trainers alive, pocket reward models alive), …]``."""
+    import gc
+    import weakref
+
+    from unifl.core import memory
+    from unifl.core.training import trainer as trainer_module
+    from unifl.pocket.rewards import AspectReward
+
+    trainers, calls = [], []
+
+    class Tracked(trainer_module.UniFLTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(weakref.ref(self))
+
+    real = memory.release_freed_memory
+
+    def release():
+        gc.collect()
+        calls.append((sum(ref() is not None for ref in trainers), sum(issubclass(type(o), AspectReward) for o in gc.get_objects())))
+        return real()
+
+    monkeypatch.setattr(trainer_module, "UniFLTrainer", Tracked)
+    monkeypatch.setattr(memory, "release_freed_memory", release)
+    return calls
+
+
+def test_a_finished_or_cancelled_training_gives_the_freed_memory_back_after_dropping_the_trainer(nodes, host, comfy_base, memory_releases):
+    """A ComfyUI process lives for days: once a run ends (or is cancelled) and its trainer is gone, glibc's freed heap
+    goes back to the system (core.memory.release_freed_memory)."""
+    train(nodes, host, lora_name="unifl/memory", steps=1)
+    assert memory_releases == [(0, 0)]
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            train(nodes, host, lora_name="unifl/memory_cancelled", steps=1)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert memory_releases == [(0, 0), (0, 0)]
+
+
+def test_reward_training_gives_the_freed_memory_back_after_its_models_are_gone(nodes, comfy_base, pair_folder, memory_releases):
+    run(nodes["UniFLTrainRewardModel"], pairs="pairs", backbone="pocket", output_folder="memory", steps=1, learning_rate=1e-3, batch_size=2,
+        val_fraction=0.3, global_model=False, seed=0, overwrite=False)
+    assert memory_releases == [(0, 0)]

@@ -30,6 +30,11 @@ class UniFLLoadRewardModel(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_name) -> bool | str:
+        """When the prompt is queued: a missing file is named together with every other node's, before anything loads."""
+        return paths.missing_model("reward", model_name) or True
+
+    @classmethod
     def execute(cls, model_name, aspect, weight, use_model_threshold, threshold, kind) -> io.NodeOutput:
         from .. import feedback_models as feedback
 
@@ -53,6 +58,11 @@ class UniFLLoadPerceptionModel(io.ComfyNode):
             ],
             outputs=[io.Custom("UNIFL_PERCEPTION_MODEL").Output(display_name="perception_model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model_name) -> bool | str:
+        """When the prompt is queued: a missing file is named together with every other node's, before anything loads."""
+        return paths.missing_model("perception", model_name) or True
 
     @classmethod
     def execute(cls, model_name, aspect, weight, kind) -> io.NodeOutput:

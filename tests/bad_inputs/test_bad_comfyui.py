@@ -226,3 +226,33 @@ def test_the_lora_loader_node_follows_the_users_step_count_within_the_trained_se
     *_, sigmas, _, steps, info = run(load, model=host[0], lora_name="general.safetensors", strength=1.0, steps=3).args
     assert steps == 2 and len(sigmas) == 3  # the nearest trained count (ties go to the smaller)
     assert "WARNING: general.safetensors: this LoRA was trained to sample at 1, 2, 4 steps, not 3: sampling at 2" in info
+
+
+@pytest.mark.parametrize(("node", "inputs", "pattern"), [
+    ("UniFLLoadRewardModel", {"model_name": "PickScore_v1/"}, r"^'PickScore_v1/' is not in \[.*rewards'\]; put it there \(docs/recipes.md says where"),
+    ("UniFLLoadRewardModel", {"model_name": "builtin/nonsense"}, r"^'builtin/nonsense' is not a model this pack ships; pick one of \["),
+    ("UniFLLoadPerceptionModel", {"model_name": "vgg16-397923af.pth"}, r"^'vgg16-397923af.pth' is not in \[.*perception'\]"),
+    ("UniFLLoadLoRA", {"lora_name": "unifl/recipe_stage1.safetensors"}, r"^LoRA 'unifl/recipe_stage1.safetensors' is not in \[.*loras'\]; put it there"),
+    ("UniFLTrainLoRA", {"image_folder": "unifl_coco", "init_lora": "unifl/none.safetensors"},
+     r"^image_folder: .*input/unifl_coco does not exist; .*; init_lora: LoRA 'unifl/none.safetensors' is not in"),
+    ("UniFLTrainLoRA", {"image_folder": "{outside}/images", "init_lora": "(none)"}, r"^image_folder: '.*/images' is outside ComfyUI's folders"),
+    ("UniFLTrainRewardModel", {"pairs": "no_pairs"}, r"^.*input/no_pairs does not exist"),
+])
+def test_a_queued_prompt_names_a_missing_file_before_anything_loads(comfy, nodes, node, inputs, pattern):
+    """ComfyUI calls validate_inputs when the prompt is queued; a string is the node's refusal (every node's at once)."""
+    _, outside = comfy
+    values = {k: v.format(outside=outside.as_posix()) for k, v in inputs.items()}
+    base, _ = comfy
+    before = snapshot(base, outside)
+    message = nodes[node].validate_inputs(**values)
+    assert isinstance(message, str)
+    assert_one_line(message, pattern)
+    assert_untouched(before)
+
+
+def test_a_queued_prompt_with_its_files_in_place_passes_validation(comfy, nodes):
+    base, _ = comfy
+    assert nodes["UniFLLoadRewardModel"].validate_inputs(model_name="builtin/colorfulness") is True
+    assert nodes["UniFLLoadLoRA"].validate_inputs(lora_name="nan.safetensors") is True  # there: its contents are checked when it loads
+    assert nodes["UniFLTrainLoRA"].validate_inputs(image_folder="data", init_lora="(none)") is True
+    assert nodes["UniFLTrainLoRA"].validate_inputs(image_folder="pocket", init_lora="(none)") is True
