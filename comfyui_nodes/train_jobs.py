@@ -59,10 +59,10 @@ def extra_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-#: Images a registered source (``image_folder = "pocket"``, for trying the node) makes for a ComfyUI run. Every
-#: caption is encoded by the CLIP model before training starts (so it never loads beside the UNet): 256 took
-#: several minutes in ComfyUI on a busy 2-core CPU (fp16 text encoder). ``extra_settings`` may ask for more
-#: (``data.source_images=4096``).
+#: Images a registered source (``image_folder = "pocket"``, for trying the node) makes for a ComfyUI run. Its
+#: captions are encoded by the CLIP model before training starts (up to ``denoiser.UPFRONT_PROMPTS``, so it
+#: usually never loads beside the UNet): 256 took several minutes in ComfyUI on a busy 2-core CPU (fp16 text
+#: encoder). ``extra_settings`` may ask for more (``data.source_images=4096``).
 SOURCE_IMAGES = 64
 
 
@@ -244,7 +244,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
     dataset = image_dataset(data.images, data.resolution, data.source_images, data.source_seed) if data.images else None
     prompts = [line.strip() for line in request.prompts.splitlines() if line.strip()] or None
     texts = list(prompts or []) + (dataset.captions() if dataset is not None else [])
-    texts += list(config.logging.validation_prompts) or (prompts or texts)[:4]
+    texts = list(config.logging.validation_prompts or (prompts or texts)[:4]) + texts  # every validation encoded before training
 
     total = config.optim.max_steps
     bar = comfy.utils.ProgressBar(total)

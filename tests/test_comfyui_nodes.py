@@ -438,3 +438,26 @@ def test_reward_training_gives_the_freed_memory_back_after_its_models_are_gone(n
     run(nodes["UniFLTrainRewardModel"], pairs="pairs", backbone="pocket", output_folder="memory", steps=1, learning_rate=1e-3, batch_size=2,
         val_fraction=0.3, global_model=False, seed=0, overwrite=False)
     assert memory_releases == [(0, 0)]
+
+
+def test_a_run_with_more_prompts_than_the_upfront_budget_reaches_step_1_without_encoding_them_all(nodes, host, comfy_base, monkeypatch, caplog):
+    """200 000 prompt lines once never reached step 1 (every prompt was encoded first): the first UPFRONT_PROMPTS are
+    encoded before training, the others only when a step uses one (scaled down here: a budget of 4, 200 prompts)."""
+    from unifl.comfyui_nodes import denoiser
+
+    model, clip, vae = host
+    encoded = []
+    real = clip.encode_from_tokens
+
+    def counting(tokens, **kwargs):
+        encoded.append(tokens)
+        return real(tokens, **kwargs)
+
+    monkeypatch.setattr(clip, "encode_from_tokens", counting)
+    monkeypatch.setattr(denoiser, "UPFRONT_PROMPTS", 4)
+    prompts = "\n".join(f"a red cat number {i}" for i in range(200))
+    with caplog.at_level("INFO", logger="unifl"):
+        train(nodes, host, lora_name="unifl/many_prompts", prompts=prompts, steps=1)
+    assert 4 <= len(encoded) < 20  # the budget, then only what one step's rollouts used
+    assert any("202 distinct prompts and captions: 4 encoded before training" in r.getMessage() for r in caplog.records)
+    assert (comfy_base / "models" / "loras" / "unifl" / "many_prompts.safetensors").is_file()

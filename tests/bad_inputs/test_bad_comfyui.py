@@ -256,3 +256,15 @@ def test_a_queued_prompt_with_its_files_in_place_passes_validation(comfy, nodes)
     assert nodes["UniFLLoadLoRA"].validate_inputs(lora_name="nan.safetensors") is True  # there: its contents are checked when it loads
     assert nodes["UniFLTrainLoRA"].validate_inputs(image_folder="data", init_lora="(none)") is True
     assert nodes["UniFLTrainLoRA"].validate_inputs(image_folder="pocket", init_lora="(none)") is True
+
+
+def test_200k_prompt_lines_reach_step_1(comfy, nodes, host):
+    """Once every prompt was encoded before step 1 (12 minutes without reaching it); now only the first
+    UPFRONT_PROMPTS are, and the run trains and saves."""
+    from comfy.utils import PROGRESS
+
+    base, _ = comfy
+    progress_before = len(PROGRESS)
+    train(nodes, host, lora_name="unifl/many", prompts="\n".join(f"a red cat {i}" for i in range(200_000)))
+    assert [p[0] for p in PROGRESS[progress_before:] if p[2] is None] == [1]
+    assert (base / "models" / "loras" / "unifl" / "many.safetensors").is_file()
