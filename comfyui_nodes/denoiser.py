@@ -183,6 +183,14 @@ class ComfyDenoiser(Denoiser):
         """ComfyUI module path inside the UNet → diffusers module path (``KeyError`` if none)."""
         return self._ldm_to_diffusers[host_path]
 
+    @property
+    def unet_widths(self) -> tuple[list[int], int | None]:
+        """``(block_out_channels, cross_attention_dim)`` in diffusers' terms, from ComfyUI's ``unet_config``
+        (``model_channels × channel_mult``, ``context_dim``): the pre-run check reads the widths its activation
+        figures were measured on from a diffusers UNet's ``config``, which ComfyUI's UNet does not have."""
+        config = self.base.model_config.unet_config
+        return [config["model_channels"] * m for m in config["channel_mult"]], config.get("context_dim")
+
     # -- seam -----------------------------------------------------------------------------------------
 
     @property

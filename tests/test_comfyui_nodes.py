@@ -461,3 +461,23 @@ def test_a_run_with_more_prompts_than_the_upfront_budget_reaches_step_1_without_
     assert 4 <= len(encoded) < 20  # the budget, then only what one step's rollouts used
     assert any("202 distinct prompts and captions: 4 encoded before training" in r.getMessage() for r in caplog.records)
     assert (comfy_base / "models" / "loras" / "unifl" / "many_prompts.safetensors").is_file()
+
+
+def test_the_pre_run_check_predicts_the_activations_of_a_full_size_sd15_from_comfyui(host, monkeypatch):
+    """ComfyUI's UNet has no diffusers config: the seam says its widths from ComfyUI's unet_config, so a full-size
+    SD1.5 gets its activation figure (not "not predicted") and a model of other widths (the tiny one) does not."""
+    from unifl.comfyui_nodes.denoiser import ComfyDenoiser
+    from unifl.core.config import load_config
+    from unifl.core.training.preflight import check_before_training
+
+    model, clip, vae = host
+    config = load_config(None, ["data.images=", "regularizer.denoising_weight=0", "pefl.weight=0"], preset="sd15")
+    with torch.inference_mode(False):
+        seam = ComfyDenoiser(model, clip, vae, ["a red cat"])
+        tiny = check_before_training(config, denoiser=seam, device="cpu", prompts_given=True).memory
+        monkeypatch.setitem(model.model.model_config.unet_config, "model_channels", 320)  # SD1.5's widths, as ComfyUI detects them
+        monkeypatch.setitem(model.model.model_config.unet_config, "channel_mult", [1, 2, 4, 4])
+        monkeypatch.setitem(model.model.model_config.unet_config, "context_dim", 768)
+        full = check_before_training(config, denoiser=seam, device="cpu", prompts_given=True).memory
+    assert tiny.activations is None and "not predicted" in tiny.render()
+    assert full.activations is not None and "not predicted" not in full.render()
