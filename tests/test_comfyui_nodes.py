@@ -481,3 +481,22 @@ def test_the_pre_run_check_predicts_the_activations_of_a_full_size_sd15_from_com
         full = check_before_training(config, denoiser=seam, device="cpu", prompts_given=True).memory
     assert tiny.activations is None and "not predicted" in tiny.render()
     assert full.activations is not None and "not predicted" not in full.render()
+
+
+def test_the_run_description_is_logged_as_the_run_starts_also_when_cancelled(nodes, host, comfy_base, caplog):
+    """ComfyUI shows log records as they come (its root logger, INFO); a print() to its redirected stdout came out
+    after "UniFL: saved …", and never for a cancelled run."""
+    caplog.set_level("INFO")
+    train(nodes, host, lora_name="unifl/described", steps=1)
+    messages = [r.getMessage() for r in caplog.records]
+    described = [i for i, m in enumerate(messages) if "samples per optimizer step and term" in m]
+    saved = [i for i, m in enumerate(messages) if m.startswith("UniFL: saved")]
+    assert len(described) == 1 and len(saved) == 1 and described[0] < saved[0]
+    caplog.clear()
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            train(nodes, host, lora_name="unifl/described_cancelled", steps=1)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert any("samples per optimizer step and term" in r.getMessage() for r in caplog.records)
