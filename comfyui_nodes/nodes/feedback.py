@@ -30,9 +30,10 @@ class UniFLLoadRewardModel(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name) -> bool | str:
-        """When the prompt is queued: a missing file is named together with every other node's, before anything loads."""
-        return paths.missing_model("reward", model_name) or True
+    def validate_inputs(cls, model_name=None) -> bool | str:
+        """When the prompt is queued: a missing file is named together with every other node's, before anything loads
+        (``None``: a linked input, checked when the node runs)."""
+        return model_name is None or paths.missing_model("reward", model_name) or True
 
     @classmethod
     def execute(cls, model_name, aspect, weight, use_model_threshold, threshold, kind) -> io.NodeOutput:
@@ -60,9 +61,10 @@ class UniFLLoadPerceptionModel(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name) -> bool | str:
-        """When the prompt is queued: a missing file is named together with every other node's, before anything loads."""
-        return paths.missing_model("perception", model_name) or True
+    def validate_inputs(cls, model_name=None) -> bool | str:
+        """When the prompt is queued: a missing file is named together with every other node's, before anything loads
+        (``None``: a linked input, checked when the node runs)."""
+        return model_name is None or paths.missing_model("perception", model_name) or True
 
     @classmethod
     def execute(cls, model_name, aspect, weight, kind) -> io.NodeOutput:

@@ -81,9 +81,9 @@ class UniFLLoadLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name) -> bool | str:
+    def validate_inputs(cls, lora_name=None) -> bool | str:
         """When the prompt is queued: a missing LoRA is named together with every other node's missing file."""
-        return paths.missing_lora(lora_name) or True
+        return lora_name is None or paths.missing_lora(lora_name) or True
 
     @classmethod
     def execute(cls, model, lora_name, strength, steps=0) -> io.NodeOutput:

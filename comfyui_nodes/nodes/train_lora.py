@@ -63,7 +63,7 @@ class UniFLTrainLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, image_folder, init_lora) -> bool | str:
+    def validate_inputs(cls, image_folder="", init_lora=NONE) -> bool | str:
         """When the prompt is queued: a missing image folder or init_lora is named together with every other node's
         missing file, before the checkpoint loads. ComfyUI repeats the one message under each of these inputs."""
         from ..train_jobs import missing_inputs

@@ -37,10 +37,12 @@ class UniFLTrainRewardModel(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, pairs) -> bool | str:
+    def validate_inputs(cls, pairs=None) -> bool | str:
         """When the prompt is queued: a missing pair file is named together with every other node's missing file."""
         from ..train_jobs import pair_file
 
+        if pairs is None:  # linked: checked when the node runs
+            return True
         try:
             pair_file(pairs)
         except (ValueError, FileNotFoundError) as error:

@@ -240,9 +240,8 @@ def test_the_lora_loader_node_follows_the_users_step_count_within_the_trained_se
 ])
 def test_a_queued_prompt_names_a_missing_file_before_anything_loads(comfy, nodes, node, inputs, pattern):
     """ComfyUI calls validate_inputs when the prompt is queued; a string is the node's refusal (every node's at once)."""
-    _, outside = comfy
+    base, outside = comfy
     values = {k: v.format(outside=outside.as_posix()) for k, v in inputs.items()}
-    base, _ = comfy
     before = snapshot(base, outside)
     message = nodes[node].validate_inputs(**values)
     assert isinstance(message, str)
@@ -251,7 +250,6 @@ def test_a_queued_prompt_names_a_missing_file_before_anything_loads(comfy, nodes
 
 
 def test_a_queued_prompt_with_its_files_in_place_passes_validation(comfy, nodes):
-    base, _ = comfy
     assert nodes["UniFLLoadRewardModel"].validate_inputs(model_name="builtin/colorfulness") is True
     assert nodes["UniFLLoadLoRA"].validate_inputs(lora_name="nan.safetensors") is True  # there: its contents are checked when it loads
     assert nodes["UniFLTrainLoRA"].validate_inputs(image_folder="data", init_lora="(none)") is True
