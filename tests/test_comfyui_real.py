@@ -1,8 +1,10 @@
 """Opt-in: the node pack inside a real ComfyUI server, driven over its HTTP API like a user's browser.
 
-Skipped unless ``COMFYUI_PATH`` points at a ComfyUI checkout. ComfyUI needs torchvision, so it gets its
-own venv (``COMFYUI_PYTHON``, default: this interpreter) with ComfyUI's requirements, ``requests`` and
-this pack (``pip install -e .``). Random-weight checkpoints are built once into ``UNIFL_COMFYUI_CACHE``
+Skipped unless ``COMFYUI_PATH`` points at a ComfyUI checkout. ComfyUI imports torchvision at start, so it gets
+its own venv (``COMFYUI_PYTHON``, default: this interpreter) with torch and torchvision first (a matching pair:
+PyPI's torchvision is a CUDA build, which does not load beside a CPU-only torch, so e.g. torch 2.14.1 +
+torchvision 0.29.1, CUDA builds that run with ``--cpu``), then ComfyUI's requirements, ``requests`` and this
+pack (``pip install -e .``). Random-weight checkpoints are built once into ``UNIFL_COMFYUI_CACHE``
 (default ``~/.cache/unifl-comfyui-tests``): an SD1.5 one (``UNIFL_TEST_SD15_SIZE=full`` uses the real v1-5
 shape instead of the small SD1.5-shaped UNet ComfyUI also detects as SD15), its ControlNet, and for the
 SDXL path an SDXL-family one (Segmind-Vega shape, ~3.3 GB, built only when that test runs). The server
