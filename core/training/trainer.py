@@ -34,7 +34,7 @@ from ..lora.peft import add_lora, load_lora_state_dict, lora_state_dict, setting
 from ..progress import progress_bar
 from . import checkpoint as ckpt
 from .logs import RunLogger
-from .outputs import describe_run, sampler_contract, training_metadata, validation_images
+from .outputs import RUN_LOG, describe_run, sampler_contract, training_metadata, validation_images
 from .precision import DTYPES, MixedPrecision
 from .run_lock import owns_run_folder
 from .terms import loss_terms, needs_real_images
@@ -527,7 +527,7 @@ class UniFLTrainer:
         elif overwrite and self.accelerator.is_main_process:
             shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)  # else "latest" could pick the old run's
         if self.accelerator.is_main_process:
-            print(self.describe())
+            RUN_LOG.info("%s", self.describe())
         logger = RunLogger(self.run_dir, c.logging.tensorboard and self.accelerator.is_main_process, resume_step=self.step if resume else None)
         self.denoiser.lora_target.train()
         bar = progress_bar(total=c.optim.max_steps, initial=self.step, desc=f"UniFL stage {c.stage}", disable=not self.accelerator.is_main_process, dynamic_ncols=True)
