@@ -31,8 +31,10 @@ def replaced_atomically(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temporary_file(path)
+    mode = stat.S_IMODE(tmp.stat().st_mode)
     try:
         yield tmp
+        os.chmod(tmp, mode)  # safetensors writes its file anew as 0600
         fsync_path(tmp)  # else a power cut after the rename can leave an empty file in its place
         os.replace(tmp, path)
     except BaseException:
@@ -63,7 +65,8 @@ def _new_temporary_file(path: Path) -> Path:
 
 
 def new_temporary_folder(beside: Path) -> Path:
-    """Create ``.<name>.<random>`` beside ``beside`` with mode 0o777 less the umask (``mkdtemp`` makes 0700)."""
+    """Create ``.<name>.<random>`` beside ``beside`` with mode 0o777 less the umask (``mkdtemp`` makes 0700);
+    :func:`readable_as_umask_says` gives the files written into it their mode."""
     for _ in range(100):
         tmp = beside.with_name(f".{beside.name}.{secrets.token_hex(4)}")
         try:
@@ -72,6 +75,12 @@ def new_temporary_folder(beside: Path) -> Path:
             continue
         return tmp
     raise FileExistsError(f"{beside.parent}: could not create a temporary folder beside {beside.name}")
+
+
+def readable_as_umask_says(file: Path, folder: Path) -> None:
+    """Give ``file`` the mode a new file gets (0o666 less the umask), read off ``folder``, made by
+    :func:`new_temporary_folder` (a writer such as safetensors makes its files 0600)."""
+    os.chmod(file, stat.S_IMODE(folder.stat().st_mode) & 0o666)
 
 
 def fsync_path(path: str | Path) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..files import TextFileError, atomic_write_text, fsync_path, new_temporary_folder, read_text
+from ..files import TextFileError, atomic_write_text, fsync_path, new_temporary_folder, read_text, readable_as_umask_says
 
 MANIFEST = "manifest.json"
 #: Written into the checkpoint a run diverged right after: its next step fails the same way (data and
@@ -150,6 +150,7 @@ def save_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, dict[str,
         (tmp / MANIFEST).write_text(json.dumps({name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files}, indent=2), encoding="utf-8")
         (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
         for file in tmp.iterdir():
+            readable_as_umask_says(file, tmp)
             fsync_path(file)
         fsync_path(tmp)
         if final.exists():  # the same step saved again (a resumed run): the new one is complete by now
