@@ -52,8 +52,8 @@ def run(args) -> int:
     if args.device is not None:
         torch_device(args.device)  # refused now, not after the prompts are parsed
     source, out = Path(args.input), Path(args.out)
-    check_new_output(out, report_path(out), overwrite=args.overwrite)
     prompts = load_prompts(source, fix="give a text file with one prompt per line")  # one rule with `unifl train`: a file without a prompt is refused
+    check_new_output(out, report_path(out), overwrite=args.overwrite)
     scorer = scene_graph_parser() if args.parser == "scenegraphparser" else relation_score
     embedder = build_embedder(args.embedder, device=args.device)
     report = select_prompts(prompts, args.n, tau1=args.tau1, rule=args.tau1_rule.replace("-", "_"), tau2=args.tau2, embedder=embedder,
