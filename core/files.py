@@ -16,9 +16,10 @@ import codecs
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 #: What a temporary file's name adds to its target's: ``.<name>.<8 hex digits>.tmp``.
 TEMPORARY_NAME_EXTRA = len("." + "." + "0" * 8 + ".tmp")

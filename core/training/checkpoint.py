@@ -24,7 +24,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..files import TextFileError, atomic_write_text, fsync_path, new_temporary_folder, read_text, readable_as_umask_says
+from ..files import (
+    TextFileError,
+    atomic_write_text,
+    fsync_path,
+    new_temporary_folder,
+    read_text,
+    readable_as_umask_says,
+)
 
 MANIFEST = "manifest.json"
 #: Written into the checkpoint a run diverged right after: its next step fails the same way (data and
