@@ -38,9 +38,9 @@ from ..config import ConfigError, TrainConfig
 from ..data import DataError, collate, image_dataset, load_prompts
 from ..diffusion.loading import ModelLoadError, detect_architecture, empty_components, resolve_model_path, shipped_config_dir
 from ..feedback.discriminator import trainable_parameter_count
-from ..files import check_output_file, check_output_folder
 from ..feedback.loading import DTYPES, load_perception_model, load_reward_model
 from ..feedback.registry import PERCEPTION_MODELS, REWARD_MODELS
+from ..files import check_output_file, check_output_folder
 from ..lora.kohya import LoRAFileError, check_lora_file
 from ..lora.peft import LORA_LAYER_TYPES, target_pattern
 from ..weight_files import WEIGHT_SUFFIXES

@@ -571,11 +571,15 @@ def test_select_prompts_never_replaces_an_earlier_report(capsys, tmp_path):
     (lambda t: ["score", t / "images", "--reward", "s=sharpness", "--out", t / "taken" / "scores"], r"--out .*scores.csv: .*taken is a file, not a folder"),
     (lambda t: ["select-prompts", t / "images" / "0.txt", "-n", "1", "--out", t / "images"], r"--out .*images is a folder; give a file name"),
     (lambda t: ["export", "latest", "--run-dir", t, "--out", t / "taken" / "x.safetensors"], r"--out .*x.safetensors: .*taken is a file, not a folder"),
+    (lambda t: ["coco-folder", "--images", t / "images", "--instances", t / "i.json", "--captions", t / "c.json", "--out", t / "taken"],
+     r"--out .*taken is a file, not a folder; choose a folder name"),
+    (lambda t: ["train-reward", t / "images" / "pairs.jsonl", "--out", t / "taken"], r"--out .*taken/color.safetensors: .*taken is a file, not a folder"),
     (lambda t: train_args("pocket", t / "taken"), r"logging.output_dir: .*taken is a file, not a folder; choose a folder name"),
     (lambda t: train_args("pocket", t / "taken" / "run"), r"logging.output_dir: .*taken/run: .*taken is a file, not a folder"),
-], ids=["sample", "score", "select-prompts", "export", "train", "train-below-a-file"])
+], ids=["sample", "score", "select-prompts", "export", "coco-folder", "train-reward", "train", "train-below-a-file"])
 def test_an_output_that_is_a_file_or_folder_is_named(capsys, tmp_path, command, pattern):
     captioned_folder(tmp_path / "images")
+    _pairs(tmp_path / "images", [GOOD_PAIR, GOOD_PAIR])
     (tmp_path / "taken").write_text("a file")
     before = snapshot(tmp_path)
     message = cli_error(capsys, pattern, *command(tmp_path))
