@@ -365,7 +365,7 @@ class UniFLTrainer:
             ckpt.mark_diverged(failed, f"{what} at step {self.step + 1}")
             marked = f" ({failed.name}, the state that diverged, is marked so that --resume latest passes it over)"
         good = self.last_good_checkpoint(before_step=self.step)
-        last = f"the last good checkpoint is {good} (resume with --resume {good})" if good else "no checkpoint is good to resume from (start again with --overwrite)"
+        last = f"the last good checkpoint is {good} (resume with --resume {good})" if good else "no good checkpoint exists to resume from (start again with --overwrite)"
         return f"{what} at step {self.step + 1}; nothing of that step was applied and {last}{marked}. Lower optim.learning_rate, enable optim.max_grad_norm, or use fp32/bf16 instead of fp16."
 
     def last_good_checkpoint(self, before_step: int) -> Path | None:

@@ -745,7 +745,7 @@ def test_a_diverged_run_is_one_line_and_its_failed_state_is_never_resumed(capsys
     run_dir = tmp_path / "run"
     diverging = ("optim.max_steps=3", "optim.max_grad_norm=0", "regularizer.denoising_weight=0", "pefl.weight=0",
                  'rewards=[{aspect = "color", kind = "module", path = "bad_input_checks:nan_gradient_from_second_call"}]')
-    cli_error(capsys, r"the LoRA's gradient norm became nan at step 2; nothing of that step was applied and no checkpoint is good to resume from "
+    cli_error(capsys, r"the LoRA's gradient norm became nan at step 2; nothing of that step was applied and no good checkpoint exists to resume from "
               r"\(start again with --overwrite\) \(step-000001, the state that diverged, is marked so that --resume latest passes it over\)",
               *train_args(tiny_sd15_dir, run_dir, *diverging))
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-000001"], "the run's own checkpoint is kept"
