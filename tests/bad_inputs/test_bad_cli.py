@@ -739,9 +739,11 @@ def test_a_pickle_in_a_diffusers_folder_is_named_as_python_objects(capsys, tiny_
 
 
 @pytest.mark.slow
-def test_a_diverged_run_is_one_line_and_its_failed_state_is_never_resumed(capsys, tiny_sd15_dir, tmp_path):
+def test_a_diverged_run_is_one_line_and_its_failed_state_is_never_resumed(capsys, caplog, tiny_sd15_dir, tmp_path):
     """Step 1 is finite and checkpointed; step 2's gradient is NaN. No checkpoint is good (resuming step 1
     fails the same way), the message says so, and --resume latest does not pick step-000001."""
+    from unifl.cli import main
+
     run_dir = tmp_path / "run"
     diverging = ("optim.max_steps=3", "optim.max_grad_norm=0", "regularizer.denoising_weight=0", "pefl.weight=0",
                  'rewards=[{aspect = "color", kind = "module", path = "bad_input_checks:nan_gradient_from_second_call"}]')
@@ -753,6 +755,10 @@ def test_a_diverged_run_is_one_line_and_its_failed_state_is_never_resumed(capsys
     cli_error(capsys, r"--resume latest: every checkpoint in .*checkpoints is where a run diverged; start again with --overwrite",
               *train_args(tiny_sd15_dir, run_dir, *diverging), "--resume", "latest")
     assert_untouched(before)
+    # Named by hand (the user changed what made it diverge), it resumes, with a warning.
+    caplog.clear()
+    assert main(train_args(tiny_sd15_dir, run_dir, *diverging[:-1]) + ["--resume", str(run_dir / "checkpoints" / "step-000001")]) == 0
+    assert any("step-000001, where a run diverged" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.slow
