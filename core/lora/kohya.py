@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from ..diffusion import schedule as sched
+from ..files import check_new_output, replaced_atomically
 from .peft import LORA_LAYER_TYPES, TARGET_PRESETS, LoRASettings, add_lora, lora_layers, target_pattern
 
 KOHYA_PREFIX = "lora_unet_"
@@ -269,8 +269,7 @@ def save_kohya_lora(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a LoRA file must end in .safetensors (ComfyUI and A1111 list only those)")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True to replace it")
+    check_new_output(path, overwrite=overwrite, how="pass overwrite=True to replace it", what="name")
     to_diffusers = _resolve_name_map(naming, name_map)
     layers = lora_layers(module, adapter_name)
     if not layers:
@@ -295,14 +294,10 @@ def save_kohya_lora(
         tensors[f"{name}.alpha"] = alpha.clone()
     meta = build_metadata(path, settings, architecture, sampler, metadata)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        with replaced_atomically(path) as tmp:  # readable as the umask says: another user's host may load it
+            save_file(tensors, str(tmp), metadata=meta)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
         if isinstance(error, Exception) and not isinstance(error, OSError):  # safetensors reports a full disk as its own error
             raise OSError(f"{path}: could not be written ({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
                           "a file that was there is untouched. Free some space and export again (unifl export latest --run-dir …)") from None

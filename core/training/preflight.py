@@ -40,6 +40,7 @@ from ..diffusion.loading import ModelLoadError, detect_architecture, empty_compo
 from ..feedback.discriminator import trainable_parameter_count
 from ..feedback.loading import DTYPES, load_perception_model, load_reward_model
 from ..feedback.registry import PERCEPTION_MODELS, REWARD_MODELS
+from ..files import check_output_file, check_output_folder
 from ..lora.kohya import LoRAFileError, check_lora_file
 from ..lora.peft import LORA_LAYER_TYPES, target_pattern
 from ..weight_files import WEIGHT_SUFFIXES
@@ -201,6 +202,7 @@ def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device 
         report.add("error", "config", str(err))
         return report
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_outputs(config, report)
     model_parts = _check_base_model(config, denoiser, report)
     _check_lora_start(config, report)
     feedback = _check_feedback_models(config, report) if load_models else _check_feedback_files(config, report)
@@ -215,6 +217,21 @@ def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device 
 
 
 # -- the parts ------------------------------------------------------------------------------------------
+
+
+def _check_outputs(config: TrainConfig, report: PreflightReport) -> None:
+    """The run folder is a folder (or can be made one) and the LoRA's name fits the file system, with the
+    temporary file it is written as first: found now, not when the trained LoRA is published."""
+    run_dir = Path(config.logging.output_dir)
+    try:
+        check_output_folder(run_dir, "")
+    except NotADirectoryError as err:
+        report.add("error", "logging.output_dir", str(err))
+        return
+    try:
+        check_output_file(run_dir / f"{config.logging.output_name}.safetensors", "")
+    except (OSError, ValueError) as err:
+        report.add("error", "logging.output_name", str(err))
 
 
 def _check_base_model(config: TrainConfig, denoiser, report: PreflightReport) -> dict[str, nn.Module] | None:
