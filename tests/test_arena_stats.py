@@ -85,14 +85,21 @@ def test_the_closed_forms_equal_the_judges_fd_and_kid_on_the_unweighted_set_and_
     features = rng.normal(0, 1, (2, 6 * 2, 8))  # 2 seeds, 6 prompts, 2 images each
     real = rng.normal(0.3, 1.2, (50, 8))
     fd, kid = FrechetToReal(features, real, 2), KernelDistanceToReal(features, real, 2)
-    ones = np.ones((2, 6))
+    weights = np.zeros((2, 2, 6))  # draw 0: every prompt once; draw 1: prompt 1 of seed 0 thrice, prompt 4 of seed 1 twice
+    weights[0] = 1
+    weights[1, 0, 1], weights[1, 1, 4] = 3, 2
     flat = features.reshape(-1, 8)
-    assert fd(ones) == pytest.approx(frechet_distance(flat, real), rel=1e-6)
-    assert kid(ones) == pytest.approx(kernel_inception_distance(torch.tensor(flat), torch.tensor(real)), rel=1e-6)
-    weights = np.zeros((2, 6))
-    weights[0, 1], weights[1, 4] = 3, 2
     repeated = np.concatenate([np.repeat(features[0, 2:4], 3, 0), np.repeat(features[1, 8:10], 2, 0)])
-    assert fd(weights) == pytest.approx(frechet_distance(repeated, real), rel=1e-6)
+    assert fd(weights) == pytest.approx([frechet_distance(flat, real), frechet_distance(repeated, real)], rel=1e-6)
+    own_kid = [kernel_inception_distance(torch.tensor(flat), torch.tensor(real))]
+    assert kid(weights)[0] == pytest.approx(own_kid[0], rel=1e-6)
+    # with copies, the multiset's estimate: pairs of distinct copies (a copy of the same image pairs with itself)
+    d = 8
+    k = (repeated @ repeated.T / d + 1) ** 3
+    within = (k.sum() - np.trace(k)) / (len(repeated) * (len(repeated) - 1))
+    k_rr = (real @ real.T / d + 1) ** 3
+    expected = within + (k_rr.sum() - np.trace(k_rr)) / (50 * 49) - 2 * ((repeated @ real.T / d + 1) ** 3).mean()
+    assert kid(weights)[1] == pytest.approx(expected, rel=1e-6)
     general = WeightedSet(features, lambda items: frechet_distance(items, real), 2)
     assert general(weights) == pytest.approx(fd(weights), rel=1e-6)
 
