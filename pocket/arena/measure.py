@@ -14,12 +14,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from ...core.files import atomic_write_bytes
 from ..evaluate import AspectJudges
-from ..judges import aspect_shortfall, embed, load_prompt_judge, prompt_accuracy, realism
+from ..judges import CHECKS, aspect_shortfall, embed, load_prompt_judge, prompt_checks, read_scenes, realism
 from ..world import PocketDataset, Scene, WorldConfig, caption, render
 from .plan import ArenaSettings, Sampler, Split
 
@@ -144,21 +145,43 @@ class Judges:
             self._real_features[key] = embed(real_images(seed, start, count), self.prompt)
         return self._real_features[key]
 
-    def measure(self, images: torch.Tensor, prompts: PromptSet, real_features: torch.Tensor, real_aspects: dict | None, features_path: Path | None = None) -> dict:
-        """Every judge's numbers; the images' judge features go to ``features_path`` (the report pools them
-        over the replicates for realism on all of a row's images)."""
-        aspects = self.aspects(images, prompts.prompts)
+    def measure(self, images: torch.Tensor, prompts: PromptSet, real_features: torch.Tensor, real_aspects: dict | None, features_path: Path | None = None,
+                per_image_path: Path | None = None) -> dict:
+        """Every judge's numbers; the images' judge features go to ``features_path`` and the per-image values
+        (prompt accuracy, all checks, each aspect score) to ``per_image_path``: the report's bootstrap resamples
+        them (and pools the features over the replicates for realism on all of a row's images)."""
+        per_image = self.per_image(images, prompts)
+        aspects = {aspect: float(scores.mean()) for aspect, scores in per_image["aspects"].items()}
         features = embed(images, self.prompt)
-        result = {
-            "prompt": prompt_accuracy(images, prompts.scenes, self.prompt),
-            "realism": realism(features, real_features),
-            "aspects": aspects,
-        }
+        result = {"prompt": per_image["summary"], "realism": realism(features, real_features), "aspects": aspects}
         if real_aspects is not None:
             result["aspect_shortfall"] = aspect_shortfall(aspects, real_aspects)
         if features_path is not None:
             save_tensor(features, features_path)
+        if per_image_path is not None:
+            save_per_image(per_image, per_image_path)
         return result
+
+    @torch.no_grad()
+    def per_image(self, images: torch.Tensor, prompts: PromptSet) -> dict:
+        """Per image: the share of its prompt's checks that pass and whether all do (the judge's own checks,
+        :func:`~unifl.pocket.judges.prompt_checks`), and each held-out aspect judge's score; ``summary`` is
+        :func:`~unifl.pocket.judges.prompt_accuracy`'s dict, from the same readings."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images for {len(prompts)} prompts; give one prompt per image")
+        shares, passed, pooled = [], [], {name: [] for name in CHECKS}
+        for scene, reading in zip(prompts.scenes, read_scenes(self.prompt, images)):
+            checks = prompt_checks(scene, reading)
+            flat = [c for values in checks.values() for c in values]
+            shares.append(float(np.mean(flat)))
+            passed.append(float(all(flat)))
+            for name, values in checks.items():
+                pooled[name] += values
+        summary = {"prompt_accuracy": float(np.mean(shares)), "all_correct": float(np.mean(passed)),
+                   **{name: float(np.mean(values)) if values else float("nan") for name, values in pooled.items()}}
+        aspects = {aspect: torch.cat([model(images[i : i + 256], prompts.prompts[i : i + 256]) for i in range(0, len(images), 256)]).float()
+                   for aspect, model in self.aspects.models.items()}
+        return {"summary": summary, "prompt_accuracy": torch.tensor(shares), "all_correct": torch.tensor(passed), "aspects": aspects}
 
     def references(self, split: Split, settings: ArenaSettings, replicate: int, prompts: PromptSet, features_dir: Path | None = None) -> dict:
         """Ceiling and floors of one replicate: real renders of the same scenes, of other scenes, uniform noise,
@@ -166,7 +189,7 @@ class Judges:
         config = WorldConfig(resolution=RESOLUTION)
         reference = self.real_features(split.real_seed, 0, settings.num_real)
         same = torch.stack([render(scene, config).image for scene in prompts.scenes])
-        ceiling = self.measure(same, prompts, reference, None)
+        ceiling = self.measure(same, prompts, reference, None, per_image_path=features_dir and features_dir / f"seed{replicate}.same_scenes.per_image.safetensors")
         ceiling["aspect_shortfall"] = aspect_shortfall(ceiling["aspects"], ceiling["aspects"])
         other = real_images(split.real_seed, settings.num_real + replicate * len(prompts), len(prompts))  # disjoint from the reference
         noise = torch.rand(same.shape, generator=torch.Generator().manual_seed(split.noise_seed + replicate))
@@ -175,6 +198,19 @@ class Judges:
             "real_other_scenes": self.measure(other, prompts, reference, ceiling["aspects"], features_dir and features_dir / f"seed{replicate}.other_scenes.safetensors"),
             "uniform_noise": self.measure(noise, prompts, reference, ceiling["aspects"]),
         }
+
+
+def save_per_image(per_image: dict, path: Path) -> None:
+    from safetensors.torch import save
+
+    tensors = {"prompt_accuracy": per_image["prompt_accuracy"], "all_correct": per_image["all_correct"],
+               **{f"aspect.{aspect}": scores for aspect, scores in per_image["aspects"].items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
+
+
+def load_per_image(path: Path) -> dict[str, np.ndarray]:
+    return {key: value.numpy() for key, value in load_file(str(path)).items()}
 
 
 def write_json(path: Path, value) -> None:
