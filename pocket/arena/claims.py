@@ -55,13 +55,6 @@ def aggregate(replicates: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def beats(a: dict, b: dict, metric: str) -> bool:
-    """A's interval lies strictly on the better side of B's."""
-    higher_better = METRICS[metric][1]
-    x, y = a[metric], b[metric]
-    return x["min"] > y["max"] if higher_better else x["max"] < y["min"]
-
-
 REALISM = ("fd", "kid")
 """The realism metrics a realism claim is decided on (each against B and B's post-filter control)."""
 NO_WORSE_MARGIN = 0.05

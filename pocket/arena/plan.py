@@ -131,9 +131,10 @@ class ArenaSettings:
     learning_rates: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3)
     """The learning-rate grid every tuned training (:data:`TUNING`: UniFL's stages and every peer) starts from on the
     validation split: spaced ×2–×2.5, widened by :data:`WIDEN_FACTOR` while the best value is at an edge."""
-    discriminator_rates: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4)
+    discriminator_rates: tuple[float, ...] = (1e-5, 2.5e-5, 6e-5, 1.5e-4, 3e-4)
     """The discriminator's learning rate, swept the same way for UniFL's stage 2 (its preset: 3e-4) and PCM's
-    adversarial variant (its script: 1e-5), after each one's learning rate is chosen."""
+    adversarial variant (its script: 1e-5), after each one's learning rate is chosen: both defaults in one grid
+    spaced ×2–×2.5."""
     widen_limit: int = 3
     """How many times a sweep may add a value beyond its edge; the report says when a choice stayed at an edge."""
     bootstrap_draws: int = 1000
