@@ -270,7 +270,15 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
     # stage 1: 4 aspect rewards and 3 perception models per step; stage 2: the rewards and the discriminator
     assert metrics["trainings"]["stage1"]["0"]["feedback_evaluations"] >= settings.stage1_steps * 4 * 7
     assert metrics["trainings"]["stage2"]["0"]["feedback_evaluations"] > settings.stage2_steps * 4 * 4
-    assert set(metrics["tuning"]) == {"stage1", "stage2"} and "## Learning rates, chosen on the validation split" in (out / "report.md").read_text()
+    assert set(metrics["tuning"]) == {"stage1", "stage2", "stage2_from_base"} and "## Hyperparameters, chosen on the validation split" in (out / "report.md").read_text()
+    assert [axis["axis"] for axis in metrics["tuning"]["stage2"]["axes"]] == ["learning_rate", "discriminator_rate"]
+    assert "stage2_from_base_4" in metrics["rows"] and metrics["rows"]["stage2_4"]["compute"]["training"]["lineage"] == ["stage1", "stage2"]
+    interval = metrics["rows"]["stage2_4"]["intervals"]["fd"]
+    assert interval["interval"][0] <= interval["point"] <= interval["interval"][1] and interval["point"] == pytest.approx(metrics["rows"]["stage2_4"]["pooled_realism"]["fd"], rel=1e-6)
+    assert metrics["family"]["tests"] == sum(len(c["tests"]) for c in metrics["claims"]) > 0
+    assert all("holm_p" in t for c in metrics["claims"] for t in c["tests"]) and "Holm p" in (out / "report.md").read_text()
+    if metrics["controls"] == {}:  # the judges' post-filter registry is not in this checkout: each control row says so
+        assert metrics["not_run"]["stage2_4+filter"] == "no post-filter registry in the judges"
     assert all(choice["before_sampling"] for choice in metrics["tuning"].values())  # a fresh run tunes before it samples what it tuned
     assert metrics["environment"]["libraries"]["diffusers"] and "Tables written at commit" in (out / "report.md").read_text()
     assert metrics["trainings"]["stage1"]["0"]["version"].startswith("this repository@")
