@@ -14,7 +14,7 @@ from ...core.files import atomic_write_text
 from ...core.images import save_grid
 from ...core.machine import describe_machine, library_versions, source_commit
 from ..demo import _plot_curves
-from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, aggregate, decide, planned_claims
+from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, aggregate, decide, family, planned_claims
 from .counting import training_compute
 from .measure import load_images, load_per_image, load_tensor, write_json
 from .plan import SPLITS, ArenaSettings, tuning_of
@@ -64,6 +64,7 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
         "family": {"name": FAMILY, "alpha": settings.family_alpha, "confidence": settings.confidence, "no_worse_margin": NO_WORSE_MARGIN,
                    "draws": settings.bootstrap_draws, "tests": sum(len(c["tests"]) for c in claims)},
         "claims": claims,
+        "claims_not_run": [c.text for c in family() if c.a not in summary or c.b not in summary],
         "trainings": by_training,
         "tuning": _tuning(out, plan["rows"]),
         "controls": {path.parent.name: json.loads(path.read_text()) for path in sorted((out / "controls").glob("*/choice.json"))},
@@ -323,6 +324,8 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
     for group in ("paper", "ablation", "peer"):
         if any(c["group"] == group for c in metrics["claims"]):
             lines += [f"**{group}**", "", *claim_lines(metrics["claims"], (group,)), ""]
+    if metrics.get("claims_not_run"):
+        lines += ["**not run** (a row they need did not run):", "", *[f"- {text}" for text in metrics["claims_not_run"]], ""]
     lines += ["## Trainings: wall time, steps, images seen, model evaluations", "",
               "Evaluations are images through a model (`pocket/arena/counting.py`): UNet forwards, and each feedback model (reward, "
               "perception, discriminator) an image passes. A blank cell: the run predates that count.", "",
