@@ -103,14 +103,15 @@ def _draws(point: float, spread: float, seed: int, n: int = 400) -> np.ndarray:
 
 def _boot(**rows_fd):
     """Bootstrap draws per row: FD and KID around the given point (KID = FD here), prompt accuracy flat."""
-    return {row: {"fd": _draws(fd, 1.0, i), "kid": _draws(fd, 1.0, 100 + i), "prompt_accuracy": _draws(0.5, 0.01, 200 + i)} for i, (row, fd) in enumerate(rows_fd.items())}
+    return {row: {**{m: _draws(fd, 1.0, 100 * k + i) for k, m in enumerate(arena_claims.REALISM)}, "prompt_accuracy": _draws(0.5, 0.01, 900 + i)}
+            for i, (row, fd) in enumerate(rows_fd.items())}
 
 
 def test_a_realism_claim_holds_only_against_the_row_and_its_post_filter_control():
     plan = rows(ArenaSettings())
     claim = next(c for c in arena_claims.family() if c.a == "stage2_4" and c.b == "base_4" and c.metrics == arena_claims.REALISM)
     plain = arena_claims.decide([claim], _boot(stage2_4=100, base_4=150, **{"base_4+filter": 140}), plan, 0.05, 0.95)[0]
-    assert plain["holds"] and {t["b"] for t in plain["tests"]} == {"base_4", "base_4+filter"} and len(plain["tests"]) == 4
+    assert plain["holds"] and {t["b"] for t in plain["tests"]} == {"base_4", "base_4+filter"} and len(plain["tests"]) == 2 * len(arena_claims.REALISM)
     closed = arena_claims.decide([claim], _boot(stage2_4=100, base_4=150, **{"base_4+filter": 101}), plan, 0.05, 0.95)[0]
     assert not closed["holds"]  # the filter closes the gap: no claim, though the row alone is beaten
     assert all(t["holds"] for t in closed["tests"] if t["b"] == "base_4")

@@ -68,7 +68,7 @@ def test_a_missing_peer_is_one_loud_line_and_a_not_run_row(tmp_path, monkeypatch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run, "run_jobs", stop)
-    monkeypatch.setattr(run, "judge_post_filters", lambda: None)
+    monkeypatch.setattr(run, "post_filters_available", lambda: False)
     with pytest.raises(KeyboardInterrupt):
         run.run_arena(tmp_path / "arena", ArenaSettings.smoke().with_(peers=("pcm",)))
     err = capsys.readouterr()
@@ -167,3 +167,17 @@ def test_the_budget_curve_has_its_levels_and_one_figure(tmp_path):
     metrics = {b: {"rows": {"stage2_4": row(250 * b, 0.4 + b / 100), "pcm_4": row(260 * b, 0.4), "base_20": {"compute": {"training": None}, "intervals": {}}}} for b in (1, 4, 16)}
     figure = plot(metrics, tmp_path / "curves.png")
     assert figure.is_file() and figure.stat().st_size > 10_000
+
+
+def test_the_judges_post_filters_choose_a_sharpen_for_blurred_real_renders_where_the_judges_have_them():
+    pytest.importorskip("unifl.pocket.post_filters", reason="the judges' post-filter registry is not in this checkout")
+    from unifl.pocket.arena.controls import JudgePostFilters
+    from unifl.pocket.arena.measure import real_images
+    from unifl.pocket.post_filters import apply_post_filter
+
+    real = real_images(402, 0, 48)
+    blurred = torch.nn.functional.avg_pool2d(real_images(402, 48, 48), 3, 1, 1, count_include_pad=False)
+    filters = JudgePostFilters()
+    choice = filters.choose(blurred, real)
+    assert choice["filter"] != "none" and choice["strength"] > 0 and len(choice["candidates"]) > 3
+    assert torch.equal(filters.apply(blurred, choice), apply_post_filter(choice["filter"], blurred, choice["strength"]))

@@ -8,6 +8,7 @@ from unifl.pocket.arena.stats import (
     FrechetToReal,
     ImageMean,
     KernelDistanceToReal,
+    MeanAbsoluteGap,
     Comparison,
     WeightedSet,
     bootstrap,
@@ -111,3 +112,23 @@ def test_holm_matches_a_hand_computed_example():
     assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])  # 0.04·1 = 0.04, raised to the running 0.06
     assert holm([0.04, 0.04], 0.05)[0] == [False, False]  # each alone would pass; corrected, neither
     assert holm([0.5], 0.05) == ([False], [0.5])
+
+
+def test_the_spectrum_gap_in_closed_form_is_the_mean_absolute_gap_of_weighted_means():
+    rng = np.random.default_rng(9)
+    values, real = rng.normal(0, 1, (2, 6 * 2, 3, 4)), rng.normal(0.2, 1, (20, 3, 4))
+    weights = np.zeros((2, 2, 6))
+    weights[0] = 1
+    weights[1, 0, 1], weights[1, 1, 4] = 3, 2
+    repeated = np.concatenate([np.repeat(values[0, 2:4], 3, 0), np.repeat(values[1, 8:10], 2, 0)])
+    expected = [np.abs(values.reshape(-1, 3, 4).mean(0) - real.mean(0)).mean(), np.abs(repeated.mean(0) - real.mean(0)).mean()]
+    assert MeanAbsoluteGap(values, real, 2)(weights) == pytest.approx(expected)
+
+
+def test_the_spectrum_gap_equals_the_judges_spectrum_distance_where_the_judges_have_it():
+    spectrum = pytest.importorskip("unifl.pocket.spectrum", reason="the judges' spectrum measure is not in this checkout")
+    generator = torch.Generator().manual_seed(0)
+    images, real = torch.rand(2 * 4, 3, 16, 16, generator=generator), torch.rand(10, 3, 16, 16, generator=generator)
+    shares = spectrum.log_band_shares(images).double().numpy().reshape(2, 4, 3, -1)
+    gap = MeanAbsoluteGap(shares, spectrum.log_band_shares(real).double().numpy(), 1)(np.ones((1, 2, 4)))
+    assert gap[0] == pytest.approx(spectrum.spectrum_distance(images, real), rel=1e-5)

@@ -32,14 +32,18 @@ METRICS: dict[str, tuple[tuple[str, ...], bool, str]] = {
     "light": (("prompt", "light"), True, "light ↑"),
     "fd": (("realism", "fd"), False, "FD ↓"),
     "kid": (("realism", "kid"), False, "KID ↓"),
+    "spectrum": (("realism", "spectrum"), False, "spectrum ↓"),
     "aspect_shortfall": (("aspect_shortfall", "mean"), False, "aspect shortfall ↓"),
     **{f"shortfall_{a}": (("aspect_shortfall", a), False, f"{a} shortfall ↓") for a in ("color", "layout", "detail", "lighting")},
 }
 
 
 def value(measurement: dict, metric: str) -> float:
+    """A metric's number in one measurement (NaN where the judges that made it had no such measure)."""
     node = measurement
     for key in METRICS[metric][0]:
+        if key not in node:
+            return float("nan")
         node = node[key]
     return float(node)
 
@@ -55,8 +59,15 @@ def aggregate(replicates: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-REALISM = ("fd", "kid")
-"""The realism metrics a realism claim is decided on (each against B and B's post-filter control)."""
+def _realism() -> tuple[str, ...]:
+    import importlib.util
+
+    return ("fd", "kid") + (("spectrum",) if importlib.util.find_spec("..spectrum", __package__) else ())
+
+
+REALISM = _realism()
+"""The realism metrics a realism claim is decided on (each against B and B's post-filter control): FD and KID in
+the prompt judge's features, and the spectrum distance (which no blur or sharpen can game) where the judges have it."""
 NO_WORSE_MARGIN = 0.05
 """How much worse than B (a fraction of B's value) "no worse" still allows, on every metric."""
 FAMILY = "arena-claims-2"

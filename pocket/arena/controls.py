@@ -12,6 +12,7 @@ registry runs no controls, and says so in the console and the report.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Protocol
 
 import torch
@@ -30,19 +31,34 @@ class PostFilters(Protocol):
         ...
 
 
-def judge_post_filters() -> PostFilters | None:
-    """The judges' post-filter registry, or None where this checkout's judges have none (then no control runs)."""
-    from .. import judges
+def post_filters_available() -> bool:
+    """Whether this checkout's judges have the post-filter registry (``unifl.pocket.post_filters``)."""
+    return importlib.util.find_spec("..post_filters", __package__) is not None
 
-    choose, apply = getattr(judges, "choose_post_filter", None), getattr(judges, "apply_post_filter", None)
-    if choose is None or apply is None:
-        return None
 
-    class JudgePostFilters:
-        def choose(self, images, real_images):
-            return choose(images, real_images)
+class JudgePostFilters:
+    """The judges' registry (:mod:`unifl.pocket.post_filters`) as :class:`PostFilters`: the choice ranks each
+    candidate filter and strength by realism in the prompt judge's features (and the spectrum) against the split's
+    real images; the candidates' numbers are kept in the choice for the report."""
 
-        def apply(self, images, choice):
-            return apply(images, choice)
+    def __init__(self, judge_path: str = ""):
+        from ..judges import load_prompt_judge
 
-    return JudgePostFilters()
+        self.judge = load_prompt_judge(judge_path)
+
+    def choose(self, images: torch.Tensor, real_images: torch.Tensor) -> dict:
+        from ..judges import embed
+        from ..post_filters import choose_post_filter
+
+        name, strength, table = choose_post_filter(images, lambda x: embed(x, self.judge), embed(real_images, self.judge), real_images=real_images)
+        return {"filter": name, "strength": strength, "candidates": table}
+
+    def apply(self, images: torch.Tensor, choice: dict) -> torch.Tensor:
+        from ..post_filters import apply_post_filter
+
+        return apply_post_filter(choice["filter"], images, choice["strength"])
+
+
+def judge_post_filters(judge_path: str = "") -> PostFilters | None:
+    """The judges' post-filters, or None where this checkout's judges have none (then no control runs)."""
+    return JudgePostFilters(judge_path) if post_filters_available() else None

@@ -27,6 +27,13 @@ from .plan import ArenaSettings, Sampler, Split
 RESOLUTION = 64
 
 
+def spectrum_available() -> bool:
+    """Whether this checkout's judges have the spectrum realism measure (``unifl.pocket.spectrum``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("..spectrum", __package__) is not None
+
+
 @dataclass
 class PromptSet:
     """The prompts of one split and replicate: ``num_prompts`` scenes, each ``images_per_prompt`` times."""
@@ -138,6 +145,7 @@ class Judges:
         self.prompt = load_prompt_judge(judge_path)
         self.aspects = AspectJudges()
         self._real_features: dict[tuple, torch.Tensor] = {}
+        self.spectrum = spectrum_available()
 
     def real_features(self, seed: int, start: int, count: int) -> torch.Tensor:
         key = (seed, start, count)
@@ -146,14 +154,20 @@ class Judges:
         return self._real_features[key]
 
     def measure(self, images: torch.Tensor, prompts: PromptSet, real_features: torch.Tensor, real_aspects: dict | None, features_path: Path | None = None,
-                per_image_path: Path | None = None) -> dict:
+                per_image_path: Path | None = None, real: torch.Tensor | None = None) -> dict:
         """Every judge's numbers; the images' judge features go to ``features_path`` and the per-image values
-        (prompt accuracy, all checks, each aspect score) to ``per_image_path``: the report's bootstrap resamples
-        them (and pools the features over the replicates for realism on all of a row's images)."""
+        (prompt accuracy, all checks, each aspect score, the spectrum's log band shares) to ``per_image_path``:
+        the report's bootstrap resamples them (and pools the features over the replicates for realism on all of
+        a row's images). ``real``: the real reference images, for the spectrum measure where the judges have it."""
         per_image = self.per_image(images, prompts)
         aspects = {aspect: float(scores.mean()) for aspect, scores in per_image["aspects"].items()}
         features = embed(images, self.prompt)
         result = {"prompt": per_image["summary"], "realism": realism(features, real_features), "aspects": aspects}
+        if self.spectrum and real is not None:
+            from ..spectrum import log_band_shares, spectrum_distance
+
+            result["realism"]["spectrum"] = spectrum_distance(images, real)
+            per_image["log_band_shares"] = log_band_shares(images)
         if real_aspects is not None:
             result["aspect_shortfall"] = aspect_shortfall(aspects, real_aspects)
         if features_path is not None:
@@ -188,15 +202,16 @@ class Judges:
         and the real-vs-real realism floor (as many other real renders as a model has images)."""
         config = WorldConfig(resolution=RESOLUTION)
         reference = self.real_features(split.real_seed, 0, settings.num_real)
+        real = real_images(split.real_seed, 0, settings.num_real) if self.spectrum else None
         same = torch.stack([render(scene, config).image for scene in prompts.scenes])
-        ceiling = self.measure(same, prompts, reference, None, per_image_path=features_dir and features_dir / f"seed{replicate}.same_scenes.per_image.safetensors")
+        ceiling = self.measure(same, prompts, reference, None, per_image_path=features_dir and features_dir / f"seed{replicate}.same_scenes.per_image.safetensors", real=real)
         ceiling["aspect_shortfall"] = aspect_shortfall(ceiling["aspects"], ceiling["aspects"])
         other = real_images(split.real_seed, settings.num_real + replicate * len(prompts), len(prompts))  # disjoint from the reference
         noise = torch.rand(same.shape, generator=torch.Generator().manual_seed(split.noise_seed + replicate))
         return {
             "real_same_scenes": ceiling,
-            "real_other_scenes": self.measure(other, prompts, reference, ceiling["aspects"], features_dir and features_dir / f"seed{replicate}.other_scenes.safetensors"),
-            "uniform_noise": self.measure(noise, prompts, reference, ceiling["aspects"]),
+            "real_other_scenes": self.measure(other, prompts, reference, ceiling["aspects"], features_dir and features_dir / f"seed{replicate}.other_scenes.safetensors", real=real),
+            "uniform_noise": self.measure(noise, prompts, reference, ceiling["aspects"], real=real),
         }
 
 
@@ -204,7 +219,8 @@ def save_per_image(per_image: dict, path: Path) -> None:
     from safetensors.torch import save
 
     tensors = {"prompt_accuracy": per_image["prompt_accuracy"], "all_correct": per_image["all_correct"],
-               **{f"aspect.{aspect}": scores for aspect, scores in per_image["aspects"].items()}}
+               **{f"aspect.{aspect}": scores for aspect, scores in per_image["aspects"].items()},
+               **({"log_band_shares": per_image["log_band_shares"]} if "log_band_shares" in per_image else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
 

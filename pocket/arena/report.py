@@ -14,15 +14,15 @@ from ...core.files import atomic_write_text
 from ...core.images import save_grid
 from ...core.machine import describe_machine, library_versions, source_commit
 from ..demo import _plot_curves
-from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, aggregate, decide, family, planned_claims
+from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, REALISM, aggregate, decide, family, planned_claims
 from .counting import training_compute
 from .measure import load_images, load_per_image, load_tensor, write_json
 from .plan import SPLITS, ArenaSettings, tuning_of
-from .stats import FrechetToReal, ImageMean, KernelDistanceToReal, bootstrap, bootstrap_weights
+from .stats import FrechetToReal, ImageMean, KernelDistanceToReal, MeanAbsoluteGap, bootstrap, bootstrap_weights
 
-BOOTSTRAP_METRICS = ("prompt_accuracy", "all_correct", "fd", "kid", "aspect_shortfall")
+BOOTSTRAP_METRICS = ("prompt_accuracy", "all_correct", *REALISM, "aspect_shortfall")
 """The metrics with bootstrap intervals (per-image values or sets resampled); the others show mean [min, max] over seeds."""
-TABLE_METRICS = ("prompt_accuracy", "all_correct", "count", "shape", "colour", "size", "relation", "tone", "light", "fd", "kid", "aspect_shortfall")
+TABLE_METRICS = ("prompt_accuracy", "all_correct", "count", "shape", "colour", "size", "relation", "tone", "light", *REALISM, "aspect_shortfall")
 REFERENCES = {"real_same_scenes": "real renders of the same scenes (ceiling)", "real_other_scenes": "real renders of other scenes (floor)", "uniform_noise": "uniform noise (floor)"}
 
 
@@ -88,6 +88,11 @@ def row_bootstraps(out: Path, settings: ArenaSettings, rows: list[str]) -> dict[
     weights = bootstrap_weights(len(seeds), settings.num_prompts, settings.bootstrap_draws + 1, seed=0)
     real = load_tensor(out / "references" / "real_features.safetensors").double().numpy()
     real_aspects = [load_per_image(out / "references" / f"seed{s}.same_scenes.per_image.safetensors") for s in seeds]
+    real_shares = None
+    if "spectrum" in REALISM:
+        from ..spectrum import log_band_shares
+
+        real_shares = log_band_shares(load_images(out / "references" / "real_images.safetensors")).double().numpy()
     boot = {}
     for row in rows:
         per_image = [load_per_image(out / "measures" / row / f"seed{s}.per_image.safetensors") for s in seeds]
@@ -102,6 +107,8 @@ def row_bootstraps(out: Path, settings: ArenaSettings, rows: list[str]) -> dict[
             "kid": bootstrap(KernelDistanceToReal(features, real, k), weights),
             "aspect_shortfall": np.mean(shortfall, axis=0),
         }
+        if real_shares is not None:
+            boot[row]["spectrum"] = bootstrap(MeanAbsoluteGap(stack("log_band_shares", per_image), real_shares, k), weights)
     return boot
 
 

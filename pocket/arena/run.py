@@ -34,7 +34,7 @@ import torch
 from ...core.machine import source_commit
 from ..demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
-from .controls import PostFilters, judge_post_filters
+from .controls import PostFilters, judge_post_filters, post_filters_available
 from .counting import count_feedback_models, count_unet, new_counter
 from .estimate import MEASURED_COSTS, estimate
 from .measure import Judges, load_images, load_tensor, prompt_set, real_images, sample_row, save_images, save_tensor, write_json
@@ -143,7 +143,7 @@ def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "", post_fil
     missing = {t.method: missing_reason(t.method) for t in planned.values() if t.method != "unifl" and missing_reason(t.method)}
     present = {name: t for name, t in planned.items() if t.method not in missing}
     if post_filters is None:
-        post_filters = judge_post_filters() is not None
+        post_filters = post_filters_available()
     runnable = {name: row for name, row in row_plan.items() if (row.training is None or row.training in present) and (post_filters or not row.control_of)}
     jobs, outputs, done = [], {"trainings": {}, "samples": {}, "references": {}}, {}
     needs_data = any(t.method in ("lcm_lora", "pcm", "pcm_adv") for t in present.values())
@@ -339,7 +339,7 @@ def _choose_job(out: str, name: str, axis_index: int, settings: ArenaSettings, j
         images_path = run_dir / "validation.safetensors"
         if not images_path.is_file():
             sample_row(sampler, result["lora"], prompts.prompts, prompts.seeds, str(images_path))
-        measured = judges.measure(load_images(images_path), prompts, real, None)
+        measured = judges.measure(load_images(images_path), prompts, real, None, real=_real_images(out_dir / "tuning" / "real_images.safetensors", split, settings) if judges.spectrum else None)
         candidates[f"{value:g}"] = {axis: value, "hyperparameters": hyperparameters, "run": str(run_dir), "steps": result["steps"],
                                     "fd": measured["realism"]["fd"], "kid": measured["realism"]["kid"], "prompt_accuracy": measured["prompt"]["prompt_accuracy"]}
 
@@ -384,7 +384,8 @@ def _measure(out_dir: Path, row_name: str, seed: int, images, settings: ArenaSet
     path = out_dir / "measures" / row_name / f"seed{seed}.json"
     real = _real_features(out_dir / "references" / "real_features.safetensors", judges, split, settings)
     value = judges.measure(images, prompt_set(split, settings, seed), real, reference["real_same_scenes"]["aspects"],
-                           features_path=path.with_suffix(".features.safetensors"), per_image_path=path.with_suffix(".per_image.safetensors"))
+                           features_path=path.with_suffix(".features.safetensors"), per_image_path=path.with_suffix(".per_image.safetensors"),
+                           real=_real_images(out_dir / "references" / "real_images.safetensors", split, settings) if judges.spectrum else None)
     write_json(path, value)
     return str(path)
 
@@ -394,7 +395,7 @@ def _control_choice_job(out: str, row_name: str, training: str | None, sampler, 
     """Choose ``row_name``'s post-filter on the validation split: its first training seed sampled on the validation
     prompts and noise, against the validation split's real images (``controls/<row>/choice.json``)."""
     out_dir, split, seed = Path(out), SPLITS["validation"], settings.seeds[0]
-    post_filters = post_filters or judge_post_filters()
+    post_filters = post_filters or judge_post_filters(judge_path)
     folder = controls_dir(out_dir, row_name)
     images_path = folder / "validation.safetensors"
     if not images_path.is_file():
@@ -410,7 +411,7 @@ def _control_choice_job(out: str, row_name: str, training: str | None, sampler, 
 def _control_job(out: str, control: str, row_name: str, seed: int, settings: ArenaSettings, judge_path: str, post_filters: PostFilters | None = None) -> str:
     """A control row's replicate: its row's test images through the filter chosen for it, measured like any row."""
     out_dir = Path(out)
-    post_filters = post_filters or judge_post_filters()
+    post_filters = post_filters or judge_post_filters(judge_path)
     choice = json.loads((controls_dir(out_dir, row_name) / "choice.json").read_text())
     filtered = post_filters.apply(load_images(out_dir / "samples" / row_name / f"seed{seed}.safetensors"), choice).clamp(0, 1)
     save_images((filtered * 255).round().to(torch.uint8), out_dir / "samples" / control / f"seed{seed}.safetensors")
@@ -425,6 +426,13 @@ def _real_features(path: Path, judges: Judges, split, settings: ArenaSettings):
     features = judges.real_features(split.real_seed, 0, settings.num_real)
     save_tensor(features, path)
     return features
+
+
+def _real_images(path: Path, split, settings: ArenaSettings):
+    """A split's real reference images (for the spectrum measure), rendered once and kept in ``path``."""
+    if not path.is_file():
+        save_images((real_images(split.real_seed, 0, settings.num_real) * 255).round().to(torch.uint8), path)
+    return load_images(path)
 
 
 def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str) -> str:
@@ -459,7 +467,7 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     for method, reason in plan["missing"].items():
         print(f"arena: PEER NOT RUN: {method}: {reason}", file=sys.stderr)
     if settings.controls and not plan["post_filters"]:
-        print("arena: CONTROLS NOT RUN: the judges have no post-filter registry (unifl.pocket.judges.choose_post_filter)", file=sys.stderr)
+        print("arena: CONTROLS NOT RUN: the judges have no post-filter registry (unifl.pocket.post_filters)", file=sys.stderr)
     finished = {job.name for job in jobs if plan["done"][job.name]()}
     todo = [Job(j.name, j.work, tuple(d for d in j.after if d not in finished), j.steps) for j in jobs if j.name not in finished]
     predicted = estimate(settings, MEASURED_COSTS, present=set(plan["present"]), rows_run=set(plan["rows"]))

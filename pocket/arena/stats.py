@@ -129,6 +129,27 @@ class KernelDistanceToReal:
 
 
 @dataclass
+class MeanAbsoluteGap:
+    """``mean |weighted mean of per-image vectors − real mean|`` over the vectors' entries: the spectrum distance
+    (:func:`unifl.pocket.spectrum.spectrum_distance`, each image's log band shares ``[C, K]`` averaged over a set)
+    in closed form per draw. ``values`` ``[seeds, prompts·k, ...]``, ``real`` ``[N, ...]``."""
+
+    values: np.ndarray
+    real: np.ndarray
+    images_per_prompt: int
+
+    def __post_init__(self):
+        groups = _groups(np.asarray(self.values, dtype=np.float64), self.images_per_prompt)
+        self._sum = groups.sum(1).reshape(len(groups), -1)
+        self._real = np.asarray(self.real, dtype=np.float64).reshape(len(self.real), -1).mean(0)
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        w = weights.reshape(len(weights), -1)
+        mean = w @ self._sum / (w.sum(1) * self.images_per_prompt)[:, None]
+        return np.abs(mean - self._real).mean(1)
+
+
+@dataclass
 class WeightedSet:
     """Any measure of a whole image set, ``measure(items)`` on the items repeated as drawn (a spectrum distance
     on images, say): the general fallback, one call per draw."""
