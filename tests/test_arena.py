@@ -390,10 +390,12 @@ def test_the_choice_job_widens_an_edge_choice_and_records_it(tmp_path, monkeypat
         (target / "result.json").write_text(json.dumps({"lora": None, "steps": 1}))
 
     class FakeJudges:  # FD falls as the rate rises: the best is always the top edge
+        spectrum = False
+
         def __init__(self, path):
             pass
 
-        def measure(self, images, prompts, real, aspects):
+        def measure(self, images, prompts, features, aspects, real=None):
             return {"realism": {"fd": -float(images[0]), "kid": 0.0}, "prompt": {"prompt_accuracy": 0.5}}
 
     rates = {}
