@@ -280,6 +280,10 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
     assert all("holm_p" in t for c in metrics["claims"] for t in c["tests"]) and "Holm p" in (out / "report.md").read_text()
     if metrics["controls"] == {}:  # the judges' post-filter registry is not in this checkout: each control row says so
         assert metrics["not_run"]["stage2_4+filter"] == "no post-filter registry in the judges"
+    else:  # every row beside its control, and every realism claim also tested against the opponent's control
+        assert {f"{row}+filter" for row in metrics["rows"] if "+" not in row} <= set(metrics["rows"]) and set(metrics["controls"]) >= {"base_4_cfg1", "stage2_4"}
+        realism_tests = [t for c in metrics["claims"] for t in c["tests"] if t["metric"] == "fd"]
+        assert realism_tests and all(any(u["b"] == t["b"] + "+filter" for u in realism_tests) for t in realism_tests if "+" not in t["b"])
     assert all(choice["before_sampling"] for choice in metrics["tuning"].values())  # a fresh run tunes before it samples what it tuned
     assert metrics["environment"]["libraries"]["diffusers"] and "Tables written at commit" in (out / "report.md").read_text()
     assert metrics["trainings"]["stage1"]["0"]["version"].startswith("this repository@")
