@@ -38,20 +38,29 @@ METRICS: dict[str, tuple[tuple[str, ...], bool, str]] = {
 }
 
 
-def value(measurement: dict, metric: str) -> float:
-    """A metric's number in one measurement (NaN where the judges that made it had no such measure)."""
+def measured(measurement: dict, metric: str) -> bool:
+    """Whether the judges that made ``measurement`` have ``metric`` (the spectrum comes with realism v2)."""
     node = measurement
     for key in METRICS[metric][0]:
-        if key not in node:
-            return float("nan")
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def value(measurement: dict, metric: str) -> float:
+    node = measurement
+    for key in METRICS[metric][0]:
         node = node[key]
     return float(node)
 
 
 def aggregate(replicates: list[dict]) -> dict[str, dict[str, float]]:
-    """Per metric: mean, min, max and the number of replicates."""
+    """Per metric the judges measured: mean, min, max and the number of replicates."""
     out = {}
     for metric in METRICS:
+        if not all(measured(m, metric) for m in replicates):
+            continue
         values = [value(m, metric) for m in replicates]
         finite = [v for v in values if v == v]
         out[metric] = {"mean": float(np.mean(finite)) if finite else float("nan"), "min": min(finite, default=float("nan")),
