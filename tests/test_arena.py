@@ -255,6 +255,7 @@ def test_every_glue_patch_matches_the_peers_script_exactly_once(method, tmp_path
 
 @pytest.mark.slow
 def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, capsys):
+    from unifl.pocket.arena.measure import prompt_judge_version
     from unifl.pocket.arena.run import run_arena
     from unifl.pocket.build_judges import QUICK, build
 
@@ -265,7 +266,9 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
     metrics = run_arena(out, settings, judge_path=str(judge / "prompt.safetensors"))
     assert {"base_20", "base_4_cfg1", "stage1_20", "stage2_4", "stage2_1"} <= set(metrics["rows"])
     for row in metrics["rows"].values():
-        assert set(row["summary"]) == {m for m in arena_claims.METRICS if m != "spectrum" or m in arena_claims.REALISM} and row["summary"]["fd"]["n"] == 1
+        version_2 = {"precision", "recall", "extra_objects", "missing_objects"} if prompt_judge_version() == 2 else set()
+        expected = {m for m in arena_claims.METRICS if m not in {"spectrum", "precision", "recall", "extra_objects", "missing_objects"}}
+        assert set(row["summary"]) == expected | version_2 | (set(arena_claims.REALISM) - {"fd", "kid"}) and row["summary"]["fd"]["n"] == 1
     assert (out / "report.md").read_text().count("grid_") >= len(metrics["rows"])
     assert metrics["trainings"]["stage2"]["0"]["unet_evaluations"] > 0
     # stage 1: 4 aspect rewards and 3 perception models per step; stage 2: the rewards and the discriminator

@@ -27,6 +27,14 @@ from .plan import ArenaSettings, Sampler, Split
 RESOLUTION = 64
 
 
+def prompt_judge_version() -> int:
+    """The prompt judge version the arena scores prompts with: 2 (precision and recall, count first-class) where
+    this checkout's judges have it, else 1; version 1's columns are kept beside version 2's for comparison."""
+    from .. import judges
+
+    return 2 if hasattr(judges, "prompt_scores_v2") else 1
+
+
 def spectrum_available() -> bool:
     """Whether this checkout's judges have the spectrum realism measure (``unifl.pocket.spectrum``)."""
     import importlib.util
@@ -162,7 +170,8 @@ class Judges:
         per_image = self.per_image(images, prompts)
         aspects = {aspect: float(scores.mean()) for aspect, scores in per_image["aspects"].items()}
         features = embed(images, self.prompt)
-        result = {"prompt": per_image["summary"], "realism": realism(features, real_features), "aspects": aspects}
+        result = {"prompt": per_image["summary"], "prompt_v1": per_image["summary_v1"], "prompt_version": per_image["version"],
+                  "realism": realism(features, real_features), "aspects": aspects}
         if self.spectrum and real is not None:
             from ..spectrum import log_band_shares, spectrum_distance
 
@@ -178,24 +187,35 @@ class Judges:
 
     @torch.no_grad()
     def per_image(self, images: torch.Tensor, prompts: PromptSet) -> dict:
-        """Per image: the share of its prompt's checks that pass and whether all do (the judge's own checks,
-        :func:`~unifl.pocket.judges.prompt_checks`), and each held-out aspect judge's score; ``summary`` is
-        :func:`~unifl.pocket.judges.prompt_accuracy`'s dict, from the same readings."""
+        """Per image: its prompt score and whether it passes every check, by the current prompt judge
+        (:func:`prompt_judge_version`) and by version 1 (``_v1``: the share of its checks that pass,
+        :func:`~unifl.pocket.judges.prompt_checks`), from one reading; and each held-out aspect judge's score.
+        ``summary``/``summary_v1``: the judges' own summaries (version 1's as
+        :func:`~unifl.pocket.judges.prompt_accuracy` computes it)."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts; give one prompt per image")
+        readings = read_scenes(self.prompt, images)
         shares, passed, pooled = [], [], {name: [] for name in CHECKS}
-        for scene, reading in zip(prompts.scenes, read_scenes(self.prompt, images)):
+        for scene, reading in zip(prompts.scenes, readings):
             checks = prompt_checks(scene, reading)
             flat = [c for values in checks.values() for c in values]
             shares.append(float(np.mean(flat)))
             passed.append(float(all(flat)))
             for name, values in checks.items():
                 pooled[name] += values
-        summary = {"prompt_accuracy": float(np.mean(shares)), "all_correct": float(np.mean(passed)),
-                   **{name: float(np.mean(values)) if values else float("nan") for name, values in pooled.items()}}
+        summary_v1 = {"prompt_accuracy": float(np.mean(shares)), "all_correct": float(np.mean(passed)),
+                      **{name: float(np.mean(values)) if values else float("nan") for name, values in pooled.items()}}
         aspects = {aspect: torch.cat([model(images[i : i + 256], prompts.prompts[i : i + 256]) for i in range(0, len(images), 256)]).float()
                    for aspect, model in self.aspects.models.items()}
-        return {"summary": summary, "prompt_accuracy": torch.tensor(shares), "all_correct": torch.tensor(passed), "aspects": aspects}
+        out = {"summary_v1": summary_v1, "prompt_accuracy_v1": torch.tensor(shares), "all_correct_v1": torch.tensor(passed), "aspects": aspects,
+               "version": prompt_judge_version()}
+        if out["version"] == 2:
+            from ..judges import per_prompt_accuracy, prompt_accuracy_from_readings
+
+            scores = per_prompt_accuracy(readings, prompts.scenes, version=2)
+            return out | {"summary": prompt_accuracy_from_readings(readings, prompts.scenes, version=2), "prompt_accuracy": torch.tensor(scores, dtype=torch.float32),
+                          "all_correct": torch.tensor(np.isclose(scores, 1.0), dtype=torch.float32)}
+        return out | {"summary": summary_v1, "prompt_accuracy": out["prompt_accuracy_v1"], "all_correct": out["all_correct_v1"]}
 
     def references(self, split: Split, settings: ArenaSettings, replicate: int, prompts: PromptSet, features_dir: Path | None = None) -> dict:
         """Ceiling and floors of one replicate: real renders of the same scenes, of other scenes, uniform noise,
@@ -218,11 +238,11 @@ class Judges:
 def save_per_image(per_image: dict, path: Path) -> None:
     from safetensors.torch import save
 
-    tensors = {"prompt_accuracy": per_image["prompt_accuracy"], "all_correct": per_image["all_correct"],
-               **{f"aspect.{aspect}": scores for aspect, scores in per_image["aspects"].items()},
-               **({"log_band_shares": per_image["log_band_shares"]} if "log_band_shares" in per_image else {})}
+    tensors = {key: per_image[key] for key in ("prompt_accuracy", "all_correct", "prompt_accuracy_v1", "all_correct_v1")} | {
+        **{f"aspect.{aspect}": scores for aspect, scores in per_image["aspects"].items()},
+        **({"log_band_shares": per_image["log_band_shares"]} if "log_band_shares" in per_image else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()}))
+    atomic_write_bytes(path, save({k: v.contiguous().clone() for k, v in tensors.items()}))  # a copy each: version 1's values are also the current ones
 
 
 def load_per_image(path: Path) -> dict[str, np.ndarray]:

@@ -20,9 +20,11 @@ from .measure import load_images, load_per_image, load_tensor, write_json
 from .plan import SPLITS, ArenaSettings, tuning_of
 from .stats import FrechetToReal, ImageMean, KernelDistanceToReal, MeanAbsoluteGap, bootstrap, bootstrap_weights
 
-BOOTSTRAP_METRICS = ("prompt_accuracy", "all_correct", *REALISM, "aspect_shortfall")
+BOOTSTRAP_METRICS = ("prompt_accuracy", "all_correct", "prompt_accuracy_v1", "all_correct_v1", *REALISM, "aspect_shortfall")
 """The metrics with bootstrap intervals (per-image values or sets resampled); the others show mean [min, max] over seeds."""
-TABLE_METRICS = ("prompt_accuracy", "all_correct", "count", "shape", "colour", "size", "relation", "tone", "light", *REALISM, "aspect_shortfall")
+TABLE_METRICS = ("prompt_accuracy", "all_correct", "count", "shape", "colour", "size", "relation", "tone", "light", "precision", "recall",
+                 "extra_objects", "missing_objects", "prompt_accuracy_v1", "all_correct_v1", *REALISM, "aspect_shortfall")
+"""The tables' columns, those the judges measured (version 2's precision and recall, version 1's columns beside)."""
 REFERENCES = {"real_same_scenes": "real renders of the same scenes (ceiling)", "real_other_scenes": "real renders of other scenes (floor)", "uniform_noise": "uniform noise (floor)"}
 
 
@@ -103,6 +105,8 @@ def row_bootstraps(out: Path, settings: ArenaSettings, rows: list[str]) -> dict[
         boot[row] = {
             "prompt_accuracy": bootstrap(ImageMean(stack("prompt_accuracy", per_image), k), weights),
             "all_correct": bootstrap(ImageMean(stack("all_correct", per_image), k), weights),
+            "prompt_accuracy_v1": bootstrap(ImageMean(stack("prompt_accuracy_v1", per_image), k), weights),
+            "all_correct_v1": bootstrap(ImageMean(stack("all_correct_v1", per_image), k), weights),
             "fd": bootstrap(FrechetToReal(features, real, k), weights),
             "kid": bootstrap(KernelDistanceToReal(features, real, k), weights),
             "aspect_shortfall": np.mean(shortfall, axis=0),
@@ -271,9 +275,10 @@ def fmt(stats: dict) -> str:
 def table(rows: dict[str, dict], metrics=TABLE_METRICS, labels: dict[str, str] | None = None) -> list[str]:
     """``rows``: name → a metrics.json row (``summary``, ``intervals``) or a bare summary (references)."""
     labels = labels or {}
+    rows = {name: row if "summary" in row else {"summary": row} for name, row in rows.items()}
+    metrics = [m for m in metrics if all(m in row["summary"] for row in rows.values())]
     lines = ["| model | " + " | ".join(METRICS[m][2] for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, row in rows.items():
-        row = row if "summary" in row else {"summary": row}
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cell(row, m) for m in metrics) + " |")
     return lines
 
