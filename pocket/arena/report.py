@@ -16,7 +16,7 @@ from ...core.machine import describe_machine, library_versions, source_commit
 from ..demo import _plot_curves
 from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, REALISM, aggregate, decide, family, planned_claims
 from .counting import training_compute
-from .measure import load_images, load_per_image, load_tensor, write_json
+from .measure import load_images, load_per_image, load_tensor, prompt_judge_version, write_json
 from .plan import SPLITS, ArenaSettings, tuning_of
 from .stats import FrechetToReal, ImageMean, KernelDistanceToReal, MeanAbsoluteGap, bootstrap, bootstrap_weights
 
@@ -73,6 +73,7 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
         "peers_skipped": sorted(plan["missing"]),
         "peers_missing": plan["missing"],
         "judge": _judge_quality(),
+        "prompt_judge_version": prompt_judge_version(),
         "seconds": round(seconds, 1),
         "seconds_total": round(seconds if seconds_total is None else seconds_total, 1),
         "environment": environment(),
@@ -306,10 +307,10 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
         "",
         environment_line(metrics),
         "",
-        "Judges (frozen before any model was scored, `pocket/weights/judges/BUILD.md`): **prompt accuracy** = per prompt the share of "
-        "its checks that pass (object count; each prompted object's shape, colour, size; each stated relation; background tone; light "
-        "direction), read by a detector trained on world streams no other model saw; **FD / KID** in that detector's trunk features; "
-        "**aspect shortfall** = mean over the four held-out aspect judges of max(0, real − model), real = real renders of the same scenes.",
+        "Judges (frozen before any model was scored, `pocket/weights/judges/BUILD.md`): " + JUDGE_NOTES[metrics.get("prompt_judge_version", 1)]
+        + " **FD / KID** in that detector's trunk features" + ("; **spectrum** = the distance between the per-frequency power spectra "
+        "of a row's images and of real renders (`pocket/spectrum.py`)" if "spectrum" in REALISM else "") + "; **aspect shortfall** = mean over the "
+        "four held-out aspect judges of max(0, real − model), real = real renders of the same scenes.",
         "",
         "## All rows",
         "",
@@ -362,6 +363,16 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
     lines += ["## Training curves", ""] + [f"![{c.stem}]({c.name})\n" for c in curves]
     lines += [f"Wall time: {metrics['seconds_total'] / 60:.0f} min over every invocation on this folder ({metrics['seconds']:.0f} s this one; jobs done earlier were skipped).", ""]
     return lines
+
+
+JUDGE_NOTES = {
+    1: ("**prompt accuracy** = per prompt the share of its checks that pass (object count; each prompted object's shape, colour, "
+        "size; each stated relation; background tone; light direction), read by a detector trained on world streams no other model saw."),
+    2: ("**prompt accuracy** (prompt judge version 2, `pocket/weights/judges/PROMPT_V2.md`) = per prompt the mean of its kinds of check: "
+        "the object count; shape, colour and size each as an F1 over one-to-one matches with everything the image shows (an extra "
+        "object costs precision, a missing one recall); the stated relations; background tone; light direction, read by a detector "
+        "trained on world streams no other model saw; version 1's prompt accuracy and all-checks columns stand beside it."),
+}
 
 
 FAMILY_NOTE = ("Each claim is decided by code (`pocket/arena/claims.py`, the family fixed before the run): per metric and opponent, "
