@@ -79,6 +79,7 @@ arena: setup
 
 # The budget curve: ×1 (the standard run in out/arena), ×4 and ×16 (seed 0 only) of the training budget, the
 # standard run's chosen hyperparameters; resumable, its cost printed before it starts; out/arena-curves/curves.png.
+# Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json --curves out/arena-curves` writes the docs with it.
 arena-curves: setup
 	$(PY) -m unifl.pocket.arena.curves --standard out/arena --out out/arena-curves
 

@@ -215,6 +215,13 @@ def test_the_docs_generator_refuses_a_smoke_run_and_fills_only_its_block(tmp_pat
     peers = (docs / "peers.md").read_text()
     assert "Stage 2 beats PCM" in peers and "a patch" in peers and "G-U-N@abc" in peers and "AlignProp was not run" in peers
     assert "[-2.000, +0.500]" in peers and "Holm p 0.2" in peers and "60 s, 100 UNet" in peers and "alignprop_time_20 | not run" in peers
+    curves = tmp_path / "curves"
+    curves.mkdir()
+    (curves / "curves.png").write_bytes(b"png")
+    replicate = {"stage2_4": {"replicates": {"0": {}, "1": {}}}}
+    (curves / "metrics.json").write_text(json.dumps({"4": {"folder": str(curves / "x4"), "rows": replicate, "environment": {"commit": "abcdef1234567890"}}}))
+    write_docs(path, docs, curves_dir=curves)
+    assert (docs / "arena-curves.png").read_bytes() == b"png" and "| ×4 | x4 | 0, 1 | `abcdef123456` |" in (docs / "peers.md").read_text()
 
 
 def _glue(name: str):
