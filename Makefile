@@ -84,8 +84,8 @@ arena-curves: setup
 	$(PY) -m unifl.pocket.arena.curves --standard out/arena --out out/arena-curves
 
 # The peers' public repositories at the commits bench/peers/ patches, into .peers/src/ (ignored by git). Offline:
-# clone them elsewhere at those commits and set UNIFL_PEER_DIFFUSERS / UNIFL_PEER_PCM (docs/peers.md).
-peers:
+# clone them elsewhere at those commits and set UNIFL_PEER_DIFFUSERS / UNIFL_PEER_PCM (docs/pocket-world.md).
+peers: setup
 	$(PY) -m unifl.pocket.arena.peers fetch
 
 # The peers' Pythons: venvs in .peers/venvs/ that add webdataset (LCM-LoRA, PCM) or trl 0.23.1 (AlignProp) to this
