@@ -252,12 +252,16 @@ def test_every_glue_patch_matches_the_peers_script_exactly_once(method, tmp_path
         patched = common.patched_copy(source / glue.SCRIPT, glue.PATCHES, tmp_path)
     else:
         glue = _glue("pcm")
+        source = glue.script_folder(source)
         adversarial = method == "pcm_adv"
         patched = common.patched_copy(source / glue.SCRIPTS[adversarial], glue.script_patches(adversarial), tmp_path)
         if adversarial:
             common.patched_copy(source / glue.DISCRIMINATOR, glue.DISCRIMINATOR_PATCHES, tmp_path)
     text = patched.read_text()
     assert "_unifl_budget.spent(global_step, logs)" in text and "torchvision" not in text.split("def ")[0].replace("# ", "")
+    if method != "lcm_lora":  # the script's own LoRA: its rank and targets, no alpha patched in
+        own = common.patched_copy(source / glue.SCRIPTS[adversarial], glue.script_patches(adversarial, "own"), tmp_path).read_text()
+        assert "_unifl_lora_alpha" not in own and "_unifl_budget.spent(global_step, logs)" in own
 
 
 @pytest.mark.slow

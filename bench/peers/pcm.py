@@ -74,6 +74,12 @@ DISCRIMINATOR_PATCHES = [
 ]
 
 
+def script_folder(source: Path) -> Path:
+    """The folder of the scripts: ``code/text_to_image_sd15`` of a repository (as ``make peers`` fetches it), or
+    that folder itself."""
+    return source / "code" / "text_to_image_sd15" if (source / "code").is_dir() else source
+
+
 def feature_channels(model_dir: Path) -> list[int]:
     """The channels of the features the PCM discriminator taps: each down block, the mid block, each up block."""
     channels = json.loads((model_dir / "unet" / "config.json").read_text())["block_out_channels"]
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     counter = count_unet_calls()
     from safetensors.torch import load_file
 
-    source = args.source / "code" / "text_to_image_sd15" if (args.source / "code").is_dir() else args.source
+    source = script_folder(args.source)
     patches = script_patches(args.adversarial, args.lora)
     script = patched_copy(source / SCRIPTS[args.adversarial], patches, args.out)
     if args.adversarial:  # the script imports its discriminator and scheduler modules from beside it
