@@ -13,7 +13,7 @@ VENVTV ?= .venv-torchvision
 STAMPTV := $(VENVTV)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-host-stacks test-torchvision demo arena peer-venvs bench bench-real-size clean browser comfy-validate
+.PHONY: setup test test-fast test-host-stacks test-torchvision demo arena arena-curves peers peer-venvs bench bench-real-size clean browser comfy-validate
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -71,16 +71,26 @@ test-torchvision: $(STAMPTV)
 demo: setup
 	$(PY) -m unifl demo
 
-# UniFL, its ablations and the peers present on the machine (LCM-LoRA, PCM, AlignProp: docs/pocket-world.md)
-# on the test split, three training seeds; resumable job by job (rerun to continue); out/arena/report.md.
-# Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs' tables.
+# UniFL, its ablations, the peers (`make peers peer-venvs` first) and every row's post-filter control on the test
+# split, five training seeds; resumable job by job (rerun to continue); prints its predicted wall time first;
+# out/arena/report.md and metrics.json. Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs.
 arena: setup
 	$(PY) -m unifl arena --split test
 
-# The peers' Pythons (docs/pocket-world.md): venvs that add webdataset (LCM-LoRA, PCM) or trl 0.23.1 (AlignProp)
-# to this project's packages. The peers' own code is not installed here: put copies of their repositories
-# where UNIFL_PEER_DIFFUSERS / UNIFL_PEER_PCM say (the arena skips a peer whose code is missing).
-PEER_VENVS ?= /work/venvs
+# The budget curve: ×1 (the standard run in out/arena), ×4 and ×16 (seed 0 only) of the training budget, the
+# standard run's chosen hyperparameters; resumable, its cost printed before it starts; out/arena-curves/curves.png.
+# Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json --curves out/arena-curves` writes the docs with it.
+arena-curves: setup
+	$(PY) -m unifl.pocket.arena.curves --standard out/arena --out out/arena-curves
+
+# The peers' public repositories at the commits bench/peers/ patches, into .peers/src/ (ignored by git). Offline:
+# clone them elsewhere at those commits and set UNIFL_PEER_DIFFUSERS / UNIFL_PEER_PCM (docs/pocket-world.md).
+peers: setup
+	$(PY) -m unifl.pocket.arena.peers fetch
+
+# The peers' Pythons: venvs in .peers/venvs/ that add webdataset (LCM-LoRA, PCM) or trl 0.23.1 (AlignProp) to this
+# project's packages (UNIFL_PEERS_PYTHON / UNIFL_PEER_TRL_PYTHON point at others).
+PEER_VENVS ?= .peers/venvs
 peer-venvs: setup
 	for v in peers trl; do test -x $(PEER_VENVS)/$$v/bin/python || $(PY) -m venv $(PEER_VENVS)/$$v; \
 		$(PY) -c "import site; print(site.getsitepackages()[0])" > $$($(PEER_VENVS)/$$v/bin/python -c "import site; print(site.getsitepackages()[0])")/zz_unifl_project.pth; done

@@ -1,10 +1,11 @@
 """Per-step costs of the arena's jobs on this machine, and what they make of `make arena`'s wall time.
 
-``python bench/arena_costs.py [--out /tmp/arena-costs]``: one thread, the machine as it is (say how busy it
+``python bench/arena_costs.py [--out <scratch folder>]``: one thread, the machine as it is (say how busy it
 was when you quote the numbers). Measures a UniFL stage-1 and stage-2 step (pocket preset, steps 3–8 of a
 run, after warm-up), an AlignProp step through the peer glue (if trl's venv is there), a UNet call per
 image when sampling through the arena's pipeline, and the judges' measuring per image; then prints
-:func:`unifl.pocket.arena.estimate.estimate` for the full arena.
+:func:`unifl.pocket.arena.estimate.estimate` for the standard arena (copy the costs into ``MEASURED_COSTS`` there
+when they are from a quiet machine).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,7 +79,7 @@ def measure_cost(images: int = 256) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("/tmp/arena-costs"))
+    parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="arena-costs-")), help="scratch folder (default: a new temporary one)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from unifl.core.machine import describe_machine
@@ -94,7 +96,7 @@ def main() -> None:
     result = estimate(ArenaSettings(), costs)
     print(f"machine: {describe_machine()}; load average at start {load[0]:.1f}, 1 thread")
     print("costs (s): " + json.dumps({k: round(v, 4) for k, v in costs.items()}) + ("" if measured_alignprop is not None else " (AlignProp not measured: stage 1's cost used)"))
-    print(f"full arena (3 seeds, ablations, every peer and its learning-rate sweep, {ArenaSettings().images} images per model and seed, 2 workers): "
+    print(f"standard arena ({len(ArenaSettings().seeds)} seeds, ablations, every peer with both LoRAs and its sweeps, every control, {ArenaSettings().images} images per model and seed, 2 workers): "
           + ", ".join(f"{k} {v / 60:.1f} min" for k, v in result.items()))
 
 

@@ -15,18 +15,21 @@ def run(args) -> int:
         changes["num_prompts"] = args.num_prompts
     if args.peers is not None:
         changes["peers"] = tuple(p for p in args.peers.split(",") if p)
+    if args.lora_variants:
+        changes["lora_variants"] = tuple(v for v in args.lora_variants.split(",") if v)
     run_arena(out_dir=args.out, settings=settings.with_(**changes))
     return 0
 
 
 def add_command(subparsers) -> None:
-    p = subparsers.add_parser("arena", help="UniFL, its ablations and LCM-LoRA/PCM/AlignProp on the pocket world, three seeds, judged by the world's truth")
+    p = subparsers.add_parser("arena", help="UniFL, its ablations and LCM-LoRA/PCM/AlignProp on the pocket world, five seeds, judged by the world's truth")
     p.add_argument("--quick", action="store_true", help="smoke run: one seed, a few steps and images, validation split only")
     p.add_argument("--split", choices=("validation", "test"), default="test", help="validation: for tuning; test: the report (default)")
     p.add_argument("--out", default="out/arena", help="output folder; a rerun skips every job whose outputs are there")
-    p.add_argument("--seeds", default="", help="comma-separated training seeds (default 0,1,2)")
+    p.add_argument("--seeds", default="", help="comma-separated training seeds (default 0,1,2,3,4)")
     p.add_argument("--peers", default=None, help="comma-separated peers to run: lcm_lora,pcm,pcm_adv,alignprop (default all present; '' for none)")
-    p.add_argument("--num-prompts", type=int, default=0, help="prompts per model and seed, 4 images each (default 86: 344 images, 1032 over the three seeds, which realism is measured on pooled)")
+    p.add_argument("--lora-variants", default="", help="each peer's LoRA: unifl,own (default both; 'unifl' alone saves a third of the time)")
+    p.add_argument("--num-prompts", type=int, default=0, help="prompts per model and seed, 4 images each (default 52: 208 images, 1040 over the five seeds, which realism is measured on pooled)")
     p.add_argument("--workers", type=int, default=2, help="processes running jobs side by side (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.set_defaults(func=run)

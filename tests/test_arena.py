@@ -8,9 +8,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
-import unifl
 import torch
+import unifl
 from unifl.pocket.arena import claims as arena_claims
 from unifl.pocket.arena.docs import BEGIN, END, write_docs
 from unifl.pocket.arena.plan import SPLITS, TRAINING_SEEDS, ArenaSettings, rows, trainings
@@ -94,23 +95,61 @@ def test_aspect_shortfall_counts_above_real_as_no_better_than_real():
     assert gaps["color"] == 0.0 and gaps["layout"] == pytest.approx(0.15) and gaps["mean"] == pytest.approx(0.075)
 
 
-def _summary(**metrics):
-    return {m: {"mean": (lo + hi) / 2, "min": lo, "max": hi, "n": 3} for m, (lo, hi) in metrics.items()}
+def _draws(point: float, spread: float, seed: int, n: int = 400) -> np.ndarray:
+    draws = np.random.default_rng(seed).normal(point, spread, n + 1)
+    draws[0] = point
+    return draws
 
 
-def test_a_claim_holds_only_when_the_spreads_do_not_overlap():
-    a, b = _summary(prompt_accuracy=(0.50, 0.55), fd=(10, 12)), _summary(prompt_accuracy=(0.40, 0.52), fd=(13, 15))
-    assert not arena_claims.beats(a, b, "prompt_accuracy")  # 0.50 < 0.52: overlapping
-    assert arena_claims.beats(a, b, "fd") and not arena_claims.beats(b, a, "fd")  # lower is better
-    claim = arena_claims.Claim("x", "no_worse", "a", "b", ("fd",), "paper")
-    assert arena_claims.check(claim, {"a": b, "b": a})["holds"] is False  # b clearly better on FD: a is worse
-    assert arena_claims.check(replace(claim, kind="beats"), {"a": a, "b": b})["holds"] is True
+def _boot(**rows_fd):
+    """Bootstrap draws per row: FD and KID around the given point (KID = FD here), prompt accuracy flat."""
+    return {row: {**{m: _draws(fd, 1.0, 100 * k + i) for k, m in enumerate(arena_claims.REALISM)}, "prompt_accuracy": _draws(0.5, 0.01, 900 + i)}
+            for i, (row, fd) in enumerate(rows_fd.items())}
+
+
+def test_a_realism_claim_holds_only_against_the_row_and_its_post_filter_control():
+    plan = rows(ArenaSettings())
+    claim = next(c for c in arena_claims.family() if c.a == "stage2_4" and c.b == "base_4" and c.metrics == arena_claims.REALISM)
+    plain = arena_claims.decide([claim], _boot(stage2_4=100, base_4=150, **{"base_4+filter": 140}), plan, 0.05, 0.95)[0]
+    assert plain["holds"] and {t["b"] for t in plain["tests"]} == {"base_4", "base_4+filter"} and len(plain["tests"]) == 2 * len(arena_claims.REALISM)
+    closed = arena_claims.decide([claim], _boot(stage2_4=100, base_4=150, **{"base_4+filter": 101}), plan, 0.05, 0.95)[0]
+    assert not closed["holds"]  # the filter closes the gap: no claim, though the row alone is beaten
+    assert all(t["holds"] for t in closed["tests"] if t["b"] == "base_4")
+    no_control = {name: row for name, row in plan.items() if not row.control_of}
+    assert {t["b"] for t in arena_claims.decide([claim], _boot(stage2_4=100, base_4=150), no_control, 0.05, 0.95)[0]["tests"]} == {"base_4"}
+
+
+def test_a_peer_claim_must_beat_the_peer_with_both_loras_and_no_worse_keeps_its_margin():
+    plan = rows(ArenaSettings())
+    claim = next(c for c in arena_claims.family() if c.a == "stage2_4" and c.b == "pcm_4" and c.metrics == arena_claims.REALISM)
+    assert arena_claims.opponents("pcm_4", "fd", plan) == ["pcm_4", "pcm_own_4", "pcm_4+filter", "pcm_own_4+filter"]
+    assert arena_claims.opponents("pcm_4", "prompt_accuracy", plan) == ["pcm_4", "pcm_own_4"]
+    boot = _boot(stage2_4=100, pcm_4=150, pcm_own_4=99, **{"pcm_4+filter": 150, "pcm_own_4+filter": 150})
+    assert not arena_claims.decide([claim], boot, plan, 0.05, 0.95)[0]["holds"]  # its own LoRA does as well as stage 2
+    no_worse = arena_claims.Claim("x", "no_worse", "stage2_4", "base_20", ("fd",), "paper")
+    slightly_worse = {"stage2_4": {"fd": _draws(102, 0.5, 1)}, "base_20": {"fd": _draws(100, 0.5, 2)}, "base_20+filter": {"fd": _draws(100, 0.5, 3)}}
+    assert arena_claims.decide([no_worse], slightly_worse, plan, 0.05, 0.95)[0]["holds"]  # 2 % worse, within the declared 5 %
+    much_worse = slightly_worse | {"stage2_4": {"fd": _draws(110, 0.5, 1)}}
+    assert not arena_claims.decide([no_worse], much_worse, plan, 0.05, 0.95)[0]["holds"]
+
+
+def test_holm_runs_over_the_whole_family_so_a_claim_alone_may_hold_where_the_family_does_not():
+    plan = {name: row for name, row in rows(ArenaSettings()).items() if not row.control_of}
+    weak = arena_claims.Claim("weak", "beats", "stage1_20", "base_20", ("prompt_accuracy",), "paper")
+    boot = {"stage1_20": {"prompt_accuracy": _draws(0.52, 0.01, 1)}, "base_20": {"prompt_accuracy": _draws(0.5, 0.0001, 2)}}
+    alone = arena_claims.decide([weak], boot, plan, 0.05, 0.95)[0]
+    assert alone["holds"] and 0.0005 < alone["tests"][0]["p"] < 0.05
+    others = [arena_claims.Claim(f"null {i}", "beats", f"r{i}", "base_20", ("prompt_accuracy",), "paper") for i in range(60)]
+    boot |= {f"r{i}": {"prompt_accuracy": _draws(0.5, 0.01, 10 + i)} for i in range(60)}
+    plan |= {f"r{i}": replace(plan["base_20"], name=f"r{i}") for i in range(60)}
+    assert not arena_claims.decide([weak, *others], boot, plan, 0.05, 0.95)[0]["holds"]
 
 
 def test_every_claim_names_rows_the_arena_makes_and_skips_those_of_missing_peers():
     planned = set(rows(ArenaSettings()))
+    assert {r for c in arena_claims.family() for r in (c.a, c.b)} <= planned  # the family is fixed and names real rows
     all_claims = arena_claims.planned_claims(planned)
-    assert {c.group for c in all_claims} == {"paper", "ablation", "peer"} and len(all_claims) >= 30
+    assert {c.group for c in all_claims} == {"paper", "ablation", "peer"} and len(all_claims) == len(arena_claims.family())
     without_peers = arena_claims.planned_claims(set(rows(ArenaSettings(peers=()))))
     assert {c.group for c in without_peers} == {"paper", "ablation"}
 
@@ -132,24 +171,37 @@ def test_seeds_and_splits_are_disjoint_and_the_rows_are_the_issues():
             "alignprop_steps_20", "alignprop_time_20"} <= set(planned)
     assert planned["base_4_cfg1"].sampler.cfg == 1.0 and planned["stage2_4"].sampler.spacing == "trailing"
     plan = trainings(ArenaSettings())
-    assert plan["lcm_lora"].budget_of == "stage2" and plan["alignprop_steps"].steps_of == "stage1" and plan["alignprop_time"].budget_of == "stage1"
-    assert len(TRAINING_SEEDS) * ArenaSettings().images >= 1024 and ArenaSettings.smoke().split == "validation"
+    # the distillation peers get stage 1 + stage 2's time (UniFL's 4-step LoRA trained through both); stage 2 also from the base
+    assert plan["lcm_lora"].budget_of == ("stage1", "stage2") and plan["pcm_adv_own"].budget_of == ("stage1", "stage2") and plan["pcm_adv_own"].lora == "own"
+    assert plan["alignprop_steps"].steps_of == "stage1" and plan["alignprop_time"].budget_of == ("stage1",)
+    assert plan["stage2"].init_from == "stage1" and not plan["stage2_from_base"].init_from and "stage2_from_base_4" in planned
+    assert planned["pcm_4"].own_lora == "pcm_own_4" and planned["pcm_4+filter"].control_of == "pcm_4" and planned["base_20+filter"].training is None
+    assert len(TRAINING_SEEDS) >= 5 and len(TRAINING_SEEDS) * ArenaSettings().images >= 1024 and ArenaSettings.smoke().split == "validation"
+    grid = ArenaSettings().learning_rates
+    assert len(grid) >= 4 and all(2 <= b / a <= 3 for a, b in zip(grid, grid[1:]))  # ≥ 4 values spaced ×2–×3
+    rates = ArenaSettings().discriminator_rates
+    assert len(rates) >= 4 and all(2 <= b / a <= 3 for a, b in zip(rates, rates[1:])) and {1e-5, 3e-4} <= set(rates)  # PCM's and UniFL's defaults
 
 
 def test_the_docs_generator_refuses_a_smoke_run_and_fills_only_its_block(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "pocket-world.md").write_text(f"# before\n{BEGIN}\nold\n{END}\n# after\n")
+    (docs / "pocket-world.md").write_text(f"# before\n{BEGIN}\nOLD-TABLE\n{END}\n# after\n")
     summary = {m: {"mean": 0.5, "min": 0.4, "max": 0.6, "n": 3} for m in arena_claims.METRICS}
+    intervals = {"fd": {"point": 1.0, "interval": [0.9, 1.1]}}
+    compute = {"training": {"seconds": 60, "unet_evaluations": 100, "feedback_evaluations": 0, "images_seen": 120, "lineage": ["pcm"]}, "unet_calls_per_image": 4}
     metrics = {
         "settings": {"quick": True, "seeds": [0, 1, 2], "num_prompts": 256, "images_per_prompt": 4}, "split": {"name": "test"}, "seconds": 600,
-        "rows": {"stage2_4": {"summary": summary, "group": "unifl", "label": "UniFL stage 2", "pooled_realism": {"fd": 1.0, "kid": 0.1, "images": 1032}},
-                 "pcm_4": {"summary": summary, "group": "peer", "label": "PCM", "pooled_realism": {"fd": 2.0, "kid": 0.2, "images": 1032}}},
+        "rows": {"stage2_4": {"summary": summary, "intervals": intervals, "group": "unifl", "label": "UniFL stage 2", "pooled_realism": {"fd": 1.0, "kid": 0.1, "images": 1032}},
+                 "pcm_4": {"summary": summary, "intervals": intervals, "group": "peer", "label": "PCM", "pooled_realism": {"fd": 2.0, "kid": 0.2, "images": 1032}}},
+        "not_run": {"alignprop_time_20": "no Python at x (run `make peer-venvs`)"},
+        "family": {"name": "arena-claims-2", "alpha": 0.05, "confidence": 0.95, "no_worse_margin": 0.05, "draws": 1000, "tests": 1},
         "pooled_realism_floor_real_vs_real": {"fd": 0.5, "kid": 0.0, "images": 1032},
         "references": {k: {"summary": summary} for k in ("real_same_scenes", "real_other_scenes", "uniform_noise")},
-        "claims": [{"claim": "Stage 2 beats PCM", "holds": False, "numbers": "n", "group": "peer"}],
+        "claims": [{"claim": "Stage 2 beats PCM", "holds": False, "group": "peer", "a": "stage2_4", "b": "pcm_4", "compute": {"a": compute, "b": compute},
+                    "tests": [{"metric": "fd", "b": "pcm_4", "difference": -1.0, "interval": [-2.0, 0.5], "holm_p": 0.2, "holds": False}]}],
         "trainings": {"pcm": {"0": {"method": "pcm", "seconds": 60, "steps": 30, "patches": ["a patch"], "version": "G-U-N@abc"}}},
-        "peers_skipped": ["alignprop"],
+        "peers_skipped": ["alignprop"], "peers_missing": {"alignprop": "no Python at x (run `make peer-venvs`)"},
     }
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps(metrics))
@@ -159,9 +211,17 @@ def test_the_docs_generator_refuses_a_smoke_run_and_fills_only_its_block(tmp_pat
     path.write_text(json.dumps(metrics))
     write_docs(path, docs)
     page = (docs / "pocket-world.md").read_text()
-    assert page.startswith("# before") and page.rstrip().endswith("# after") and "old" not in page and "stage2_4" in page
+    assert page.startswith("# before") and page.rstrip().endswith("# after") and "OLD-TABLE" not in page and "stage2_4" in page
     peers = (docs / "peers.md").read_text()
-    assert "Stage 2 beats PCM" in peers and "a patch" in peers and "G-U-N@abc" in peers and "alignprop" in peers
+    assert "Stage 2 beats PCM" in peers and "a patch" in peers and "G-U-N@abc" in peers and "AlignProp was not run" in peers
+    assert "[-2.000, +0.500]" in peers and "Holm p 0.2" in peers and "60 s, 100 UNet" in peers and "alignprop_time_20 | not run" in peers
+    curves = tmp_path / "curves"
+    curves.mkdir()
+    (curves / "curves.png").write_bytes(b"png")
+    replicate = {"stage2_4": {"replicates": {"0": {}, "1": {}}}}
+    (curves / "metrics.json").write_text(json.dumps({"4": {"folder": str(curves / "x4"), "rows": replicate, "environment": {"commit": "abcdef1234567890"}}}))
+    write_docs(path, docs, curves_dir=curves)
+    assert (docs / "arena-curves.png").read_bytes() == b"png" and "| ×4 | x4 | 0, 1 | `abcdef123456` |" in (docs / "peers.md").read_text()
 
 
 def _glue(name: str):
@@ -192,16 +252,21 @@ def test_every_glue_patch_matches_the_peers_script_exactly_once(method, tmp_path
         patched = common.patched_copy(source / glue.SCRIPT, glue.PATCHES, tmp_path)
     else:
         glue = _glue("pcm")
+        source = glue.script_folder(source)
         adversarial = method == "pcm_adv"
         patched = common.patched_copy(source / glue.SCRIPTS[adversarial], glue.script_patches(adversarial), tmp_path)
         if adversarial:
             common.patched_copy(source / glue.DISCRIMINATOR, glue.DISCRIMINATOR_PATCHES, tmp_path)
     text = patched.read_text()
     assert "_unifl_budget.spent(global_step, logs)" in text and "torchvision" not in text.split("def ")[0].replace("# ", "")
+    if method != "lcm_lora":  # the script's own LoRA: its rank and targets, no alpha patched in
+        own = common.patched_copy(source / glue.SCRIPTS[adversarial], glue.script_patches(adversarial, "own"), tmp_path).read_text()
+        assert "_unifl_lora_alpha" not in own and "_unifl_budget.spent(global_step, logs)" in own
 
 
 @pytest.mark.slow
 def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, capsys):
+    from unifl.pocket.arena.measure import prompt_judge_version
     from unifl.pocket.arena.run import run_arena
     from unifl.pocket.build_judges import QUICK, build
 
@@ -212,13 +277,27 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
     metrics = run_arena(out, settings, judge_path=str(judge / "prompt.safetensors"))
     assert {"base_20", "base_4_cfg1", "stage1_20", "stage2_4", "stage2_1"} <= set(metrics["rows"])
     for row in metrics["rows"].values():
-        assert set(row["summary"]) == set(arena_claims.METRICS) and row["summary"]["fd"]["n"] == 1
+        version_2 = {"precision", "recall", "extra_objects", "missing_objects"} if prompt_judge_version() == 2 else set()
+        expected = {m for m in arena_claims.METRICS if m not in {"spectrum", "precision", "recall", "extra_objects", "missing_objects"}}
+        assert set(row["summary"]) == expected | version_2 | (set(arena_claims.REALISM) - {"fd", "kid"}) and row["summary"]["fd"]["n"] == 1
     assert (out / "report.md").read_text().count("grid_") >= len(metrics["rows"])
     assert metrics["trainings"]["stage2"]["0"]["unet_evaluations"] > 0
     # stage 1: 4 aspect rewards and 3 perception models per step; stage 2: the rewards and the discriminator
     assert metrics["trainings"]["stage1"]["0"]["feedback_evaluations"] >= settings.stage1_steps * 4 * 7
     assert metrics["trainings"]["stage2"]["0"]["feedback_evaluations"] > settings.stage2_steps * 4 * 4
-    assert set(metrics["tuning"]) == {"stage1", "stage2"} and "## Learning rates, chosen on the validation split" in (out / "report.md").read_text()
+    assert set(metrics["tuning"]) == {"stage1", "stage2", "stage2_from_base"} and "## Hyperparameters, chosen on the validation split" in (out / "report.md").read_text()
+    assert [axis["axis"] for axis in metrics["tuning"]["stage2"]["axes"]] == ["learning_rate", "discriminator_rate"]
+    assert "stage2_from_base_4" in metrics["rows"] and metrics["rows"]["stage2_4"]["compute"]["training"]["lineage"] == ["stage1", "stage2"]
+    interval = metrics["rows"]["stage2_4"]["intervals"]["fd"]
+    assert interval["interval"][0] <= interval["point"] <= interval["interval"][1] and interval["point"] == pytest.approx(metrics["rows"]["stage2_4"]["pooled_realism"]["fd"], rel=1e-6)
+    assert metrics["family"]["tests"] == sum(len(c["tests"]) for c in metrics["claims"]) > 0
+    assert all("holm_p" in t for c in metrics["claims"] for t in c["tests"]) and "Holm p" in (out / "report.md").read_text()
+    if metrics["controls"] == {}:  # the judges' post-filter registry is not in this checkout: each control row says so
+        assert metrics["not_run"]["stage2_4+filter"] == "no post-filter registry in the judges"
+    else:  # every row beside its control, and every realism claim also tested against the opponent's control
+        assert {f"{row}+filter" for row in metrics["rows"] if "+" not in row} <= set(metrics["rows"]) and set(metrics["controls"]) >= {"base_4_cfg1", "stage2_4"}
+        realism_tests = [t for c in metrics["claims"] for t in c["tests"] if t["metric"] == "fd"]
+        assert realism_tests and all(any(u["b"] == t["b"] + "+filter" for u in realism_tests) for t in realism_tests if "+" not in t["b"])
     assert all(choice["before_sampling"] for choice in metrics["tuning"].values())  # a fresh run tunes before it samples what it tuned
     assert metrics["environment"]["libraries"]["diffusers"] and "Tables written at commit" in (out / "report.md").read_text()
     assert metrics["trainings"]["stage1"]["0"]["version"].startswith("this repository@")
@@ -233,51 +312,72 @@ def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, c
 
 def test_every_stage_and_peer_is_tuned_on_validation_before_any_of_its_test_trainings(tmp_path, monkeypatch):
     from unifl.pocket.arena import run
-    from unifl.pocket.arena.plan import TUNING
+    from unifl.pocket.arena.plan import TUNING, tuning_spec
 
-    monkeypatch.setattr(run, "peer_present", lambda method: True)
+    monkeypatch.setattr(run, "missing_reason", lambda method: "")
     settings = ArenaSettings()
-    jobs = {job.name: job for job in run.plan_jobs(tmp_path, settings)[0]}
-    assert {"stage1", "stage2"} <= set(TUNING)  # UniFL gets the sweep the peers get
-    for name in TUNING:
-        candidates = tuple(f"{name}~lr{rate:g}@0" for rate in settings.learning_rates)
-        assert jobs[f"{name}~choice@0"].after == candidates
-        budget = {"stage1": (), "stage2": ("stage1@0",)}.get(name, ("stage1@0",) if name.startswith("alignprop") else ("stage2@0",))
-        assert all(set(budget) <= set(jobs[c].after) for c in candidates)  # stage 2 continues, a peer's budget is, the chosen stage
-    tuned_by = {"stage1": "stage1", "stage1_no_pefl": "stage1", "stage1_global_reward": "stage1", "stage2": "stage2",
-                "stage2_no_adversarial": "stage2", "lcm_lora": "lcm_lora", "pcm": "pcm", "pcm_adv": "pcm_adv",
-                "alignprop_time": "alignprop_time", "alignprop_steps": "alignprop_time"}
+    jobs = {job.name: job for job in run.plan_jobs(tmp_path, settings, post_filters=True)[0]}
+    assert {"stage1", "stage2", "stage2_from_base"} <= set(TUNING)  # UniFL gets the sweep the peers get
+    tuned = [name for name in trainings(settings) if tuning_spec(name) is not None]
+    assert {"lcm_lora_own", "pcm_adv_own", "alignprop_time_own"} <= set(tuned)  # each own-LoRA variant swept as itself
+    for name in tuned:
+        axes = tuning_spec(name).axes
+        first = tuple(f"{name}~lr{rate:g}@0" for rate in settings.learning_rates)
+        assert jobs[f"{name}~choice0@0"].after == first
+        if len(axes) == 2:  # the discriminator rate, swept after the learning rate is chosen
+            second = tuple(f"{name}~dr{rate:g}@0" for rate in settings.discriminator_rates)
+            assert jobs[f"{name}~choice1@0"].after == second and all(f"{name}~choice0@0" in jobs[c].after for c in second)
+        training = trainings(settings)[name]
+        assert all(set(f"{d}@0" for d in training.after) <= set(jobs[c].after) for c in first)  # the chosen stages first
+    assert tuning_spec("stage2").axes == tuning_spec("pcm_adv").axes == ("learning_rate", "discriminator_rate")
+    tuned_by = {"stage1": "stage1~choice0@0", "stage1_no_pefl": "stage1~choice0@0", "stage2": "stage2~choice1@0", "stage2_no_adversarial": "stage2~choice1@0",
+                "lcm_lora": "lcm_lora~choice0@0", "pcm_adv_own": "pcm_adv_own~choice1@0", "alignprop_steps": "alignprop_time~choice0@0",
+                "alignprop_steps_own": "alignprop_time_own~choice0@0"}
     for seed in settings.seeds:
-        for name, tuned in tuned_by.items():
-            assert f"{tuned}~choice@0" in jobs[f"{name}@{seed}"].after
+        for name, choice in tuned_by.items():
+            assert choice in jobs[f"{name}@{seed}"].after
     assert "peer_data" not in jobs["stage1~lr0.001@0"].after  # UniFL reads the pocket stream itself
+    assert jobs["pcm_4+filter@3"].after == ("pcm_4@3", "pcm_4~filter@0") and jobs["pcm_4~filter@0"].after == ("pcm@0",)
 
 
-def test_a_unifl_candidate_trains_with_its_rate_and_the_test_run_adopts_the_chosen_one(tmp_path, monkeypatch):
+def test_a_candidate_trains_with_its_values_and_the_test_run_adopts_the_chosen_one(tmp_path, monkeypatch):
     from unifl.pocket.arena import run
-    from unifl.pocket.arena.plan import trainings
 
     calls = []
     monkeypatch.setattr(run, "train_unifl", lambda out, name, seed, overrides, init: calls.append((out, seed, overrides, init)) or {"seed": seed})
-    stage2 = trainings(ArenaSettings())["stage2"]
-    run._training_job(str(tmp_path), "stage2", stage2, 0, ArenaSettings(), "", 1e-3, str(tmp_path / "tuning" / "stage2" / "lr0.001"))
-    assert calls[-1][2][-1] == "optim.learning_rate=0.001" and calls[-1][3].endswith("trainings/stage1/seed0/unifl-stage1.safetensors")
-    (tmp_path / "tuning" / "stage2").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "tuning" / "stage2" / "choice.json").write_text(json.dumps({"learning_rate": 1e-3, "seed": 0}))
-    run._training_job(str(tmp_path), "stage2_no_adversarial", trainings(ArenaSettings())["stage2_no_adversarial"], 1, ArenaSettings(), "")
-    assert calls[-1][1] == 1 and calls[-1][2][-1] == "optim.learning_rate=0.001"  # an ablation takes its stage's rate
-    candidate = tmp_path / "tuning" / "stage2" / "lr0.001"
+    settings = ArenaSettings()
+    choice0 = tmp_path / "tuning" / "stage2" / "choice_0.json"
+    choice0.parent.mkdir(parents=True)
+    choice0.write_text(json.dumps({"hyperparameters": {"learning_rate": 1e-4}}))
+    run._candidate_job(str(tmp_path), "stage2", 1, 3e-5, settings)
+    out, seed, overrides, init = calls[-1]
+    assert out == str(tmp_path / "tuning" / "stage2" / "lr0.0001_dr3e-05") and seed == 0
+    assert overrides[-2:] == ["optim.learning_rate=0.0001", "adversarial.discriminator_lr=3e-05"] and init.endswith("trainings/stage1/seed0/unifl-stage1.safetensors")
+    candidate = tmp_path / "tuning" / "stage2" / "lr0.0001_dr3e-05"
     candidate.mkdir()
     (candidate / "result.json").write_text(json.dumps({"lora": {"format": "kohya", "path": str(candidate / "unifl-stage2.safetensors")}, "steps": 3}))
-    adopted = run._training_job(str(tmp_path), "stage2", stage2, 0, ArenaSettings(), "")
+    (tmp_path / "tuning" / "stage2" / "choice.json").write_text(json.dumps({"hyperparameters": {"learning_rate": 1e-4, "discriminator_rate": 3e-5}, "seed": 0, "run": str(candidate)}))
+    run._training_job(str(tmp_path), "stage2_no_adversarial", trainings(settings)["stage2_no_adversarial"], 1, settings, "")
+    assert calls[-1][1] == 1 and calls[-1][2][-2:] == ["optim.learning_rate=0.0001", "adversarial.discriminator_lr=3e-05"]  # an ablation takes its stage's
+    adopted = run._training_job(str(tmp_path), "stage2", trainings(settings)["stage2"], 0, settings, "")
     assert len(calls) == 2 and adopted["lora"]["path"] == str(tmp_path / "trainings" / "stage2" / "seed0" / "unifl-stage2.safetensors")
+    monkeypatch.setattr(run, "train_peer", lambda *args: calls.append(args) or {})
+    for name in ("stage1", "stage2"):
+        (tmp_path / "trainings" / name / "seed2").mkdir(parents=True)
+        (tmp_path / "trainings" / name / "seed2" / "result.json").write_text(json.dumps({"seconds": 100.0 if name == "stage1" else 50.0, "steps": 100}))
+    (tmp_path / "tuning" / "pcm_own").mkdir(parents=True)
+    (tmp_path / "tuning" / "pcm_own" / "choice.json").write_text(json.dumps({"hyperparameters": {"learning_rate": 5e-4}, "seed": 0, "run": "x"}))
+    run._training_job(str(tmp_path), "pcm_own", trainings(settings)["pcm_own"], 2, settings, "data")
+    assert calls[-1][3:5] == (2, 150.0) and calls[-1][-2:] == ({"learning_rate": 5e-4}, "own")  # stage 1 + stage 2's time, its own LoRA
 
 
-def test_the_sweep_picks_fd_low_and_prompt_accuracy_high_and_adopts_the_chosen_run(tmp_path):
-    from unifl.pocket.arena.run import _adopt_candidate, best_candidate
+def test_the_sweep_widens_its_grid_while_the_best_value_sits_at_an_edge(tmp_path):
+    from unifl.pocket.arena.run import _adopt_candidate, best_candidate, widened
 
     low_fd, accurate = {"learning_rate": 2e-4, "fd": 10.0, "prompt_accuracy": 0.4}, {"learning_rate": 1e-3, "fd": 12.0, "prompt_accuracy": 0.5}
     assert best_candidate([low_fd, accurate], "fd") is low_fd and best_candidate([low_fd, accurate], "prompt_accuracy") is accurate
+    grid = [1e-4, 2e-4, 5e-4, 1e-3]
+    assert widened(grid, 1e-3) == pytest.approx(2.5e-3) and widened(grid, 1e-4) == pytest.approx(4e-5) and widened(grid, 5e-4) is None
     candidate, target = tmp_path / "tuning" / "lr0.001", tmp_path / "trainings" / "seed0"
     candidate.mkdir(parents=True)
     (candidate / "lora.safetensors").write_bytes(b"lora")
@@ -295,17 +395,54 @@ def test_the_sweep_picks_fd_low_and_prompt_accuracy_high_and_adopts_the_chosen_r
     assert not (target / "validation.safetensors").exists()
 
 
+def test_the_choice_job_widens_an_edge_choice_and_records_it(tmp_path, monkeypatch):
+    """The sweep's loop with the training and judging replaced (at the edge of what a unit test can run): a
+    validation FD that keeps falling with the rate makes it widen until its limit, and the choice says so."""
+    from unifl.pocket.arena import run
+
+    trained = []
+
+    def train(out_dir, name, training, seed, settings, data_dir, hyperparameters, target):
+        trained.append(hyperparameters["learning_rate"])
+        target.mkdir(parents=True)
+        (target / "result.json").write_text(json.dumps({"lora": None, "steps": 1}))
+
+    class FakeJudges:  # FD falls as the rate rises: the best is always the top edge
+        spectrum = False
+
+        def __init__(self, path):
+            pass
+
+        def measure(self, images, prompts, features, aspects, real=None):
+            return {"realism": {"fd": -float(images[0]), "kid": 0.0}, "prompt": {"prompt_accuracy": 0.5}}
+
+    rates = {}
+    monkeypatch.setattr(run, "_train", train)
+    monkeypatch.setattr(run, "Judges", FakeJudges)
+    monkeypatch.setattr(run, "_real_features", lambda *a: None)
+    monkeypatch.setattr(run, "sample_row", lambda sampler, lora, prompts, seeds, path: rates.__setitem__(path, float(Path(path).parent.name[2:])))
+    monkeypatch.setattr(run, "load_images", lambda path: [rates[str(path)]])
+    settings = ArenaSettings(learning_rates=(1e-4, 2e-4, 5e-4, 1e-3), widen_limit=2)
+    choice = run._choose_job(str(tmp_path), "pcm", 0, settings, "")  # picked on FD
+    assert trained == pytest.approx([1e-4, 2e-4, 5e-4, 1e-3, 2.5e-3, 6.25e-3]) and choice["widened"] == 2 and choice["at_edge"]
+    assert choice["hyperparameters"] == {"learning_rate": pytest.approx(6.25e-3)}
+    assert json.loads((tmp_path / "tuning" / "pcm" / "choice.json").read_text())["run"].endswith("lr0.00625")
+
+
 def test_the_time_estimate_prices_every_job_and_splits_the_work_over_the_workers():
-    from unifl.pocket.arena.estimate import estimate
+    from unifl.pocket.arena.estimate import MEASURED_COSTS, estimate
 
     costs = {"stage1_step": 1.0, "stage2_step": 1.0, "alignprop_step": 1.0, "unet_image": 0.01, "measure_image": 0.02}
     one = estimate(ArenaSettings(seeds=(0,)), costs)
-    three = estimate(ArenaSettings(), costs)
-    assert three["trainings"] == pytest.approx(3 * one["trainings"]) and three["sampling"] == pytest.approx(3 * one["sampling"])
-    assert three["tuning"] == pytest.approx(one["tuning"]) and one["tuning"] > 0  # the sweep runs on the first seed only
-    assert three["wall"] == pytest.approx((three["trainings"] + three["sampling"] + three["tuning"] + three["measuring"]) / 2)
-    calls = sum(r.sampler.unet_calls_per_image() for r in rows(ArenaSettings()).values())
+    five = estimate(ArenaSettings(), costs)
+    assert five["trainings"] == pytest.approx(5 * one["trainings"]) and five["sampling"] == pytest.approx(5 * one["sampling"])
+    assert five["tuning"] == pytest.approx(one["tuning"]) and one["tuning"] > 0  # the sweep runs on the first seed only
+    assert five["wall"] == pytest.approx(sum(v for k, v in five.items() if k != "wall") / 2)
+    calls = sum(r.sampler.unet_calls_per_image() for r in rows(ArenaSettings()).values() if not r.control_of)
     assert one["sampling"] == pytest.approx(ArenaSettings().images * calls * 0.01)
+    four = estimate(ArenaSettings(budget=4, tuning_from="x"), costs)
+    assert four["tuning"] == 0 and four["trainings"] > 3 * five["trainings"]  # peers and stages scale with the budget
+    assert estimate(ArenaSettings(), MEASURED_COSTS)["wall"] > 0
 
 
 def test_the_peers_import_path_follows_this_checkout_even_after_another_left_a_link(tmp_path, monkeypatch):
@@ -345,10 +482,11 @@ def test_a_sweep_chosen_after_its_own_test_rows_were_sampled_is_marked_so(tmp_pa
 
     from unifl.pocket.arena.report import _tuning, tuning_table
 
-    candidates = {"0.0002": {"learning_rate": 2e-4, "steps": 100, "fd": 10.0, "prompt_accuracy": 0.5}}
     for name in ("stage1", "stage2"):
+        axis = {"row": "r", "metric": "fd", "axis": "learning_rate", "hyperparameters": {"learning_rate": 2e-4}, "widened": 1, "at_edge": name == "stage2",
+                "candidates": {"0.0002": {"learning_rate": 2e-4, "hyperparameters": {"learning_rate": 2e-4}, "steps": 100, "fd": 10.0, "prompt_accuracy": 0.5}}}
         (tmp_path / "tuning" / name).mkdir(parents=True)
-        (tmp_path / "tuning" / name / "choice.json").write_text(json.dumps({"row": "r", "metric": "fd", "learning_rate": 2e-4, "candidates": candidates}))
+        (tmp_path / "tuning" / name / "choice.json").write_text(json.dumps({"row": "r", "metric": "fd", "hyperparameters": axis["hyperparameters"], "axes": [axis]}))
     for row, when in (("base_20", 500), ("stage1_no_pefl_20", 2000), ("stage2_4", 5000)):
         (tmp_path / "samples" / row).mkdir(parents=True)
         (tmp_path / "samples" / row / "seed0.safetensors").write_bytes(b"")
@@ -358,7 +496,7 @@ def test_a_sweep_chosen_after_its_own_test_rows_were_sampled_is_marked_so(tmp_pa
     tuning = _tuning(tmp_path, rows(ArenaSettings()))
     assert not tuning["stage1"]["before_sampling"] and tuning["stage2"]["before_sampling"]
     lines = tuning_table(tuning)[2:]
-    assert lines[0].endswith("| ✓ (after its test rows were sampled) |") and lines[1].endswith("| ✓ |")
+    assert lines[0].endswith("| ✓ (after its test rows were sampled) (grid widened 1×) |") and lines[1].endswith("| ✓ (at the grid's edge after 1 widenings) |")
 
 
 def test_evaluations_are_counted_once_per_model_and_a_model_inside_a_model_is_not_counted_again():

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     accelerate.PartialState()
     register()
 
-    class PocketLoRAPipeline(DefaultDDPOStableDiffusionPipeline):
+    class PocketLoRAPipeline(DefaultDDPOStableDiffusionPipeline):  # --lora unifl: the preset's LoRA in place of trl's
         def get_trainable_layers(self):
             torch.manual_seed(args.seed)  # peft draws lora_A from the global generator
             self.sd_pipeline.unet.add_adapter(LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, init_lora_weights=True, target_modules=list(LORA_TARGETS)))
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         train_batch_size=BATCH_SIZE, train_learning_rate=args.learning_rate,
         truncated_backprop_rand=True, truncated_rand_backprop_minmax=(0, SAMPLE_STEPS),
     )
-    pipeline = PocketLoRAPipeline(str(pocket_model()), use_lora=True)
+    torch.manual_seed(args.seed)
+    pipeline = (PocketLoRAPipeline if args.lora == "unifl" else DefaultDDPOStableDiffusionPipeline)(str(pocket_model()), use_lora=True)
     trainer = AlignPropTrainer(config, reward_function, lambda: (draw.choice(prompts), {}), pipeline)
     trainer.sd_pipeline.set_progress_bar_config(disable=True)
 
@@ -114,12 +115,12 @@ def main(argv: list[str] | None = None) -> None:
             handle.flush()
             print(f"step {step}: {time.perf_counter() - before:.2f} s", flush=True)
 
-    lora = save_lora(get_peft_model_state_dict(trainer.sd_pipeline.unet), args.out, scale=1.0)
+    lora = save_lora(get_peft_model_state_dict(trainer.sd_pipeline.unet), args.out, scale=1.0)  # alpha = rank in both (trl's: 4 and 4)
     write_result(
         args.out, method="alignprop", lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
         batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["unet"], feedback_evaluations=counter["feedback"], seed=args.seed,
-        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"trl {trl.__version__} (pip), AlignPropTrainer",
-        patches=["LoRA of the pocket preset instead of trl's rank-4 attention-only one (subclassed get_trainable_layers)",
+        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, lora_config=args.lora, version=f"trl {trl.__version__} (pip), AlignPropTrainer",
+        patches=[*(["LoRA of the pocket preset instead of trl's rank-4 attention-only one (subclassed get_trainable_layers)"] if args.lora == "unifl" else []),
                  "truncation range (0, 20) for the 20-step rollout (trl: (0, 50))", "accelerate.PartialState() before the pipeline",
                  "checkpointing off, LoRA saved with peft's state dict (trl's save_pretrained raises)"],
     )

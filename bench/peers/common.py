@@ -2,8 +2,8 @@
 counter, the LoRA hand-over to the arena, and the record of exactly what ran.
 
 Peer code is theirs and never enters this repository: the glue reads the script from the path it is
-given (a local copy of the peer's public repository), applies the patches listed in
-``/work/shared/notes/peers.md`` as exact text replacements (each must match once, so a changed upstream
+given (a local copy of the peer's public repository at the commit ``make peers`` fetches), applies the patches
+listed in ``docs/peers.md`` as exact text replacements (each must match once, so a changed upstream
 script fails loudly instead of running unpatched), writes the patched copy into the run folder and runs
 it in this process. ``result.json`` records the commit or version, the patches, the steps taken, the
 images seen, the UNet evaluations and the wall time.
@@ -101,6 +101,8 @@ def peer_arguments(description: str, source_help: str, data_help: str, source_de
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE, help=f"default {LEARNING_RATE:g} (the pocket preset's)")
+    parser.add_argument("--lora", choices=("unifl", "own"), default="unifl",
+                        help="unifl: the pocket preset's LoRA (rank 16, alpha 16, attention + feed-forward); own: the peer script's defaults")
     return parser
 
 

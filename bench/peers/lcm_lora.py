@@ -49,6 +49,13 @@ PATCHES = [
 ]
 
 
+def lora_arguments(variant: str) -> list[str]:
+    """UniFL's LoRA, or none: the script's own defaults (rank 64, alpha 64, its own wider list of targets)."""
+    if variant == "own":
+        return []
+    return ["--lora_rank", str(LORA_RANK), "--lora_alpha", str(int(LORA_ALPHA)), "--lora_target_modules", ",".join(LORA_TARGETS)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = peer_arguments(__doc__.split("\n\n")[0], "a local copy of huggingface/diffusers", "the arena's peer_data folder (webdataset shards)")
     args = parser.parse_args(argv)
@@ -65,16 +72,16 @@ def main(argv: list[str] | None = None) -> None:
         "--train_shards_path_or_url", shard_pattern(args.data), "--max_train_samples", str(count),
         "--resolution", "64", "--train_batch_size", str(BATCH_SIZE), "--learning_rate", str(args.learning_rate),
         "--lr_scheduler", "constant", "--lr_warmup_steps", "0", "--mixed_precision", "no",
-        "--lora_rank", str(LORA_RANK), "--lora_alpha", str(int(LORA_ALPHA)), "--lora_target_modules", ",".join(LORA_TARGETS),
+        *lora_arguments(args.lora),
         "--w_min", "1", "--w_max", "3", "--max_train_steps", "1000000", "--dataloader_num_workers", "1",
         "--validation_steps", "100000000", "--checkpointing_steps", "100000000", "--seed", str(args.seed),
         "--report_to", "tensorboard", "--num_ddim_timesteps", "50", "--loss_type", "huber",
     ], budget)
-    lora = save_lora(load_file(str(args.out / "output" / "unet_lora" / "pytorch_lora_weights.safetensors")), args.out, scale=1.0)
+    lora = save_lora(load_file(str(args.out / "output" / "unet_lora" / "pytorch_lora_weights.safetensors")), args.out, scale=1.0)  # alpha = rank either way
     write_result(
         args.out, method="lcm_lora", lora=lora, seconds=round(time.perf_counter() - budget.started, 1), steps=budget.steps,
         batch_size=BATCH_SIZE, images_seen=budget.steps * BATCH_SIZE, unet_evaluations=counter["unet"], feedback_evaluations=counter["feedback"], seed=args.seed,
-        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, version=f"huggingface/diffusers@{source_commit(args.source)} {SCRIPT} (diffusers {diffusers.__version__} installed)",
+        budget_seconds=args.budget_seconds, learning_rate=args.learning_rate, lora_config=args.lora, version=f"huggingface/diffusers@{source_commit(args.source)} {SCRIPT} (diffusers {diffusers.__version__} installed)",
         patches=[p.why for p in PATCHES],
     )
 

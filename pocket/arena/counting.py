@@ -53,3 +53,29 @@ def count_feedback_models(models, counter: dict[str, int]) -> None:
     """Count images through each of ``models``' classes (their ``forward``)."""
     for cls in {type(model) for model in models if model is not None}:
         count_images(cls, "forward", counter, "feedback")
+
+
+COMPUTE_KEYS = ("seconds", "unet_evaluations", "feedback_evaluations", "images_seen")
+"""What a comparison states for each side: training wall time, UNet and feedback-model evaluations, images seen."""
+
+
+def lineage(training: str, plan: dict) -> list[str]:
+    """``training`` and every training whose LoRA it continues (stage 2: stage 1, then stage 2)."""
+    chain = []
+    while training:
+        chain.insert(0, training)
+        training = plan[training].init_from if training in plan else ""
+    return chain
+
+
+def training_compute(training: str | None, plan: dict, results: dict) -> dict[str, float] | None:
+    """A row's training compute, mean over its seeds: the sum over its lineage (a LoRA trained from another LoRA
+    carries that one's compute), per :data:`COMPUTE_KEYS`. ``results``: training → seed → ``result.json``.
+    None for the base model (no training); ``{}`` when a training of the lineage has no result (not run)."""
+    if training is None:
+        return None
+    chain = lineage(training, plan)
+    if any(not results.get(name) for name in chain):
+        return {}
+    seeds = sorted(set.intersection(*(set(results[name]) for name in chain)))
+    return {key: sum(float(results[name][seed].get(key) or 0) for name in chain for seed in seeds) / len(seeds) for key in COMPUTE_KEYS} | {"seeds": len(seeds), "lineage": chain}

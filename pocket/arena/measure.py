@@ -14,16 +14,32 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from ...core.files import atomic_write_bytes
 from ..evaluate import AspectJudges
-from ..judges import aspect_shortfall, embed, load_prompt_judge, prompt_accuracy, realism
+from ..judges import CHECKS, aspect_shortfall, embed, load_prompt_judge, prompt_checks, read_scenes, realism
 from ..world import PocketDataset, Scene, WorldConfig, caption, render
 from .plan import ArenaSettings, Sampler, Split
 
 RESOLUTION = 64
+
+
+def prompt_judge_version() -> int:
+    """The prompt judge version the arena scores prompts with: 2 (precision and recall, count first-class) where
+    this checkout's judges have it, else 1; version 1's columns are kept beside version 2's for comparison."""
+    from .. import judges
+
+    return 2 if hasattr(judges, "prompt_scores_v2") else 1
+
+
+def spectrum_available() -> bool:
+    """Whether this checkout's judges have the spectrum realism measure (``unifl.pocket.spectrum``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("..spectrum", __package__) is not None
 
 
 @dataclass
@@ -137,6 +153,7 @@ class Judges:
         self.prompt = load_prompt_judge(judge_path)
         self.aspects = AspectJudges()
         self._real_features: dict[tuple, torch.Tensor] = {}
+        self.spectrum = spectrum_available()
 
     def real_features(self, seed: int, start: int, count: int) -> torch.Tensor:
         key = (seed, start, count)
@@ -144,37 +161,92 @@ class Judges:
             self._real_features[key] = embed(real_images(seed, start, count), self.prompt)
         return self._real_features[key]
 
-    def measure(self, images: torch.Tensor, prompts: PromptSet, real_features: torch.Tensor, real_aspects: dict | None, features_path: Path | None = None) -> dict:
-        """Every judge's numbers; the images' judge features go to ``features_path`` (the report pools them
-        over the replicates for realism on all of a row's images)."""
-        aspects = self.aspects(images, prompts.prompts)
+    def measure(self, images: torch.Tensor, prompts: PromptSet, real_features: torch.Tensor, real_aspects: dict | None, features_path: Path | None = None,
+                per_image_path: Path | None = None, real: torch.Tensor | None = None) -> dict:
+        """Every judge's numbers; the images' judge features go to ``features_path`` and the per-image values
+        (prompt accuracy, all checks, each aspect score, the spectrum's log band shares) to ``per_image_path``:
+        the report's bootstrap resamples them (and pools the features over the replicates for realism on all of
+        a row's images). ``real``: the real reference images, for the spectrum measure where the judges have it."""
+        per_image = self.per_image(images, prompts)
+        aspects = {aspect: float(scores.mean()) for aspect, scores in per_image["aspects"].items()}
         features = embed(images, self.prompt)
-        result = {
-            "prompt": prompt_accuracy(images, prompts.scenes, self.prompt),
-            "realism": realism(features, real_features),
-            "aspects": aspects,
-        }
+        result = {"prompt": per_image["summary"], "prompt_v1": per_image["summary_v1"], "prompt_version": per_image["version"],
+                  "realism": realism(features, real_features), "aspects": aspects}
+        if self.spectrum and real is not None:
+            from ..spectrum import log_band_shares, spectrum_distance
+
+            result["realism"]["spectrum"] = spectrum_distance(images, real)
+            per_image["log_band_shares"] = log_band_shares(images)
         if real_aspects is not None:
             result["aspect_shortfall"] = aspect_shortfall(aspects, real_aspects)
         if features_path is not None:
             save_tensor(features, features_path)
+        if per_image_path is not None:
+            save_per_image(per_image, per_image_path)
         return result
+
+    @torch.no_grad()
+    def per_image(self, images: torch.Tensor, prompts: PromptSet) -> dict:
+        """Per image: its prompt score and whether it passes every check, by the current prompt judge
+        (:func:`prompt_judge_version`) and by version 1 (``_v1``: the share of its checks that pass,
+        :func:`~unifl.pocket.judges.prompt_checks`), from one reading; and each held-out aspect judge's score.
+        ``summary``/``summary_v1``: the judges' own summaries (version 1's as
+        :func:`~unifl.pocket.judges.prompt_accuracy` computes it)."""
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(images)} images for {len(prompts)} prompts; give one prompt per image")
+        readings = read_scenes(self.prompt, images)
+        shares, passed, pooled = [], [], {name: [] for name in CHECKS}
+        for scene, reading in zip(prompts.scenes, readings):
+            checks = prompt_checks(scene, reading)
+            flat = [c for values in checks.values() for c in values]
+            shares.append(float(np.mean(flat)))
+            passed.append(float(all(flat)))
+            for name, values in checks.items():
+                pooled[name] += values
+        summary_v1 = {"prompt_accuracy": float(np.mean(shares)), "all_correct": float(np.mean(passed)),
+                      **{name: float(np.mean(values)) if values else float("nan") for name, values in pooled.items()}}
+        aspects = {aspect: torch.cat([model(images[i : i + 256], prompts.prompts[i : i + 256]) for i in range(0, len(images), 256)]).float()
+                   for aspect, model in self.aspects.models.items()}
+        out = {"summary_v1": summary_v1, "prompt_accuracy_v1": torch.tensor(shares), "all_correct_v1": torch.tensor(passed), "aspects": aspects,
+               "version": prompt_judge_version()}
+        if out["version"] == 2:
+            from ..judges import per_prompt_accuracy, prompt_accuracy_from_readings
+
+            scores = per_prompt_accuracy(readings, prompts.scenes, version=2)
+            return out | {"summary": prompt_accuracy_from_readings(readings, prompts.scenes, version=2), "prompt_accuracy": torch.tensor(scores, dtype=torch.float32),
+                          "all_correct": torch.tensor(np.isclose(scores, 1.0), dtype=torch.float32)}
+        return out | {"summary": summary_v1, "prompt_accuracy": out["prompt_accuracy_v1"], "all_correct": out["all_correct_v1"]}
 
     def references(self, split: Split, settings: ArenaSettings, replicate: int, prompts: PromptSet, features_dir: Path | None = None) -> dict:
         """Ceiling and floors of one replicate: real renders of the same scenes, of other scenes, uniform noise,
         and the real-vs-real realism floor (as many other real renders as a model has images)."""
         config = WorldConfig(resolution=RESOLUTION)
         reference = self.real_features(split.real_seed, 0, settings.num_real)
+        real = real_images(split.real_seed, 0, settings.num_real) if self.spectrum else None
         same = torch.stack([render(scene, config).image for scene in prompts.scenes])
-        ceiling = self.measure(same, prompts, reference, None)
+        ceiling = self.measure(same, prompts, reference, None, per_image_path=features_dir and features_dir / f"seed{replicate}.same_scenes.per_image.safetensors", real=real)
         ceiling["aspect_shortfall"] = aspect_shortfall(ceiling["aspects"], ceiling["aspects"])
         other = real_images(split.real_seed, settings.num_real + replicate * len(prompts), len(prompts))  # disjoint from the reference
         noise = torch.rand(same.shape, generator=torch.Generator().manual_seed(split.noise_seed + replicate))
         return {
             "real_same_scenes": ceiling,
-            "real_other_scenes": self.measure(other, prompts, reference, ceiling["aspects"], features_dir and features_dir / f"seed{replicate}.other_scenes.safetensors"),
-            "uniform_noise": self.measure(noise, prompts, reference, ceiling["aspects"]),
+            "real_other_scenes": self.measure(other, prompts, reference, ceiling["aspects"], features_dir and features_dir / f"seed{replicate}.other_scenes.safetensors", real=real),
+            "uniform_noise": self.measure(noise, prompts, reference, ceiling["aspects"], real=real),
         }
+
+
+def save_per_image(per_image: dict, path: Path) -> None:
+    from safetensors.torch import save
+
+    tensors = {key: per_image[key] for key in ("prompt_accuracy", "all_correct", "prompt_accuracy_v1", "all_correct_v1")} | {
+        **{f"aspect.{aspect}": scores for aspect, scores in per_image["aspects"].items()},
+        **({"log_band_shares": per_image["log_band_shares"]} if "log_band_shares" in per_image else {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save({k: v.contiguous().clone() for k, v in tensors.items()}))  # a copy each: version 1's values are also the current ones
+
+
+def load_per_image(path: Path) -> dict[str, np.ndarray]:
+    return {key: value.numpy() for key, value in load_file(str(path)).items()}
 
 
 def write_json(path: Path, value) -> None:

@@ -3,7 +3,7 @@
 Seeds, all disjoint from every stream a model was built from (LDM 0, perception and rewards 1/2,
 held-out evaluators 101/102, the demo's 103/202, the prompt judge 301/302):
 
-* **Training seeds** :data:`TRAINING_SEEDS` = 0, 1, 2 (``optim.seed`` of UniFL, ``--seed`` of each peer):
+* **Training seeds** :data:`TRAINING_SEEDS` = 0 … 4 (``optim.seed`` of UniFL, ``--seed`` of each peer):
   LoRA initialisation, noise and batch order. Every training reads the same data stream (the ``pocket``
   preset's: world stream 1, 8192 images).
 * **Splits** (:data:`SPLITS`): *validation* (prompts from world stream 401, real images from 402) is the
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-TRAINING_SEEDS = (0, 1, 2)
+TRAINING_SEEDS = (0, 1, 2, 3, 4)
 DATA_STREAM = (1, 8192)
 """(world seed, images) of the training data every method reads: the ``pocket`` preset's ``data``."""
 
@@ -69,11 +69,16 @@ class Training:
     method: str  # "unifl" | "lcm_lora" | "pcm" | "pcm_adv" | "alignprop"
     overrides: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
-    budget_of: str = ""
-    """Peers: the UniFL training whose measured wall time (same seed) is this run's budget."""
+    init_from: str = ""
+    """UniFL: the training whose LoRA this one continues (stage 2 continues stage 1); its compute counts into this
+    one's (:func:`.counting.lineage`)."""
+    budget_of: tuple[str, ...] = ()
+    """Peers: the UniFL trainings whose measured wall times (same seed), summed, are this run's budget."""
     steps_of: str = ""
     """Peers: the UniFL training whose step count this run takes instead of a time budget."""
     group: str = "unifl"  # "unifl" | "ablation" | "peer"
+    lora: str = "unifl"
+    """Peers: ``"unifl"`` (UniFL's rank 16, alpha 16, attention + feed-forward) or ``"own"`` (its script's defaults)."""
 
 
 @dataclass(frozen=True)
@@ -83,34 +88,64 @@ class Row:
     sampler: Sampler
     group: str  # "unifl" | "ablation" | "peer"
     label: str = ""
+    control_of: str = ""
+    """A control row: the row whose images it post-filters (:mod:`.controls`), with the filter and strength chosen
+    for that row on the validation split."""
+    own_lora: str = ""
+    """A peer row with UniFL's LoRA: the row of the same peer and sampler trained with its script's own LoRA."""
+
+
+CONTROL_SUFFIX = "+filter"
+
+
+def control_name(row: str) -> str:
+    return f"{row}{CONTROL_SUFFIX}"
 
 
 @dataclass(frozen=True)
 class ArenaSettings:
-    """Sizes of an arena run. The default is the full run (``make arena``); :meth:`quick` the smoke run."""
+    """Sizes of an arena run. The default is the standard run (``make arena``); :meth:`smoke` the smoke run."""
 
     split: str = "test"
     seeds: tuple[int, ...] = TRAINING_SEEDS
     stage1_steps: int = 100
     stage2_steps: int = 100
-    num_prompts: int = 86
+    budget: int = 1
+    """The training budget as a multiple of the standard one (``make arena-curves``: 1, 4, 16): UniFL's stages
+    take ``budget ×`` their steps, the peers the matching wall time."""
+    num_prompts: int = 52
     """Prompts per replicate; replicate ``r`` takes the split's prompts ``r·n … (r+1)·n − 1``."""
     images_per_prompt: int = 4
-    """Images per model and replicate: ``num_prompts × images_per_prompt`` = 344; with three replicates a row
-    has 1032 images, on which the report measures realism pooled (≥ 1024, as the judges' precision needs), and
-    the spreads come from the replicates. (1024 per replicate would take 175 min of 2 cores: sampling costs
-    13 ms per UNet call and image, and six rows run 20 steps with CFG.)"""
+    """Images per model and replicate: ``num_prompts × images_per_prompt`` = 208; with five replicates a row has
+    1040 images, on which realism is measured pooled (≥ 1024, as the judges' precision needs), and the bootstrap
+    resamples seeds and prompts. (The earlier 86 prompts: 344 per seed with three seeds, the same pool.)"""
     num_real: int = 1024
     """Real reference images for realism; the real-vs-real floor uses as many again, per replicate."""
     ablations: bool = True
     peers: tuple[str, ...] = ("lcm_lora", "pcm", "pcm_adv", "alignprop")
-    """Peers to run; those whose code is not on the machine are skipped (and the report says so)."""
-    learning_rates: tuple[float, ...] = (2e-4, 1e-3)
-    """The learning rates each tuned training (:data:`TUNING`: UniFL's stages and the peers) is tried with on the
-    validation split before the test run: the pocket preset's and 5× it, as these runs are short (about 100
-    steps) where the peers' scripts were set for thousands of steps."""
+    """Peers to run; one whose code is not on the machine is one loud line and a "not run" row in the report."""
+    lora_variants: tuple[str, ...] = ("unifl", "own")
+    """Each peer with UniFL's LoRA and with its script's own (rank, alpha, targets): two trainings, two rows."""
+    controls: bool = True
+    """A "+ best post-filter" control row for every row (:mod:`.controls`)."""
+    learning_rates: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3)
+    """The learning-rate grid every tuned training (:data:`TUNING`: UniFL's stages and every peer) starts from on the
+    validation split: spaced ×2–×2.5, widened by :data:`WIDEN_FACTOR` while the best value is at an edge."""
+    discriminator_rates: tuple[float, ...] = (1e-5, 2.5e-5, 6e-5, 1.5e-4, 3e-4)
+    """The discriminator's learning rate, swept the same way for UniFL's stage 2 (its preset: 3e-4) and PCM's
+    adversarial variant (its script: 1e-5), after each one's learning rate is chosen: both defaults in one grid
+    spaced ×2–×2.5."""
+    widen_limit: int = 3
+    """How many times a sweep may add a value beyond its edge; the report says when a choice stayed at an edge."""
+    bootstrap_draws: int = 1000
+    confidence: float = 0.95
+    family_alpha: float = 0.05
+    """Family-wise error rate of the claims (Holm)."""
     peer_min_steps: int = 0
     """Quick runs: stop a peer after this many steps even inside its budget (0: the budget alone)."""
+    tuning_from: str = ""
+    """Another arena folder whose sweeps' choices this run takes instead of sweeping (the budget curves' ×4 and ×16
+    take the standard run's: sweeping at ×16 would cost more than the run)."""
     workers: int = 2
     threads: int = 1
     quick: bool = False
@@ -119,62 +154,111 @@ class ArenaSettings:
     @classmethod
     def smoke(cls, split: str = "validation") -> "ArenaSettings":
         """One seed, a few steps and images, validation split: the whole path in minutes, no claims to read."""
-        return cls(split=split, seeds=(0,), stage1_steps=2, stage2_steps=2, num_prompts=16, images_per_prompt=1, num_real=32, peer_min_steps=2, quick=True)
+        return cls(split=split, seeds=(0,), stage1_steps=2, stage2_steps=2, num_prompts=16, images_per_prompt=1, num_real=32, peer_min_steps=2, quick=True,
+                   learning_rates=(2e-4, 1e-3), discriminator_rates=(3e-4,), widen_limit=0, bootstrap_draws=50, lora_variants=("unifl",))
 
     @property
     def images(self) -> int:
         return self.num_prompts * self.images_per_prompt
 
+    @property
+    def steps(self) -> tuple[int, int]:
+        """UniFL's stage-1 and stage-2 steps at this budget."""
+        return self.stage1_steps * self.budget, self.stage2_steps * self.budget
+
     def with_(self, **changes) -> "ArenaSettings":
         return replace(self, **changes)
 
 
+BUDGETS = (1, 4, 16)
+"""The budget curve's levels (``make arena-curves``)."""
+WIDEN_FACTOR = 2.5
+
+
+PEER_TRAININGS = {
+    "lcm_lora": dict(method="lcm_lora", budget_of=("stage1", "stage2")),
+    "pcm": dict(method="pcm", budget_of=("stage1", "stage2")),
+    "pcm_adv": dict(method="pcm_adv", budget_of=("stage1", "stage2")),
+    "alignprop_steps": dict(method="alignprop", steps_of="stage1"),
+    "alignprop_time": dict(method="alignprop", budget_of=("stage1",)),
+}
+"""The distillation peers get stage 1 + stage 2's time (UniFL's 4-step LoRA trained through both); AlignProp, a
+reward fine-tune like stage 1, stage 1's steps and stage 1's time."""
+
+
+def own_lora(name: str) -> str:
+    return f"{name}_own"
+
+
 def trainings(settings: ArenaSettings) -> dict[str, Training]:
-    s1, s2 = f"optim.max_steps={settings.stage1_steps}", f"optim.max_steps={settings.stage2_steps}"
+    steps1, steps2 = settings.steps
+    s1, s2 = f"optim.max_steps={steps1}", f"optim.max_steps={steps2}"
     plan = {
         "stage1": Training("stage1", "unifl", ("stage=1", s1)),
-        "stage2": Training("stage2", "unifl", ("stage=2", s2), after=("stage1",)),
+        "stage2": Training("stage2", "unifl", ("stage=2", s2), after=("stage1",), init_from="stage1"),
+        "stage2_from_base": Training("stage2_from_base", "unifl", ("stage=2", s2)),
     }
     if settings.ablations:
         plan |= {
             "stage1_no_pefl": Training("stage1_no_pefl", "unifl", ("stage=1", s1, "perception=[]"), group="ablation"),
             "stage1_global_reward": Training("stage1_global_reward", "unifl", ("stage=1", s1, 'rewards=[{aspect = "global", kind = "pocket-reward", path = "global"}]'), group="ablation"),
-            "stage2_no_adversarial": Training("stage2_no_adversarial", "unifl", ("stage=2", s2, "adversarial.weight=0"), after=("stage1",), group="ablation"),
+            "stage2_no_adversarial": Training("stage2_no_adversarial", "unifl", ("stage=2", s2, "adversarial.weight=0"), after=("stage1",), init_from="stage1", group="ablation"),
         }
-    peers = {
-        "lcm_lora": Training("lcm_lora", "lcm_lora", after=("stage2",), budget_of="stage2", group="peer"),
-        "pcm": Training("pcm", "pcm", after=("stage2",), budget_of="stage2", group="peer"),
-        "pcm_adv": Training("pcm_adv", "pcm_adv", after=("stage2",), budget_of="stage2", group="peer"),
-        "alignprop_steps": Training("alignprop_steps", "alignprop", after=("stage1",), steps_of="stage1", group="peer"),
-        "alignprop_time": Training("alignprop_time", "alignprop", after=("stage1",), budget_of="stage1", group="peer"),
-    }
-    plan |= {name: t for name, t in peers.items() if t.method in settings.peers}
+    for name, spec in PEER_TRAININGS.items():
+        if spec["method"] not in settings.peers:
+            continue
+        depends = tuple(spec.get("budget_of", ())) or (spec["steps_of"],)
+        for variant in settings.lora_variants:
+            full = name if variant == "unifl" else own_lora(name)
+            plan[full] = Training(full, after=depends, group="peer", lora=variant, **spec)
     return plan
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """How a training is tuned on the validation split: the row its candidates are sampled as, the judge number
+    that picks one, and the hyperparameters swept in turn (each at the values chosen before it)."""
+
+    row: str
+    metric: str
+    axes: tuple[str, ...] = ("learning_rate",)
+
+
 TUNING = {
-    "stage1": ("stage1_20", "prompt_accuracy"),
-    "stage2": ("stage2_4", "fd"),
-    "lcm_lora": ("lcm_lora_lcm_4", "fd"),
-    "pcm": ("pcm_4", "fd"),
-    "pcm_adv": ("pcm_adv_4", "fd"),
-    "alignprop_time": ("alignprop_time_20", "prompt_accuracy"),
+    "stage1": Tuning("stage1_20", "prompt_accuracy"),
+    "stage2": Tuning("stage2_4", "fd", ("learning_rate", "discriminator_rate")),
+    "stage2_from_base": Tuning("stage2_from_base_4", "fd"),
+    "lcm_lora": Tuning("lcm_lora_lcm_4", "fd"),
+    "pcm": Tuning("pcm_4", "fd"),
+    "pcm_adv": Tuning("pcm_adv_4", "fd", ("learning_rate", "discriminator_rate")),
+    "alignprop_time": Tuning("alignprop_time_20", "prompt_accuracy"),
 }
-"""Each tuned training, UniFL's two stages and the peers alike: the row its learning-rate candidates are sampled
-as on the validation split (first training seed, its first replicate's prompts and noise) and the judge number
-that picks one. Few-step trainings (stage 2 and the distillation peers) are picked on realism (FD, lower is
-better), which acceleration is for; stage 1 and AlignProp on prompt accuracy (higher), which they are compared
-on. The candidate run of the chosen rate *is* that seed's training in the test run (same seed, data and budget),
-so tuning costs only the other candidates. Stage 2's candidates continue the chosen stage 1; the peers' budgets
-are the chosen stages' measured times."""
+"""Each tuned training, UniFL's and the peers' alike (a peer's own-LoRA variant is tuned as itself, on its own row):
+the row its candidates are sampled as on the validation split (first training seed, its first replicate's prompts
+and noise), the judge number that picks one, and the axes swept. Few-step trainings (stage 2 and the distillation
+peers) are picked on realism (FD, lower is better), which acceleration is for; stage 1 and AlignProp on prompt
+accuracy (higher). The chosen candidate's run *is* that seed's training in the test run (same seed, data and
+budget), so tuning costs only the other candidates. Stage 2's candidates continue the chosen stage 1; the peers'
+budgets are the chosen stages' measured times."""
 TUNED_WITH = {"alignprop_steps": "alignprop_time", "stage1_no_pefl": "stage1", "stage1_global_reward": "stage1", "stage2_no_adversarial": "stage2"}
-"""Trainings that take another training's chosen learning rate (an ablation its stage's; AlignProp at equal
-steps the one chosen at equal time)."""
+"""Trainings that take another training's chosen hyperparameters (an ablation its stage's; AlignProp at equal
+steps the ones chosen at equal time)."""
 
 
 def tuning_of(training: str) -> str:
-    """The tuned training whose chosen learning rate ``training`` uses."""
-    return TUNED_WITH.get(training, training)
+    """The tuned training whose chosen hyperparameters ``training`` uses."""
+    own = training.endswith("_own")
+    base = training[: -len("_own")] if own else training
+    tuned = TUNED_WITH.get(base, base)
+    return own_lora(tuned) if own else tuned
+
+
+def tuning_spec(training: str) -> Tuning | None:
+    """The :class:`Tuning` of a tuned training (an own-LoRA variant: its peer's, on its own row)."""
+    if training.endswith("_own"):
+        spec = TUNING.get(training[: -len("_own")])
+        return spec and replace(spec, row=spec.row.replace(training[: -len("_own")], training, 1))
+    return TUNING.get(training)
 
 
 BASE_CFG = 3.0
@@ -183,22 +267,40 @@ BASE_CFG = 3.0
 
 def rows(settings: ArenaSettings) -> dict[str, Row]:
     ddim = lambda steps, cfg, spacing: Sampler("ddim", steps, cfg, spacing)  # noqa: E731
+    lcm_rows = [Row(f"lcm_lora_{kind}_{n}", "lcm_lora", Sampler(kind, n, 1.0), "peer", "LCM-LoRA", own_lora=f"lcm_lora_own_{kind}_{n}" if n == 4 else "")
+                for kind in ("lcm", "tcd") for n in (4, 2, 1)]
+    peer_rows = [
+        *lcm_rows,
+        Row("pcm_4", "pcm", ddim(4, 1.0, "trailing"), "peer", "PCM", own_lora="pcm_own_4"),
+        Row("pcm_adv_4", "pcm_adv", ddim(4, 1.0, "trailing"), "peer", "PCM (adversarial)", own_lora="pcm_adv_own_4"),
+        Row("alignprop_steps_20", "alignprop_steps", ddim(20, BASE_CFG, "leading"), "peer", "AlignProp, stage 1's steps", own_lora="alignprop_steps_own_20"),
+        Row("alignprop_time_20", "alignprop_time", ddim(20, BASE_CFG, "leading"), "peer", "AlignProp, stage 1's time", own_lora="alignprop_time_own_20"),
+    ]
+    own_rows = [Row(row.own_lora, own_lora(row.training), row.sampler, "peer", f"{row.label}, its script's own LoRA") for row in peer_rows if row.own_lora]
     plan = [
         Row("base_20", None, ddim(20, BASE_CFG, "leading"), "unifl", "base"),
         Row("base_4", None, ddim(4, BASE_CFG, "trailing"), "unifl", "base"),
         Row("base_4_cfg1", None, ddim(4, 1.0, "trailing"), "unifl", "base"),
         Row("stage1_20", "stage1", ddim(20, BASE_CFG, "leading"), "unifl", "UniFL stage 1"),
-        Row("stage2_4", "stage2", ddim(4, 1.0, "trailing"), "unifl", "UniFL stage 2"),
-        Row("stage2_2", "stage2", ddim(2, 1.0, "trailing"), "unifl", "UniFL stage 2"),
-        Row("stage2_1", "stage2", ddim(1, 1.0, "trailing"), "unifl", "UniFL stage 2"),
+        Row("stage2_4", "stage2", ddim(4, 1.0, "trailing"), "unifl", "UniFL stage 2 (from stage 1)"),
+        Row("stage2_2", "stage2", ddim(2, 1.0, "trailing"), "unifl", "UniFL stage 2 (from stage 1)"),
+        Row("stage2_1", "stage2", ddim(1, 1.0, "trailing"), "unifl", "UniFL stage 2 (from stage 1)"),
+        Row("stage2_from_base_4", "stage2_from_base", ddim(4, 1.0, "trailing"), "unifl", "UniFL stage 2 from the base model"),
         Row("stage1_no_pefl_20", "stage1_no_pefl", ddim(20, BASE_CFG, "leading"), "ablation", "stage 1 without PeFL"),
         Row("stage1_global_reward_20", "stage1_global_reward", ddim(20, BASE_CFG, "leading"), "ablation", "stage 1, one global reward"),
         Row("stage2_no_adversarial_4", "stage2_no_adversarial", ddim(4, 1.0, "trailing"), "ablation", "stage 2 without adversarial"),
-        *[Row(f"lcm_lora_{kind}_{n}", "lcm_lora", Sampler(kind, n, 1.0), "peer", "LCM-LoRA") for kind in ("lcm", "tcd") for n in (4, 2, 1)],
-        Row("pcm_4", "pcm", ddim(4, 1.0, "trailing"), "peer", "PCM"),
-        Row("pcm_adv_4", "pcm_adv", ddim(4, 1.0, "trailing"), "peer", "PCM (adversarial)"),
-        Row("alignprop_steps_20", "alignprop_steps", ddim(20, BASE_CFG, "leading"), "peer", "AlignProp, stage 1's steps"),
-        Row("alignprop_time_20", "alignprop_time", ddim(20, BASE_CFG, "leading"), "peer", "AlignProp, stage 1's time"),
+        *peer_rows,
+        *own_rows,
     ]
     planned = trainings(settings)
-    return {row.name: row for row in plan if row.training is None or row.training in planned}
+    present = {row.name: row for row in plan if row.training is None or row.training in planned}
+    present = {name: replace(row, own_lora=row.own_lora if row.own_lora in present else "") for name, row in present.items()}
+    if settings.controls:
+        present |= {control_name(row.name): replace(row, name=control_name(row.name), label=f"{row.label} + best post-filter", control_of=row.name, own_lora="")
+                    for row in list(present.values())}
+    return present
+
+
+def sampled_rows(settings: ArenaSettings) -> dict[str, Row]:
+    """The rows that are sampled (a control row filters its row's images instead)."""
+    return {name: row for name, row in rows(settings).items() if not row.control_of}

@@ -3,11 +3,14 @@
 Layout of the output folder (everything a job makes is its proof of work; delete it to redo the job):
 
 * ``trainings/<training>/seed<r>/result.json`` (and the LoRA, logs) – one per training and seed;
-* ``tuning/<training>/lr<rate>/`` and ``choice.json`` – the learning-rate candidates of UniFL's stages and the
-  peers (first training seed) and the one the validation split chose (:data:`~.plan.TUNING`);
-* ``samples/<row>/seed<r>.safetensors`` – the row's images of replicate ``r`` (uint8);
-* ``measures/<row>/seed<r>.json`` and ``references/seed<r>.json`` – the judges' numbers (measured in the
-  workers, right after sampling: the judges cost about as much per image as a few UNet calls);
+* ``tuning/<training>/<candidate>/`` and ``choice_<k>.json`` per swept axis, ``choice.json`` last – the
+  hyperparameter candidates of UniFL's stages and the peers (first training seed), judged on the validation
+  split, each grid widened while its best value sits at an edge (:data:`~.plan.TUNING`);
+* ``controls/<row>/choice.json`` – the post-filter and strength chosen for a row on the validation split;
+* ``samples/<row>/seed<r>.safetensors`` – the row's images of replicate ``r`` (uint8; a control row's are its
+  row's, filtered);
+* ``measures/<row>/seed<r>.json`` (+ ``.features``, ``.per_image`` safetensors) and ``references/seed<r>.json``
+  – the judges' numbers, measured in the workers right after sampling;
 * ``metrics.json``, ``report.md``, ``grid_*.png``, ``curves_*.png`` – the summary (:mod:`.report`).
 
 A killed run restarts where it stopped: finished jobs are skipped job by job. The settings are written to
@@ -26,31 +29,25 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from ...core.machine import source_commit
 from ..demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
+from .controls import PostFilters, judge_post_filters, post_filters_available
 from .counting import count_feedback_models, count_unet, new_counter
-from .measure import Judges, load_images, load_tensor, prompt_set, sample_row, save_tensor, write_json
-from .plan import DATA_STREAM, SPLITS, TUNING, ArenaSettings, Training, rows, trainings, tuning_of
+from .estimate import MEASURED_COSTS, estimate
+from .measure import Judges, load_images, load_tensor, prompt_set, real_images, sample_row, save_images, save_tensor, write_json
+from .peers import missing_reason, peer_sources
+from .plan import DATA_STREAM, SPLITS, WIDEN_FACTOR, ArenaSettings, Training, rows, trainings, tuning_of, tuning_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PEER_GLUE = REPO_ROOT / "bench" / "peers"
+AXIS_FLAGS = {"learning_rate": "lr", "discriminator_rate": "dr"}
+"""A swept hyperparameter's short name in candidate folders and job names."""
 
 
 # ------------------------------------------------------------------------------------------- peer sources
-
-
-def peer_sources() -> dict[str, dict]:
-    """Where each peer's code and Python are on this machine (environment variables, then the usual
-    places); a peer is present when both exist. Their code is never part of this repository."""
-    env = os.environ.get
-    peers_python = env("UNIFL_PEERS_PYTHON", "/work/venvs/peers/bin/python")
-    return {
-        "lcm_lora": {"source": env("UNIFL_PEER_DIFFUSERS", "/work/peer-src/huggingface+diffusers"), "python": peers_python},
-        "pcm": {"source": env("UNIFL_PEER_PCM", "/work/peer-src/pcm"), "python": peers_python},
-        "pcm_adv": {"source": env("UNIFL_PEER_PCM", "/work/peer-src/pcm"), "python": peers_python},
-        "alignprop": {"source": "pip:trl==0.23.1", "python": env("UNIFL_PEER_TRL_PYTHON", "/work/venvs/trl/bin/python")},
-    }
 
 
 def package_path_entry(scratch: Path) -> Path:
@@ -69,8 +66,7 @@ def package_path_entry(scratch: Path) -> Path:
 
 
 def peer_present(method: str) -> bool:
-    source = peer_sources()[method]
-    return Path(source["python"]).is_file() and (source["source"].startswith("pip:") or Path(source["source"]).exists())
+    return not missing_reason(method)
 
 
 # ----------------------------------------------------------------------------------------- worker functions
@@ -105,15 +101,15 @@ def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_f
 
 
 def train_peer(out: str, training: str, method: str, seed: int, budget_seconds: float, max_steps: int, data_dir: str, threads: int,
-               learning_rate: float) -> dict:
+               hyperparameters: dict, lora: str = "unifl") -> dict:
     """A peer through our glue (``bench/peers/<method>.py``) in its own Python; its output goes to train.log."""
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     source = peer_sources()[method]
     script = PEER_GLUE / f"{method.split('_adv')[0]}.py"
     command = [source["python"], str(script), "--out", str(run_dir), "--seed", str(seed), "--budget-seconds", f"{budget_seconds:.1f}",
-               "--max-steps", str(max_steps), "--data", data_dir, "--source", source["source"], "--threads", str(threads),
-               "--learning-rate", f"{learning_rate:g}"]
+               "--max-steps", str(max_steps), "--data", data_dir, "--source", source["source"], "--threads", str(threads), "--lora", lora,
+               *[f"--{key.replace('_', '-')}={value:g}" for key, value in hyperparameters.items()]]
     if method == "pcm_adv":
         command.append("--adversarial")
     env = {**os.environ, "PYTHONPATH": str(package_path_entry(run_dir)), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -121,8 +117,7 @@ def train_peer(out: str, training: str, method: str, seed: int, budget_seconds: 
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(run_dir))
     if done.returncode != 0:
         raise RuntimeError(f"peer {method} failed (exit {done.returncode}); see {run_dir / 'train.log'}")
-    summary = json.loads((run_dir / "result.json").read_text())
-    return summary
+    return json.loads((run_dir / "result.json").read_text())
 
 
 def write_peer_data(out: str, count: int) -> str:
@@ -140,84 +135,152 @@ def write_peer_data(out: str, count: int) -> str:
 # ----------------------------------------------------------------------------------------------- the plan
 
 
-def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "") -> tuple[list[Job], dict]:
-    """Every job of the arena with its dependencies, and what each sampling job will produce."""
+def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "", post_filters: bool | None = None) -> tuple[list[Job], dict]:
+    """Every job of the arena with its dependencies, and what each job will produce.
+
+    ``post_filters``: whether the judges' post-filters are there (None: look), i.e. whether control rows run."""
     planned, row_plan = trainings(settings), rows(settings)
-    present = {name: t for name, t in planned.items() if t.method == "unifl" or peer_present(t.method)}
-    jobs, outputs = [], {"trainings": {}, "samples": {}, "references": {}, "tuning": {}}
+    missing = {t.method: missing_reason(t.method) for t in planned.values() if t.method != "unifl" and missing_reason(t.method)}
+    present = {name: t for name, t in planned.items() if t.method not in missing}
+    if post_filters is None:
+        post_filters = post_filters_available()
+    runnable = {name: row for name, row in row_plan.items() if (row.training is None or row.training in present) and (post_filters or not row.control_of)}
+    jobs, outputs, done = [], {"trainings": {}, "samples": {}, "references": {}}, {}
     needs_data = any(t.method in ("lcm_lora", "pcm", "pcm_adv") for t in present.values())
     data_dir = out / "peer_data"
     if needs_data:
         count = 256 if settings.quick else DATA_STREAM[1]
         jobs.append(Job("peer_data", (write_peer_data, str(data_dir), count), steps=1))
-        outputs["peer_data"] = data_dir / "DONE"
+        done["peer_data"] = lambda: (data_dir / "DONE").is_file()
     data_after = lambda t: ("peer_data",) if t.method in ("lcm_lora", "pcm", "pcm_adv") else ()  # noqa: E731
     tune_seed = settings.seeds[0]
+    choice_job = {}
     for name, t in present.items():
-        if name not in TUNING:
+        spec = tuning_spec(name)
+        if spec is None or settings.tuning_from:
             continue
-        candidates = []
-        for rate in settings.learning_rates:
-            job = f"{name}~lr{rate:g}@{tune_seed}"
-            run_dir = tuning_dir(out, name) / f"lr{rate:g}"
-            outputs["tuning"][job] = run_dir / "result.json"
-            after = tuple(f"{d}@{tune_seed}" for d in t.after) + data_after(t)
-            jobs.append(Job(job, (_training_job, str(out), name, t, tune_seed, settings, str(data_dir), rate, str(run_dir)), after, _units(t, settings)))
-            candidates.append(job)
-        choice = f"{name}~choice@{tune_seed}"
-        outputs["tuning"][choice] = tuning_dir(out, name) / "choice.json"
-        sampler = row_plan[TUNING[name][0]].sampler
-        units = max(1, round((sampler.unet_calls_per_image() + 4) * settings.images * len(candidates) / 256))
-        jobs.append(Job(choice, (_choose_job, str(out), name, settings, judge_path), tuple(candidates), units))
+        previous = ()
+        for k, axis in enumerate(spec.axes):
+            candidates = []
+            for value in _grid(axis, settings):
+                job = f"{name}~{AXIS_FLAGS[axis]}{value:g}@{tune_seed}"
+                after = tuple(f"{d}@{tune_seed}" for d in t.after) + data_after(t) + previous
+                jobs.append(Job(job, (_candidate_job, str(out), name, k, value, settings), after, _units(t, settings)))
+                done[job] = (lambda name=name, k=k, axis=axis, value=value: _candidate_result(out, name, k, axis, value).is_file())
+                candidates.append(job)
+            choice = f"{name}~choice{k}@{tune_seed}"
+            jobs.append(Job(choice, (_choose_job, str(out), name, k, settings, judge_path), tuple(candidates), _units(t, settings)))
+            done[choice] = (lambda name=name, k=k: (tuning_dir(out, name) / f"choice_{k}.json").is_file())
+            previous = (choice,)
+        choice_job[name] = previous[0]
+    first_seed_jobs = set()
     for seed in settings.seeds:
         for name, t in present.items():
             run_dir = out / "trainings" / name / f"seed{seed}"
             outputs["trainings"][(name, seed)] = run_dir / "result.json"
-            after = tuple(f"{d}@{seed}" for d in t.after) + data_after(t) + (f"{tuning_of(name)}~choice@{tune_seed}",)
-            jobs.append(Job(f"{name}@{seed}", (_training_job, str(out), name, t, seed, settings, str(data_dir)), after, _units(t, settings)))
+            job = f"{name}@{seed}"
+            tuned = choice_job.get(tuning_of(name))
+            after = tuple(f"{d}@{seed}" for d in t.after) + data_after(t) + ((tuned,) if tuned else ())
+            jobs.append(Job(job, (_training_job, str(out), name, t, seed, settings, str(data_dir)), after, _units(t, settings)))
+            done[job] = (lambda p=run_dir / "result.json": p.is_file())
         outputs["references"][seed] = out / "references" / f"seed{seed}.json"
         jobs.append(Job(f"reference@{seed}", (_reference_job, str(out), seed, settings, judge_path), (), max(1, round(4 * settings.images / 256))))
-        for row_name, row in row_plan.items():
-            if row.training is not None and row.training not in present:
+        done[f"reference@{seed}"] = (lambda p=outputs["references"][seed]: p.is_file())
+        for row_name, row in runnable.items():
+            path = out / "measures" / row_name / f"seed{seed}.json"
+            outputs["samples"][(row_name, seed)] = path
+            job = f"{row_name}@{seed}"
+            done[job] = (lambda p=path: p.is_file())
+            if row.control_of:
+                choose = f"{row.control_of}~filter@{tune_seed}"
+                if choose not in first_seed_jobs:
+                    first_seed_jobs.add(choose)
+                    after = (f"{row.training}@{tune_seed}",) if row.training else ()
+                    jobs.append(Job(choose, (_control_choice_job, str(out), row.control_of, row.training, row.sampler, settings, judge_path), after,
+                                    max(1, round(row.sampler.unet_calls_per_image() * settings.images / 256))))
+                    done[choose] = (lambda p=controls_dir(out, row.control_of) / "choice.json": p.is_file())
+                jobs.append(Job(job, (_control_job, str(out), row_name, row.control_of, seed, settings, judge_path), (f"{row.control_of}@{seed}", choose), 1))
                 continue
-            outputs["samples"][(row_name, seed)] = out / "measures" / row_name / f"seed{seed}.json"
             after = ((f"{row.training}@{seed}",) if row.training else ()) + (f"reference@{seed}",)
             units = max(1, round((row.sampler.unet_calls_per_image() + 4) * settings.images / 256))  # + the judges, ~4 UNet calls' worth
-            jobs.append(Job(f"{row_name}@{seed}", (_sample_job, str(out), row_name, row.training, seed, row.sampler, settings, judge_path), after, units))
-    return jobs, {"outputs": outputs, "present": present, "rows": row_plan}
+            jobs.append(Job(job, (_sample_job, str(out), row_name, row.training, seed, row.sampler, settings, judge_path), after, units))
+    return jobs, {"outputs": outputs, "done": done, "present": present, "rows": runnable, "planned_rows": row_plan, "missing": missing,
+                  "trainings": planned, "post_filters": post_filters}
 
 
 def tuning_dir(out: Path, training: str) -> Path:
     return out / "tuning" / training
 
 
+def controls_dir(out: Path, row: str) -> Path:
+    return out / "controls" / row
+
+
 def _units(training: Training, settings: ArenaSettings) -> int:
     """A training job's share of the progress bar: its steps (UniFL) or 100 (a peer: its steps follow its budget)."""
     if training.method != "unifl":
         return 100
-    return settings.stage2_steps if "stage=2" in training.overrides else settings.stage1_steps
+    steps1, steps2 = settings.steps
+    return steps2 if "stage=2" in training.overrides else steps1
 
 
-def _training_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str,
-                  learning_rate: float | None = None, run_dir: str = "") -> dict:
-    """A training: a learning-rate candidate (``learning_rate`` given, into ``run_dir``) or, with the rate the
-    validation sweep chose, a training seed of the test run; the chosen candidate is that seed's training."""
+def _grid(axis: str, settings: ArenaSettings) -> tuple[float, ...]:
+    return settings.learning_rates if axis == "learning_rate" else settings.discriminator_rates
+
+
+def _candidate_name(hyperparameters: dict) -> str:
+    return "_".join(f"{AXIS_FLAGS[axis]}{value:g}" for axis, value in hyperparameters.items())
+
+
+def _chosen(out: Path, name: str, axis_index: int) -> dict:
+    """The hyperparameters chosen by the axes before ``axis_index`` (``{}`` for the first)."""
+    if axis_index == 0:
+        return {}
+    return json.loads((tuning_dir(out, name) / f"choice_{axis_index - 1}.json").read_text())["hyperparameters"]
+
+
+def _candidate_result(out: Path, name: str, axis_index: int, axis: str, value: float) -> Path:
+    if axis_index > 0 and not (tuning_dir(out, name) / f"choice_{axis_index - 1}.json").is_file():
+        return tuning_dir(out, name) / "_not_yet" / "result.json"
+    return tuning_dir(out, name) / _candidate_name(_chosen(out, name, axis_index) | {axis: value}) / "result.json"
+
+
+def _candidate_job(out: str, name: str, axis_index: int, value: float, settings: ArenaSettings) -> dict:
+    """Train one candidate of a sweep: the earlier axes at their chosen values, this axis at ``value``."""
     out_dir = Path(out)
-    target = Path(run_dir) if run_dir else out_dir / "trainings" / name / f"seed{seed}"
-    if learning_rate is None:
-        choice = json.loads((tuning_dir(out_dir, tuning_of(name)) / "choice.json").read_text())
-        learning_rate = choice["learning_rate"]
-        if name in TUNING and seed == choice["seed"]:
-            return _adopt_candidate(tuning_dir(out_dir, name) / f"lr{learning_rate:g}", target)
+    axis = tuning_spec(name).axes[axis_index]
+    hyperparameters = _chosen(out_dir, name, axis_index) | {axis: value}
+    run_dir = tuning_dir(out_dir, name) / _candidate_name(hyperparameters)
+    if (run_dir / "result.json").is_file():
+        return json.loads((run_dir / "result.json").read_text())
+    training = trainings(settings)[name]
+    return _train(out_dir, name, training, settings.seeds[0], settings, str(out_dir / "peer_data"), hyperparameters, run_dir)
+
+
+def _train(out_dir: Path, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str, hyperparameters: dict, target: Path) -> dict:
     if training.method == "unifl":
-        init = str(out_dir / "trainings" / "stage1" / f"seed{seed}" / "unifl-stage1.safetensors") if "stage1" in training.after else ""
-        return train_unifl(str(target), name, seed, [*training.overrides, f"optim.learning_rate={learning_rate:g}"], init)
-    reference = json.loads((out_dir / "trainings" / (training.budget_of or training.steps_of) / f"seed{seed}" / "result.json").read_text())
+        init = str(out_dir / "trainings" / training.init_from / f"seed{seed}" / f"unifl-{training.init_from}.safetensors") if training.init_from else ""
+        flags = {"learning_rate": "optim.learning_rate", "discriminator_rate": "adversarial.discriminator_lr"}
+        return train_unifl(str(target), name, seed, [*training.overrides, *[f"{flags[k]}={v:g}" for k, v in hyperparameters.items()]], init)
     if training.steps_of:
-        budget, max_steps = 0.0, reference["steps"]
+        budget, max_steps = 0.0, json.loads((out_dir / "trainings" / training.steps_of / f"seed{seed}" / "result.json").read_text())["steps"]
     else:
-        budget, max_steps = reference["seconds"], settings.peer_min_steps
-    return train_peer(str(target), name, training.method, seed, budget, max_steps, data_dir, settings.threads, learning_rate)
+        budget = sum(json.loads((out_dir / "trainings" / b / f"seed{seed}" / "result.json").read_text())["seconds"] for b in training.budget_of)
+        max_steps = settings.peer_min_steps
+    return train_peer(str(target), name, training.method, seed, budget, max_steps, data_dir, settings.threads, hyperparameters, training.lora)
+
+
+def _training_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str) -> dict:
+    """A training seed of the test run, with the hyperparameters the validation sweep chose; the chosen candidate
+    (same seed, data and budget) is that seed's training."""
+    out_dir = Path(out)
+    target = out_dir / "trainings" / name / f"seed{seed}"
+    tuned = tuning_of(name)
+    choice_path = tuning_dir(out_dir, tuned) / "choice.json"
+    choice = json.loads(choice_path.read_text()) if choice_path.is_file() else {"hyperparameters": {}}
+    if name == tuned and seed == choice.get("seed") and choice.get("run"):
+        return _adopt_candidate(Path(choice["run"]), target)
+    return _train(out_dir, name, training, seed, settings, data_dir, choice["hyperparameters"], target)
 
 
 def _adopt_candidate(candidate: Path, target: Path) -> dict:
@@ -236,36 +299,68 @@ def _adopt_candidate(candidate: Path, target: Path) -> dict:
 
 
 def best_candidate(candidates: list[dict], metric: str) -> dict:
-    """The candidate with the lowest FD or the highest prompt accuracy; on a tie the first (the preset's rate)."""
+    """The candidate with the lowest FD or the highest prompt accuracy; on a tie the first."""
     if metric == "fd":
         return min(candidates, key=lambda c: c["fd"])
     return max(candidates, key=lambda c: c[metric])
 
 
-def _choose_job(out: str, name: str, settings: ArenaSettings, judge_path: str) -> dict:
-    """Sample each learning-rate candidate of ``name`` as its tuning row on the *validation* split, judge it, and
-    keep the best (:data:`TUNING`); writes ``tuning/<name>/choice.json``."""
+def widened(values: list[float], best: float) -> float | None:
+    """The next value beyond the grid's edge when ``best`` sits on it (``WIDEN_FACTOR`` further out), else None."""
+    if best == max(values) and best != min(values):
+        return best * WIDEN_FACTOR
+    if best == min(values) and best != max(values):
+        return best / WIDEN_FACTOR
+    return None
+
+
+def _choose_job(out: str, name: str, axis_index: int, settings: ArenaSettings, judge_path: str) -> dict:
+    """Judge every candidate of one axis of ``name``'s sweep as its tuning row on the *validation* split, widen the
+    grid (training each new candidate here) while the best value sits at an edge, and keep the best
+    (``tuning/<name>/choice_<k>.json``; after the last axis also ``choice.json``)."""
     out_dir, split = Path(out), SPLITS["validation"]
-    row_name, metric = TUNING[name]
-    sampler = rows(settings)[row_name].sampler
+    spec = tuning_spec(name)
+    axis = spec.axes[axis_index]
+    sampler = rows(settings)[spec.row].sampler
     seed = settings.seeds[0]
     prompts = prompt_set(split, settings, seed)
     judges = Judges(judge_path)
     real = _real_features(out_dir / "tuning" / "real_features.safetensors", judges, split, settings)
-    candidates = {}
-    for rate in settings.learning_rates:
-        run_dir = tuning_dir(out_dir, name) / f"lr{rate:g}"
+    earlier = _chosen(out_dir, name, axis_index)
+    training = trainings(settings)[name]
+    candidates, values, widenings = {}, list(_grid(axis, settings)), 0
+
+    def judge(value: float) -> None:
+        hyperparameters = earlier | {axis: value}
+        run_dir = tuning_dir(out_dir, name) / _candidate_name(hyperparameters)
+        if not (run_dir / "result.json").is_file():
+            _train(out_dir, name, training, seed, settings, str(out_dir / "peer_data"), hyperparameters, run_dir)
         result = json.loads((run_dir / "result.json").read_text())
         images_path = run_dir / "validation.safetensors"
         if not images_path.is_file():
             sample_row(sampler, result["lora"], prompts.prompts, prompts.seeds, str(images_path))
-        measured = judges.measure(load_images(images_path), prompts, real, None)
-        candidates[f"{rate:g}"] = {"learning_rate": rate, "steps": result["steps"], "fd": measured["realism"]["fd"], "kid": measured["realism"]["kid"],
-                                   "prompt_accuracy": measured["prompt"]["prompt_accuracy"]}
-    chosen = best_candidate(list(candidates.values()), metric)
-    choice = {"training": name, "row": row_name, "metric": metric, "split": "validation", "seed": seed, "images": len(prompts),
-              "candidates": candidates, "learning_rate": chosen["learning_rate"]}
-    write_json(tuning_dir(out_dir, name) / "choice.json", choice)
+        measured = judges.measure(load_images(images_path), prompts, real, None, real=_real_images(out_dir / "tuning" / "real_images.safetensors", split, settings) if judges.spectrum else None)
+        candidates[f"{value:g}"] = {axis: value, "hyperparameters": hyperparameters, "run": str(run_dir), "steps": result["steps"],
+                                    "fd": measured["realism"]["fd"], "kid": measured["realism"]["kid"], "prompt_accuracy": measured["prompt"]["prompt_accuracy"]}
+
+    for value in values:
+        judge(value)
+    while True:
+        best = best_candidate([candidates[f"{v:g}"] for v in values], spec.metric)
+        beyond = widened(values, best[axis])
+        if beyond is None or widenings >= settings.widen_limit:
+            break
+        values.append(beyond)
+        widenings += 1
+        judge(beyond)
+    choice = {"training": name, "row": spec.row, "metric": spec.metric, "axis": axis, "split": "validation", "seed": seed, "images": len(prompts),
+              "candidates": candidates, "grid": sorted(values), "widened": widenings, "at_edge": widened(values, best[axis]) is not None,
+              "hyperparameters": best["hyperparameters"], "run": best["run"]}
+    write_json(tuning_dir(out_dir, name) / f"choice_{axis_index}.json", choice)
+    if axis_index == len(spec.axes) - 1:
+        axes = [json.loads((tuning_dir(out_dir, name) / f"choice_{k}.json").read_text()) for k in range(len(spec.axes))]
+        write_json(tuning_dir(out_dir, name) / "choice.json", {"training": name, "row": spec.row, "metric": spec.metric, "seed": seed, "images": len(prompts),
+                                                               "hyperparameters": best["hyperparameters"], "run": best["run"], "axes": axes})
     return choice
 
 
@@ -279,13 +374,48 @@ def _sample_job(out: str, row_name: str, training: str | None, seed: int, sample
         if training is not None:
             lora = json.loads((out_dir / "trainings" / training / f"seed{seed}" / "result.json").read_text())["lora"]
         sample_row(sampler, lora, prompts.prompts, prompts.seeds, str(images_path))
+    return _measure(out_dir, row_name, seed, load_images(images_path), settings, judge_path)
+
+
+def _measure(out_dir: Path, row_name: str, seed: int, images, settings: ArenaSettings, judge_path: str) -> str:
+    split = SPLITS[settings.split]
     judges = Judges(judge_path)
     reference = json.loads((out_dir / "references" / f"seed{seed}.json").read_text())
     path = out_dir / "measures" / row_name / f"seed{seed}.json"
-    value = judges.measure(load_images(images_path), prompts, _real_features(out_dir / "references" / "real_features.safetensors", judges, split, settings), reference["real_same_scenes"]["aspects"],
-                           features_path=path.with_suffix(".features.safetensors"))
+    real = _real_features(out_dir / "references" / "real_features.safetensors", judges, split, settings)
+    value = judges.measure(images, prompt_set(split, settings, seed), real, reference["real_same_scenes"]["aspects"],
+                           features_path=path.with_suffix(".features.safetensors"), per_image_path=path.with_suffix(".per_image.safetensors"),
+                           real=_real_images(out_dir / "references" / "real_images.safetensors", split, settings) if judges.spectrum else None)
     write_json(path, value)
     return str(path)
+
+
+def _control_choice_job(out: str, row_name: str, training: str | None, sampler, settings: ArenaSettings, judge_path: str,
+                        post_filters: PostFilters | None = None) -> dict:
+    """Choose ``row_name``'s post-filter on the validation split: its first training seed sampled on the validation
+    prompts and noise, against the validation split's real images (``controls/<row>/choice.json``)."""
+    out_dir, split, seed = Path(out), SPLITS["validation"], settings.seeds[0]
+    post_filters = post_filters or judge_post_filters(judge_path)
+    folder = controls_dir(out_dir, row_name)
+    images_path = folder / "validation.safetensors"
+    if not images_path.is_file():
+        prompts = prompt_set(split, settings, seed)
+        lora = json.loads((out_dir / "trainings" / training / f"seed{seed}" / "result.json").read_text())["lora"] if training else None
+        sample_row(sampler, lora, prompts.prompts, prompts.seeds, str(images_path))
+    choice = post_filters.choose(load_images(images_path), real_images(split.real_seed, 0, settings.num_real))
+    choice = {"row": row_name, "split": "validation", "seed": seed, **choice}
+    write_json(folder / "choice.json", choice)
+    return choice
+
+
+def _control_job(out: str, control: str, row_name: str, seed: int, settings: ArenaSettings, judge_path: str, post_filters: PostFilters | None = None) -> str:
+    """A control row's replicate: its row's test images through the filter chosen for it, measured like any row."""
+    out_dir = Path(out)
+    post_filters = post_filters or judge_post_filters(judge_path)
+    choice = json.loads((controls_dir(out_dir, row_name) / "choice.json").read_text())
+    filtered = post_filters.apply(load_images(out_dir / "samples" / row_name / f"seed{seed}.safetensors"), choice).clamp(0, 1)
+    save_images((filtered * 255).round().to(torch.uint8), out_dir / "samples" / control / f"seed{seed}.safetensors")
+    return _measure(out_dir, control, seed, load_images(out_dir / "samples" / control / f"seed{seed}.safetensors"), settings, judge_path)
 
 
 def _real_features(path: Path, judges: Judges, split, settings: ArenaSettings):
@@ -298,6 +428,13 @@ def _real_features(path: Path, judges: Judges, split, settings: ArenaSettings):
     return features
 
 
+def _real_images(path: Path, split, settings: ArenaSettings):
+    """A split's real reference images (for the spectrum measure), rendered once and kept in ``path``."""
+    if not path.is_file():
+        save_images((real_images(split.real_seed, 0, settings.num_real) * 255).round().to(torch.uint8), path)
+    return load_images(path)
+
+
 def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str) -> str:
     """Ceiling and floors of one replicate (real renders of the same and of other scenes, uniform noise)."""
     out_dir, split = Path(out), SPLITS[settings.split]
@@ -306,19 +443,6 @@ def _reference_job(out: str, seed: int, settings: ArenaSettings, judge_path: str
     path = out_dir / "references" / f"seed{seed}.json"
     write_json(path, judges.references(split, settings, seed, prompt_set(split, settings, seed), features_dir=out_dir / "references"))
     return str(path)
-
-
-def _done(job: Job, outputs: dict) -> bool:
-    if job.name == "peer_data":
-        return outputs["peer_data"].is_file()
-    if job.name in outputs["tuning"]:
-        return outputs["tuning"][job.name].is_file()
-    name, seed = job.name.rsplit("@", 1)
-    if name == "reference":
-        return outputs["references"][int(seed)].is_file()
-    key = (name, int(seed))
-    path = outputs["trainings"].get(key) or outputs["samples"].get(key)
-    return path is not None and path.is_file()
 
 
 def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None = None, judge_path: str = "") -> dict:
@@ -336,24 +460,47 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
         raise ValueError("a quick (smoke) arena runs on the validation split only: the test split is for the full, frozen run")
     out = Path(out_dir).resolve()  # absolute: each peer runs in its own folder, where a relative path means another place
     _check_settings(out, settings)
+    if settings.tuning_from:
+        adopt_tuning(Path(settings.tuning_from).resolve(), out, settings)
     started = time.time()
     jobs, plan = plan_jobs(out, settings, judge_path)
-    outputs = plan["outputs"]
-    finished = {job.name for job in jobs if _done(job, outputs)}
+    for method, reason in plan["missing"].items():
+        print(f"arena: PEER NOT RUN: {method}: {reason}", file=sys.stderr)
+    if settings.controls and not plan["post_filters"]:
+        print("arena: CONTROLS NOT RUN: the judges have no post-filter registry (unifl.pocket.post_filters)", file=sys.stderr)
+    finished = {job.name for job in jobs if plan["done"][job.name]()}
     todo = [Job(j.name, j.work, tuple(d for d in j.after if d not in finished), j.steps) for j in jobs if j.name not in finished]
-    print(f"arena: {len(jobs)} jobs, {len(finished)} already done, {len(todo)} to run ({settings.split} split, seeds {list(settings.seeds)})")
+    predicted = estimate(settings, MEASURED_COSTS, present=set(plan["present"]), rows_run=set(plan["rows"]))
+    print(f"arena: {len(jobs)} jobs, {len(finished)} already done, {len(todo)} to run ({settings.split} split, seeds {list(settings.seeds)}, "
+          f"budget ×{settings.budget}); predicted {predicted['wall'] / 60:.0f} min for the whole plan on {settings.workers} workers (`pocket/arena/estimate.py`)")
 
     if todo:
         run_jobs(todo, settings.workers, settings.threads, lambda name, value: None, desc="UniFL arena")
-    references = {seed: json.loads(path.read_text()) for seed, path in outputs["references"].items()}
+    references = {seed: json.loads(path.read_text()) for seed, path in plan["outputs"]["references"].items()}
     measures = {}
-    for (row_name, seed), path in outputs["samples"].items():
+    for (row_name, seed), path in plan["outputs"]["samples"].items():
         measures.setdefault(row_name, {})[seed] = json.loads(path.read_text())
-    results = {key: json.loads(p.read_text()) for key, p in outputs["trainings"].items() if p.is_file()}
+    results = {key: json.loads(p.read_text()) for key, p in plan["outputs"]["trainings"].items() if p.is_file()}
     seconds = time.time() - started
     metrics = write_report(out, settings, plan, measures, references, results, seconds, _add_elapsed(out, seconds))
     print(f"arena report: {out / 'report.md'}")
     return metrics
+
+
+def adopt_tuning(source: Path, out: Path, settings: ArenaSettings) -> None:
+    """Take another arena's chosen hyperparameters (the budget curve's ×4 and ×16 take the standard run's): each
+    ``choice.json`` is copied without its candidate run, which trained at another budget."""
+    for name in trainings(settings):
+        if tuning_spec(name) is None:
+            continue
+        target = tuning_dir(out, name) / "choice.json"
+        if target.is_file():
+            continue
+        path = tuning_dir(source, name) / "choice.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run the standard arena (`make arena`) into {source} first, or give --tuning-from another folder")
+        choice = json.loads(path.read_text())
+        write_json(target, {**choice, "run": "", "from": str(path)})
 
 
 def _add_elapsed(out: Path, seconds: float) -> float:
