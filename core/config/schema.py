@@ -91,7 +91,7 @@ class AdversarialConfig:
     grad_levels: list = doc([0, 3], "Inclusive range of schedule positions (0 = the noisiest) where the grad step is taken with schedule = 'few-step': any step of the few-step schedule (paper: t ∈ [0, 20], the whole trajectory).")
     start_level: int = doc(0, "Position where the rollout starts. 'few-step': 0 = pure noise, where sampling starts; k > 0 = the real latent noised to position k. 'trajectory': the real latent noised to position k of the trajectory_steps schedule (0 = t 999 with trailing spacing).")
     discriminator_from: str = doc("detail", "Aspect whose reward model initialises the discriminator (paper: detail).")
-    discriminator_trainable: str = doc("auto", "What of the discriminator trains: 'all' (a full copy of the reward model), 'head' (its 'head' module alone; the frozen trunk is shared, not copied) or 'auto' (head alone for reward models over 20 M parameters that have one).")
+    discriminator_trainable: str = doc("auto", "What of the discriminator trains: 'all' (a full copy of the reward model), 'head' (its 'head' module alone; the frozen trunk is shared, not copied), 'head+N' (the head and copies of the trunk's last N blocks, those nearest the head; the rest shared) or 'auto' (head alone for reward models over 20 M parameters that have one).")
     discriminator_lr: float = doc(1e-5, "Learning rate of the discriminator's own optimizer.")
     discriminator_text_conditioned: bool = doc(True, "Whether the discriminator sees the prompt (Eq. 6 is ambiguous).")
 
@@ -213,8 +213,8 @@ class TrainConfig:
             raise ConfigError(f"aesthetic.stage2_schedule = {self.aesthetic.stage2_schedule!r}: use one of {', '.join(map(repr, AESTHETIC_STAGE2_SCHEDULES))}")
         if self.stage == "2" and self.aesthetic.stage2_schedule == "shared" and self.aesthetic.cfg != 1.0:
             raise ConfigError(f"aesthetic.stage2_schedule = 'shared' scores the adversarial rollout, which runs without guidance, but aesthetic.cfg = {self.aesthetic.cfg}: set aesthetic.cfg = 1 or another stage2_schedule")
-        if self.adversarial.discriminator_trainable not in ("auto", "all", "head"):
-            raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all' or 'head'")
+        if not re.fullmatch(r"auto|all|head|head\+[1-9][0-9]*", self.adversarial.discriminator_trainable):
+            raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all', 'head' or 'head+N' (N trunk blocks beside the head, e.g. 'head+2')")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"optim.mixed_precision = {self.optim.mixed_precision!r}: use 'no', 'fp16' or 'bf16'")
         for table, specs in (("rewards", self.rewards), ("perception", self.perception)):
