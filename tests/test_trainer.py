@@ -200,3 +200,17 @@ def test_a_shared_stage2_rollout_feeds_both_terms_for_the_unet_calls_of_one(fast
             loss, parts, _ = trainer.adversarial_loss(trainer._real_batch(0), torch.Generator().manual_seed(0))
             assert torch.allclose(loss, parts["adv_g"] + parts["aesthetic"]), "the one backward carries both terms"
     assert calls["shared"] == calls["adversarial alone"] < calls["own rollout"]
+
+
+def test_stage2_schedule_settings_that_cannot_work_are_refused_with_the_fix(fast_config):
+    from unifl.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"inference_steps = 4 is the LoRA's default step count, so it must be one of adversarial.step_counts = \[1, 2\]"):
+        fast_config("stage=2", "adversarial.schedule=step-counts", "adversarial.step_counts=[1, 2]", "adversarial.inference_steps=4")
+    with pytest.raises(ConfigError, match="adversarial.step_counts = "):
+        fast_config("stage=2", "adversarial.schedule=step-counts", "adversarial.step_counts=[0, 4]")
+    with pytest.raises(ConfigError, match="at most adversarial.trajectory_steps - 1 = 19"):
+        fast_config("stage=2", "adversarial.schedule=trajectory", "adversarial.start_level=20")
+    with pytest.raises(ConfigError, match="set aesthetic.cfg = 1"):
+        fast_config("stage=2", "aesthetic.stage2_schedule=shared", "aesthetic.cfg=3.0")
+    assert fast_config("stage=2", "adversarial.schedule=trajectory", "adversarial.start_level=5").adversarial.start_level == 5  # grad_levels are few-step's only
