@@ -21,8 +21,8 @@ adversarial rollout, and that over the step counts {1, 2, 4, 8}). Evaluations ar
 them (``pocket/arena/counting.py``: images through ``UNet2DConditionModel.forward``, and through each feedback
 model once per model).
 
-Run ``python bench/train_step.py --threads 1`` (under 15 minutes on a busy 2-core machine) or ``--quick``
-(toy sizes, to check that it runs).
+Run ``python bench/train_step.py --threads 1`` (under 15 minutes on a busy 2-core machine: 64 px, 2 measured
+iterations; ``--resolution 128 --repeats 5`` for steadier figures) or ``--quick`` (toy sizes, to check that it runs).
 """
 
 from __future__ import annotations
@@ -76,22 +76,22 @@ QUICK = ModelSize(unet_channels=(32, 32, 64), unet_layers_per_block=1, vae_chann
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--resolution", type=int, default=None, help="image size in pixels (default 128; 64 with --quick)")
+    parser.add_argument("--resolution", type=int, default=None, help="image size in pixels (default 64)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per feedback term")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps of the PeFL and aesthetic rollouts (default 20 as in the paper; 4 with --quick); the adversarial rollout keeps its 4-step schedule")
-    parser.add_argument("--repeats", type=int, default=None, help="measured iterations per variant (default 3; 1 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="measured iterations per variant (default 2; 1 with --quick)")
     parser.add_argument("--terms-batch-size", type=int, default=4, help="samples per feedback term in the per-term tables (default 4)")
     parser.add_argument("--terms-repeats", type=int, default=None, help="measured steps per configuration in the per-term tables (default 2; 1 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="iterations run before measuring")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice, one per core)")
     parser.add_argument("--quick", action="store_true", help="toy sizes: checks that the benchmark runs (under a minute on an idle 2-core machine)")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "VARIANT"), help=argparse.SUPPRESS)
-    parser.add_argument("--terms-child", nargs=2, metavar=("STAGE", "CONFIG"), help=argparse.SUPPRESS)
+    parser.add_argument("--terms-child", metavar="STAGE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.device = args.device or ("cuda" if _cuda_available() else "cpu")
-    args.resolution = args.resolution or (64 if args.quick else 128)
+    args.resolution = args.resolution or 64
     args.steps = args.steps or (4 if args.quick else 20)
-    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.repeats = args.repeats or (1 if args.quick else 2)
     args.terms_repeats = args.terms_repeats or (1 if args.quick else 2)
     if args.steps < 4:
         parser.error("--steps must be at least 4 (PeFL noises to level steps/2 and takes its grad step at levels [0, steps/4])")
@@ -365,31 +365,36 @@ class TermMeter:
         return {term: {key: value / repeats for key, value in row.items()} for term, row in self.rows.items()}
 
 
-def measure_terms(args, stage: str, config: str, scratch: str) -> dict:
+def measure_terms(args, stage: str, scratch: str) -> dict:
+    """Every step configuration of ``stage``, one after the other in this process (one start-up for all:
+    on a busy machine importing torch and diffusers costs as much as the steps), each on a fresh trainer."""
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    trainer = build_trainer(args, stage, "unifl", scratch, batch_size=args.terms_batch_size, extra=STEP_CONFIGS[stage][config])
-    meter = TermMeter(trainer, args.device)
+    results = {}
+    for index, (config, overrides) in enumerate(STEP_CONFIGS[stage].items()):
+        trainer = build_trainer(args, stage, "unifl", os.path.join(scratch, str(index)), batch_size=args.terms_batch_size, extra=overrides)
+        meter = TermMeter(trainer, args.device)
 
-    def step():
-        trainer.train_step()
-        trainer.step += 1
+        def step(trainer=trainer):
+            trainer.train_step()
+            trainer.step += 1
 
-    step()  # warm-up: allocator pools, optimizer state, lazy inits
-    return {"terms": meter.measure(step, args.terms_repeats), "threads": torch.get_num_threads()}
+        step()  # warm-up: allocator pools, optimizer state, lazy inits
+        results[config] = {"terms": meter.measure(step, args.terms_repeats)}
+    return results
 
 
 # -- the parent: one subprocess per (stage, variant), then the tables --------------------------------------
 
 
-def run_child(args, stage: str, variant: str, role: str = "--child") -> dict:
+def run_child(args, stage: str, variant: str | None, role: str = "--child") -> dict:
     forwarded = ["--device", args.device, "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
                  "--steps", str(args.steps), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
                  "--terms-batch-size", str(args.terms_batch_size), "--terms-repeats", str(args.terms_repeats)]
     forwarded += ["--threads", str(args.threads)] if args.threads else []
-    command = [sys.executable, __file__, *forwarded, *(["--quick"] if args.quick else []), role, stage, variant]
+    command = [sys.executable, __file__, *forwarded, *(["--quick"] if args.quick else []), role, stage, *([variant] if variant else [])]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the trainer's Accelerator picks a GPU whenever it sees one
@@ -456,7 +461,7 @@ def print_terms(stage: str, results: dict[str, dict], args) -> None:
         verdict = "met" if both <= 0.5 else "MISSED"
         print(f"{config} / {configs[0]}: UNet evaluations {ratio('unet'):.2f}x, feedback evaluations {ratio('feedback'):.2f}x, "
               f"all evaluations {both:.2f}x (target <= 0.5x: {verdict}), seconds {ratio('seconds'):.2f}x")
-    print(f"means over {args.terms_repeats} measured step(s) after 1 warm-up step, each configuration in its own process; "
+    print(f"means over {args.terms_repeats} measured step(s) after 1 warm-up step, each configuration on a fresh trainer; "
           f"configurations: " + "; ".join(f"{c} = {' '.join(o) or 'the defaults'}" for c, o in STEP_CONFIGS[stage].items()))
 
 
@@ -464,7 +469,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.child or args.terms_child:
         with tempfile.TemporaryDirectory(prefix="unifl-bench-") as scratch:
-            result = measure(args, *args.child, scratch) if args.child else measure_terms(args, *args.terms_child, scratch)
+            result = measure(args, *args.child, scratch) if args.child else measure_terms(args, args.terms_child, scratch)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
@@ -488,7 +493,7 @@ def main(argv=None) -> None:
             r = results["unifl"]
             print(f"parameters: UNet {r['unet_params'] / 1e6:.1f} M, VAE {r['vae_params'] / 1e6:.1f} M, LoRA {r['lora_params'] / 1e3:.0f} k; torch threads {r['threads']}")
         print_stage(stage, results, args)
-        print_terms(stage, {config: run_child(args, stage, config, "--terms-child") for config in STEP_CONFIGS[stage]}, args)
+        print_terms(stage, run_child(args, stage, None, "--terms-child"), args)
     print(f"\nload average at end: {load()}; total {time.perf_counter() - started:.0f} s")
 
 
