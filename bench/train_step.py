@@ -16,8 +16,9 @@ cannot inflate the other's memory figures.
 
 Then, per stage, where a step's model evaluations and seconds go: a per-term table (UNet evaluations,
 feedback-model evaluations, seconds) of the real ``train_step`` at ``--terms-batch-size`` (default 4), for
-each step configuration side by side (:data:`STEP_CONFIGS`: stage 2 today, with the aesthetic term scoring the
-adversarial rollout, and that over the step counts {1, 2, 4, 8}). Evaluations are counted as the arena counts
+each step configuration side by side (:func:`step_configs`: each stage today and with its no-grad prefixes cut
+to a few evenly spaced steps; stage 2 also with the aesthetic term scoring the adversarial rollout, and that
+over the step counts {1, 2, 4, 8}). Evaluations are counted as the arena counts
 them (``pocket/arena/counting.py``: images through ``UNet2DConditionModel.forward``, and through each feedback
 model once per model).
 
@@ -40,15 +41,19 @@ from dataclasses import dataclass
 
 STAGES = {"1": "PeFL + aesthetic + denoising regulariser", "2": "adversarial + aesthetic + denoising regulariser"}
 VARIANTS = {"naive": "naive full-chain ReFL", "unifl": "UniFL train_step"}
-#: Step configurations compared term by term, per stage: label → config overrides. The first is today's default.
-STEP_CONFIGS = {
-    "1": {"today": ()},
-    "2": {
+def step_configs(stage: str, steps: int) -> dict[str, tuple[str, ...]]:
+    """Step configurations compared term by term: label → config overrides; the first is today's default.
+    Short prefixes: 4 no-grad steps of the aesthetic rollout's 14–19 and 2 of PeFL's 5–10 at 20 steps (scaled
+    with ``--steps``)."""
+    aesthetic, pefl = f"aesthetic.prefix_steps={max(1, steps // 5)}", f"pefl.prefix_steps={max(1, steps // 10)}"
+    if stage == "1":
+        return {"today": (), "short prefixes": (aesthetic, pefl)}
+    return {
         "today": (),
         "shared rollout": ("aesthetic.stage2_schedule=shared",),
         "shared, steps 1/2/4/8": ("aesthetic.stage2_schedule=shared", "adversarial.schedule=step-counts"),
-    },
-}
+        "short aesthetic prefix": (aesthetic,),
+    }
 #: The trainer's loss methods and ``_accumulate`` names (each term's backward), by the term they belong to.
 TERM_METHODS = {"_real_batch": "real images (VAE encode)", "pefl_loss": "PeFL", "adversarial_loss": "adversarial", "aesthetic_loss": "aesthetic",
                 "regularizer_loss": "regularizer", "discriminator_step": "discriminator step"}
@@ -373,7 +378,7 @@ def measure_terms(args, stage: str, scratch: str) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {}
-    for index, (config, overrides) in enumerate(STEP_CONFIGS[stage].items()):
+    for index, (config, overrides) in enumerate(step_configs(stage, args.steps).items()):
         trainer = build_trainer(args, stage, "unifl", os.path.join(scratch, str(index)), batch_size=args.terms_batch_size, extra=overrides)
         meter = TermMeter(trainer, args.device)
 
@@ -462,7 +467,7 @@ def print_terms(stage: str, results: dict[str, dict], args) -> None:
         print(f"{config} / {configs[0]}: UNet evaluations {ratio('unet'):.2f}x, feedback evaluations {ratio('feedback'):.2f}x, "
               f"all evaluations {both:.2f}x (target <= 0.5x: {verdict}), seconds {ratio('seconds'):.2f}x")
     print(f"means over {args.terms_repeats} measured step(s) after 1 warm-up step, each configuration on a fresh trainer; "
-          f"configurations: " + "; ".join(f"{c} = {' '.join(o) or 'the defaults'}" for c, o in STEP_CONFIGS[stage].items()))
+          f"configurations: " + "; ".join(f"{c} = {' '.join(o) or 'the defaults'}" for c, o in step_configs(stage, args.steps).items()))
 
 
 def main(argv=None) -> None:

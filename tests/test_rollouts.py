@@ -221,3 +221,25 @@ def test_the_trajectory_rollout_starts_from_the_noised_real_latent_and_may_take_
         _, used = trajectory_rollout(d, torch.randn(2, 1, 2, 2), cond, generator=torch.Generator().manual_seed(seed), **{**kwargs, "start_level": 15})
         seen.update(used.tolist())
     assert seen == set(sampling_timesteps(1000, 20, "trailing")[15:].tolist())
+
+
+def test_a_shortened_prefix_reaches_the_same_grad_step_in_fewer_evenly_spaced_steps():
+    """prefix_steps = 3: each sample takes 3 no-grad steps from the schedule's first timestep to its own grad
+    timestep (evenly spaced, no step past it), then the same grad step it would take on the full schedule."""
+    d_full, d_short = ScaledDenoiser(), ScaledDenoiser()
+    kwargs = dict(num_steps=20, grad_levels=(0, 5))
+    _, full = aesthetic_rollout(d_full, d_full.encode_prompts(["a", "b", "c"]), (3, 1, 2, 2), generator=torch.Generator().manual_seed(4), **kwargs)
+    _, short = aesthetic_rollout(d_short, d_short.encode_prompts(["a", "b", "c"]), (3, 1, 2, 2), generator=torch.Generator().manual_seed(4), prefix_steps=3, **kwargs)
+    assert torch.equal(full, short)
+    assert len([c for c in d_full.calls if not c[1]]) >= 14 and len([c for c in d_short.calls if not c[1]]) == 3
+    assert d_short.calls[-1][0] == short.tolist() and d_short.calls[-1][1]
+    for position, (timesteps, _, _) in enumerate(d_short.calls[:-1]):
+        expected = [round(951 + (t - 951) * position / 3) for t in short.tolist()]
+        assert timesteps == expected
+
+
+def test_a_pefl_prefix_shorter_than_asked_keeps_every_step():
+    d = ScaledDenoiser()
+    _, used = pefl_rollout(d, torch.randn(2, 1, 2, 2), d.encode_prompts(["a", "b"]), num_steps=20, noise_level=10, grad_levels=(8, 9), generator=torch.Generator().manual_seed(0), prefix_steps=4)
+    prefix = [c for c in d.calls if not c[1]]
+    assert len(prefix) <= 2 and prefix[0][0][0] == 501  # one or two steps from T_a: fewer than 4, all kept

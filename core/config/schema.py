@@ -65,6 +65,7 @@ class PeFLConfig:
     inference_steps: int = doc(20, "DDIM steps of the rollout schedule (paper: 20).")
     noise_level: int = doc(10, "T_a: the schedule level (counted from the clean end, 0 = last DDIM step) the real latent is noised to (paper: 10 of 20).")
     grad_levels: list = doc([0, 5], "Inclusive range [lo, hi] of the level (from the clean end) where the one grad step is taken (paper: t ∈ [0, 5]). Drawn once per sample.")
+    prefix_steps: int = doc(0, "No-grad DDIM steps from T_a to the grad step: 0 = every step of the schedule between them (the sampler's own trajectory); k > 0 = at most k steps evenly spaced in timestep between the same two ends, a coarser solve of that trajectory for fewer UNet evaluations.")
 
 
 @dataclass
@@ -74,6 +75,7 @@ class AestheticConfig:
     weight: float = doc(1.0, "Weight of L_aes.")
     inference_steps: int = doc(20, "DDIM steps of the stage-1 rollout schedule (leading spacing, as the 20-step sampler).")
     grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory). In stage 2 it is clipped to the few-step schedule.")
+    prefix_steps: int = doc(0, "No-grad DDIM steps from pure noise to the grad step: 0 = every step of the schedule above it (the sampler's own trajectory); k > 0 = at most k steps evenly spaced in timestep between the same two ends, a coarser solve of that trajectory (with the grad step late in 20, 4 steps in place of 14 to 19).")
     stage2_schedule: str = doc("rollout", "Rollout schedule of the aesthetic term in stage 2: 'rollout' (inference_steps with leading spacing, as in stage 1), 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with) or 'shared' (no rollout of its own: the aspect rewards score the adversarial term's predictions, of the real images' captions, and both terms take one backward; about 5x fewer UNet evaluations per step than 'rollout'). docs/paper-choices.md has them measured.")
     cfg: float = doc(1.0, "Classifier-free guidance of the rollout, the no-grad prefix and the grad step alike (1.0 = off, as ReFL and the same team's ID-Aligner do; CFG doubles the grad step's memory).")
 
@@ -168,7 +170,7 @@ MAX_SEED = 2**63 - 1
 #: checked here, at load time, so that a bad value is one line naming it, not a crash hours into a run.
 AT_LEAST_ONE = ("lora.rank", "data.source_images", "pefl.inference_steps", "aesthetic.inference_steps", "adversarial.inference_steps", "adversarial.trajectory_steps",
                 "optim.batch_size", "optim.gradient_accumulation_steps", "optim.max_steps", "logging.checkpoint_every", "logging.log_every")
-COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
+COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "pefl.prefix_steps", "aesthetic.prefix_steps", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
 NON_NEGATIVE = ("pefl.weight", "aesthetic.weight", "adversarial.weight", "regularizer.denoising_weight", "regularizer.base_kl_weight",
                 "optim.weight_decay", "optim.max_grad_norm")
 POSITIVE = ("lora.alpha", "optim.learning_rate", "adversarial.discriminator_lr")

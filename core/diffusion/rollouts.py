@@ -100,25 +100,45 @@ def at_positions(timesteps: torch.Tensor, positions: torch.Tensor) -> torch.Tens
     return timesteps[positions] if timesteps.ndim == 1 else timesteps[torch.arange(positions.numel()), positions]
 
 
-def pefl_rollout(denoiser: Denoiser, x0: torch.Tensor, cond: Conditioning, *, num_steps: int, noise_level: int, grad_levels: tuple[int, int], generator: torch.Generator, before_step: StepHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real latents → noised to level ``T_a`` → no-grad DDIM → ``x0'`` with grad. Returns ``(x0', timesteps used)``."""
+def shortened_prefixes(timesteps: torch.Tensor, start: int, stops: torch.Tensor, prefix_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's path from position ``start`` to its grad position ``stops[b]``, with its no-grad prefix cut
+    to ``prefix_steps`` DDIM steps evenly spaced in timestep between the same two ends (a coarser solve of the
+    same trajectory) where it had more; ``0`` keeps every step. Returns ``(schedules [batch, steps], grad positions)``."""
+    rows = []
+    for stop in stops.tolist():
+        path = timesteps[start:stop + 1]
+        if 0 < prefix_steps < stop - start:
+            path = torch.linspace(float(path[0]), float(path[-1]), prefix_steps + 1, dtype=torch.float64).round().to(torch.int64)
+        rows.append(path)
+    table = torch.full((len(rows), max(len(row) for row in rows)), CLEAN, dtype=torch.int64)
+    for b, row in enumerate(rows):
+        table[b, : len(row)] = row
+    return table, torch.tensor([len(row) - 1 for row in rows])
+
+
+def pefl_rollout(denoiser: Denoiser, x0: torch.Tensor, cond: Conditioning, *, num_steps: int, noise_level: int, grad_levels: tuple[int, int], generator: torch.Generator, prefix_steps: int = 0, before_step: StepHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real latents → noised to level ``T_a`` → no-grad DDIM (``prefix_steps`` > 0: at most that many steps) →
+    ``x0'`` with grad. Returns ``(x0', timesteps used)``."""
     timesteps = denoiser.timesteps(num_steps, "leading")
     start = int(levels_to_positions(torch.tensor(noise_level), num_steps))
     stops = levels_to_positions(draw_positions(*grad_levels, x0.shape[0], generator), num_steps)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     x = denoiser.add_noise(x0, noise, timesteps[start].repeat(x0.shape[0]))
-    x = denoise_until(denoiser, x, cond, timesteps, start, stops, before_step=before_step)
-    return grad_step_x0(denoiser, x, cond, timesteps, stops), timesteps[stops]
+    table, positions = shortened_prefixes(timesteps, start, stops, prefix_steps)
+    x = denoise_until(denoiser, x, cond, table, 0, positions, before_step=before_step)
+    return grad_step_x0(denoiser, x, cond, table, positions), timesteps[stops]
 
 
-def aesthetic_rollout(denoiser: Denoiser, cond: Conditioning, latent_shape: tuple[int, ...], *, num_steps: int, grad_levels: tuple[int, int], generator: torch.Generator, spacing: str = "leading", guidance: Callable | None = None, before_step: StepHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pure noise → no-grad DDIM → ``x0'`` with grad at a late level, guided throughout when ``guidance`` is given."""
+def aesthetic_rollout(denoiser: Denoiser, cond: Conditioning, latent_shape: tuple[int, ...], *, num_steps: int, grad_levels: tuple[int, int], generator: torch.Generator, spacing: str = "leading", prefix_steps: int = 0, guidance: Callable | None = None, before_step: StepHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure noise → no-grad DDIM (``prefix_steps`` > 0: at most that many steps) → ``x0'`` with grad at a late
+    level, guided throughout when ``guidance`` is given."""
     timesteps = denoiser.timesteps(num_steps, spacing)
     batch = latent_shape[0]
     stops = levels_to_positions(draw_positions(*grad_levels, batch, generator), num_steps)
     x = torch.randn(latent_shape, generator=generator).to(denoiser.device)
-    x = denoise_until(denoiser, x, cond, timesteps, 0, stops, guidance, before_step=before_step)
-    return grad_step_x0(denoiser, x, cond, timesteps, stops, guidance), timesteps[stops]
+    table, positions = shortened_prefixes(timesteps, 0, stops, prefix_steps)
+    x = denoise_until(denoiser, x, cond, table, 0, positions, guidance, before_step=before_step)
+    return grad_step_x0(denoiser, x, cond, table, positions, guidance), timesteps[stops]
 
 
 def adversarial_rollout(denoiser: Denoiser, x0: torch.Tensor, cond: Conditioning, *, num_steps: int, spacing: str, start_level: int, grad_levels: tuple[int, int], generator: torch.Generator, before_step: StepHook | None = None) -> tuple[torch.Tensor, torch.Tensor]:

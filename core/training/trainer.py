@@ -265,7 +265,7 @@ class UniFLTrainer:
 
     def pefl_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         p = self.config.pefl
-        x0, _ = pefl_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=p.inference_steps, noise_level=p.noise_level, grad_levels=tuple(p.grad_levels), generator=generator, before_step=self._stop_if_asked)
+        x0, _ = pefl_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=p.inference_steps, noise_level=p.noise_level, grad_levels=tuple(p.grad_levels), generator=generator, prefix_steps=p.prefix_steps, before_step=self._stop_if_asked)
         images = self._decode(x0)
         terms = {}
         for spec, model in self.perception:
@@ -294,7 +294,7 @@ class UniFLTrainer:
         guidance = guided_x0(self.denoiser, self.encode([""]), a.cfg) if a.cfg != 1.0 else None
         shape = (len(prompts), self.denoiser.latent_channels, res // f, res // f)
         steps, spacing, levels = self.aesthetic_schedule()
-        x0, _ = aesthetic_rollout(self.denoiser, self.encode(prompts), shape, num_steps=steps, spacing=spacing, grad_levels=levels, generator=generator, guidance=guidance, before_step=self._stop_if_asked)
+        x0, _ = aesthetic_rollout(self.denoiser, self.encode(prompts), shape, num_steps=steps, spacing=spacing, grad_levels=levels, generator=generator, prefix_steps=a.prefix_steps, guidance=guidance, before_step=self._stop_if_asked)
         return self.aesthetic_scores_loss(self._decode(x0), prompts)
 
     def aesthetic_scores_loss(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict]:
