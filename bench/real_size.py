@@ -161,13 +161,17 @@ def materialize(module, dtype, device: str, seed: int):
     import torch
 
     index_tables = [name for name, b in module.named_buffers() if not b.is_floating_point()]
-    if any(not name.endswith("position_ids") for name in index_tables):
-        raise ValueError(f"{type(module).__name__}: integer buffers other than position ids, which random weights cannot stand in for: {index_tables}")
+    unknown = [name for name in index_tables if not name.endswith(("position_ids", "num_batches_tracked"))]
+    if unknown:
+        raise ValueError(f"{type(module).__name__}: integer buffers other than position ids and batch-norm counters, which random weights cannot stand in for: {unknown}")
     module = module.to(dtype).to_empty(device=device)
     fill_random_(module, seed)
-    for name in index_tables:  # CLIP's position ids, built on the meta device: 0 … n−1 along the last axis
+    for name in index_tables:
         table = module.get_buffer(name)
-        table.copy_(torch.arange(table.shape[-1], device=table.device).expand_as(table))
+        if name.endswith("num_batches_tracked"):  # a frozen batch norm's step counter: unused in eval mode
+            table.zero_()
+        else:  # CLIP's position ids, built on the meta device: 0 … n−1 along the last axis
+            table.copy_(torch.arange(table.shape[-1], device=table.device).expand_as(table))
     return module.eval().requires_grad_(False)
 
 
