@@ -214,3 +214,22 @@ def test_stage2_schedule_settings_that_cannot_work_are_refused_with_the_fix(fast
     with pytest.raises(ConfigError, match="set aesthetic.cfg = 1"):
         fast_config("stage=2", "aesthetic.stage2_schedule=shared", "aesthetic.cfg=3.0")
     assert fast_config("stage=2", "adversarial.schedule=trajectory", "adversarial.start_level=5").adversarial.start_level == 5  # grad_levels are few-step's only
+
+
+def test_stage2_on_the_papers_trajectory_rolls_out_the_20_step_schedule_from_the_real_image(fast_config):
+    """schedule = trajectory: every UNet call of the step is on the 20-step trailing grid (not only the 4-step
+    sampler's), the LoRA moves, and its contract keeps the one default count."""
+    from unifl.core.diffusion.schedule import sampling_timesteps
+
+    trainer = UniFLTrainer(fast_config("stage=2", "adversarial.schedule=trajectory", "adversarial.trajectory_steps=20", "adversarial.start_level=10",
+                                       "aesthetic.weight=0", "regularizer.denoising_weight=0", "optim.batch_size=2", "optim.max_steps=3"))
+    timesteps = []
+    trainer.denoiser.unet.register_forward_pre_hook(lambda module, args, kwargs: timesteps.extend(args[1].tolist()), with_kwargs=True)
+    before = {k: v.clone() for k, v in lora_state_dict(trainer.denoiser.lora_target).items()}
+    for _ in range(3):
+        trainer.train_step()
+        trainer.step += 1
+    grid = set(sampling_timesteps(1000, 20, "trailing")[10:].tolist())
+    assert timesteps and set(timesteps) <= grid and len(set(timesteps)) > 1
+    assert any(not torch.equal(before[k], v) for k, v in lora_state_dict(trainer.denoiser.lora_target).items())
+    assert trainer.sampler_contract().step_counts == (trainer.config.adversarial.inference_steps,)
