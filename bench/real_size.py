@@ -37,6 +37,12 @@ random SD1.5 and the same four rewards, in the same meter: 20 DDIM steps, the la
     python bench/real_size.py --report bench/real_size_cpu.json   # the tables of docs/benchmarks.md
     python bench/real_size.py --quick          # toy widths, the same plan: checks that it runs (two minutes)
     python bench/real_size.py --device cuda    # bench/gpu_check.sh
+    python bench/real_size.py --predict-stage2  # unifl check's prediction for candidate stage-2 presets (seconds, no step)
+
+``--predict-stage2`` runs no step: for the SD1.5 (512 px) and SDXL (1024 px) stage-2 presets it prints what
+``unifl check`` predicts on a GPU (``core.training.preflight.predict_memory``: exact bytes of weights, LoRA
+and optimizer state from parameter counts on the meta device, plus the activations fitted by the runs above)
+for each candidate LoRA target set and rank and each discriminator (head alone, head and trunk blocks).
 """
 
 from __future__ import annotations
@@ -155,13 +161,17 @@ def materialize(module, dtype, device: str, seed: int):
     import torch
 
     index_tables = [name for name, b in module.named_buffers() if not b.is_floating_point()]
-    if any(not name.endswith("position_ids") for name in index_tables):
-        raise ValueError(f"{type(module).__name__}: integer buffers other than position ids, which random weights cannot stand in for: {index_tables}")
+    unknown = [name for name in index_tables if not name.endswith(("position_ids", "num_batches_tracked"))]
+    if unknown:
+        raise ValueError(f"{type(module).__name__}: integer buffers other than position ids and batch-norm counters, which random weights cannot stand in for: {unknown}")
     module = module.to(dtype).to_empty(device=device)
     fill_random_(module, seed)
-    for name in index_tables:  # CLIP's position ids, built on the meta device: 0 … n−1 along the last axis
+    for name in index_tables:
         table = module.get_buffer(name)
-        table.copy_(torch.arange(table.shape[-1], device=table.device).expand_as(table))
+        if name.endswith("num_batches_tracked"):  # a frozen batch norm's step counter: unused in eval mode
+            table.zero_()
+        else:  # CLIP's position ids, built on the meta device: 0 … n−1 along the last axis
+            table.copy_(torch.arange(table.shape[-1], device=table.device).expand_as(table))
     return module.eval().requires_grad_(False)
 
 
@@ -188,6 +198,10 @@ def random_denoiser(architecture: str, weights_dtype, vae_dtype, device: str, qu
     return DiffusersDenoiser(parts["unet"], parts["vae"], encoders, tokenizers, scheduler, architecture)
 
 
+#: The bench kinds' builders (filled by :func:`register_bench_models`): meta-device copies count their parameters.
+BUILDERS: dict = {}
+
+
 def register_bench_models(quick: bool) -> None:
     """The recipe's feedback models as registry kinds with random weights; ``path`` names the dtype (fp32/bf16)."""
     import torch
@@ -196,6 +210,7 @@ def register_bench_models(quick: bool) -> None:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "": torch.float32}
 
     def kind(register, name, build, seed, keeps_fp32=False):
+        BUILDERS[name] = build
         register(name)(lambda path="": materialize(empty(build), torch.float32 if keeps_fp32 else dtypes[path], "cpu", seed))
 
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -576,6 +591,51 @@ def report(results: list[dict], args) -> None:
             print(f"    {architecture}: NO_CHECKPOINTING_FACTOR (per-pixel term without any checkpointing, UNet and VAE extras added) = {factor:.1f}")
 
 
+# -- predicted memory of candidate stage-2 presets (no step) ---------------------------------------------
+
+#: Stage-2 candidates: LoRA targets × ranks (LCM-LoRA's SD1.5 recipe is rank 64 on what 'all' covers) and
+#: what of the discriminator (the detail reward, ImageReward) trains; budgets in bytes (12 GB, 24 GB).
+CANDIDATE_LORAS = [(targets, rank) for targets in ("attention", "attention+ff", "all") for rank in (16, 64)]
+CANDIDATE_DISCRIMINATORS = ("head", "head+2", "head+4")
+BUDGETS = {("sd15", 512): 12e9, ("sdxl", 1024): 24e9}
+
+
+def predict_stage2(args) -> None:
+    """What ``unifl check`` predicts on a GPU for each candidate: the static parts from parameter counts, the
+    activations from the fitted line (measured with rank-16 attention LoRA and a head-only discriminator)."""
+    from unifl.core.config import load_config
+    from unifl.core.diffusion.loading import empty_components, shipped_config_dir
+    from unifl.core.feedback.discriminator import trainable_parameter_count
+    from unifl.core.training.preflight import GIB as PREFLIGHT_GIB, LoadedFeedback, predict_memory
+    from unifl.core.training.preflight import lora_parameter_count
+
+    register_bench_models(quick=False)
+    reward_models = {aspect: empty(BUILDERS[kind]) for aspect, kind, _, _ in REWARDS}
+    bf16 = lambda m: sum(t.numel() * (2 if t.is_floating_point() else t.element_size()) for t in (*m.parameters(), *m.buffers()))  # noqa: E731
+    print("# Predicted peak GPU memory of a stage-2 step (unifl check's prediction, batch 1, bf16 weights, checkpointing on)\n")
+    print("| model | px | LoRA targets | rank | LoRA M | discriminator trains | D M | predicted GiB (with CUDA context) | budget | fits |")
+    print("|---|---:|---|---:|---:|---|---:|---:|---:|---|")
+    for (architecture, resolution), budget in BUDGETS.items():
+        if architecture not in args.architectures:
+            continue
+        parts = empty_components(shipped_config_dir(architecture))
+        for targets, rank in CANDIDATE_LORAS:
+            for trainable in CANDIDATE_DISCRIMINATORS:
+                config = load_config(None, [f"lora.targets={targets}", f"lora.rank={rank}", f"lora.alpha={float(rank)}", f"adversarial.discriminator_trainable={trainable}"], preset=architecture)
+                config.stage = "2"
+                d_params = trainable_parameter_count(reward_models["detail"], trainable, "detail")
+                feedback = {aspect: LoadedFeedback(bf16(model), sum(p.numel() for p in model.parameters()), None, d_params if aspect == "detail" else None)
+                            for aspect, model in reward_models.items()}
+                estimate = predict_memory(config, parts, feedback, "cuda")
+                lora = lora_parameter_count(parts["unet"], rank, targets)
+                fits = "yes" if estimate.needed <= budget else "NO"
+                print(f"| {architecture} | {resolution} | {targets} | {rank} | {lora / 1e6:.1f} | {trainable} | {d_params / 1e6:.1f} | "
+                      f"{estimate.needed / PREFLIGHT_GIB:.2f} | {budget / 1e9:.0f} GB = {budget / PREFLIGHT_GIB:.2f} GiB | {fits} |")
+    print("\nThe activation term is the fitted line of the lean runs (rank-16 attention LoRA, head-only discriminator): a LoRA on "
+          "convolutions adds its rank-r inputs inside each recomputed block, and unfrozen discriminator blocks add their own "
+          "activations in the discriminator step; neither is in the prediction. A GPU run of bench/gpu_check.sh measures them.")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
@@ -589,6 +649,7 @@ def parse_args(argv=None):
     parser.add_argument("--lean-only", action="store_true", help="only the lean configuration (and AlignProp): no economy switched off")
     parser.add_argument("--report", default=None, help="only print the tables of a --json file")
     parser.add_argument("--resume", default=None, help="a --json file of an earlier run: keep its results, measure only the missing runs")
+    parser.add_argument("--predict-stage2", action="store_true", help="print unifl check's predicted memory for candidate stage-2 presets (LoRA targets/ranks, discriminators) and stop")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.device = args.device or ("cuda" if _cuda() else "cpu")
@@ -606,6 +667,9 @@ def _cuda() -> bool:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.predict_stage2:
+        predict_stage2(args)
+        return 0
     if args.report:
         with open(args.report) as fh:
             report(json.load(fh), args)

@@ -14,7 +14,16 @@ the seed and the step index), so their first iteration computes the same loss va
 checks that and prints the difference. Each variant runs in its own subprocess so one's allocator state
 cannot inflate the other's memory figures.
 
-Run ``python bench/train_step.py`` (a few minutes on 2 CPU cores) or ``--quick`` (toy sizes, to check that it runs).
+Then, per stage, where a step's model evaluations and seconds go: a per-term table (UNet evaluations,
+feedback-model evaluations, seconds) of the real ``train_step`` at ``--terms-batch-size`` (default 4), for
+each step configuration side by side (:func:`step_configs`: each stage today and with its no-grad prefixes cut
+to a few evenly spaced steps; stage 2 also with the aesthetic term scoring the adversarial rollout, and that
+over the step counts {1, 2, 4, 8}). Evaluations are counted as the arena counts
+them (``pocket/arena/counting.py``: images through ``UNet2DConditionModel.forward``, and through each feedback
+model once per model).
+
+Run ``python bench/train_step.py --threads 1`` (under 15 minutes on a busy 2-core machine: 64 px, 2 measured
+iterations; ``--resolution 128 --repeats 5`` for steadier figures) or ``--quick`` (toy sizes, to check that it runs).
 """
 
 from __future__ import annotations
@@ -32,6 +41,25 @@ from dataclasses import dataclass
 
 STAGES = {"1": "PeFL + aesthetic + denoising regulariser", "2": "adversarial + aesthetic + denoising regulariser"}
 VARIANTS = {"naive": "naive full-chain ReFL", "unifl": "UniFL train_step"}
+def step_configs(stage: str, steps: int) -> dict[str, tuple[str, ...]]:
+    """Step configurations compared term by term: label → config overrides; the first is today's default.
+    Short prefixes: 4 no-grad steps of the aesthetic rollout's 14–19 and 2 of PeFL's 5–10 at 20 steps (scaled
+    with ``--steps``)."""
+    aesthetic, pefl = f"aesthetic.prefix_steps={max(1, steps // 5)}", f"pefl.prefix_steps={max(1, steps // 10)}"
+    if stage == "1":
+        return {"today": (), "short prefixes": (aesthetic, pefl)}
+    return {
+        "today": (),
+        "shared rollout": ("aesthetic.stage2_schedule=shared",),
+        "shared, steps 1/2/4/8": ("aesthetic.stage2_schedule=shared", "adversarial.schedule=step-counts"),
+        "short aesthetic prefix": (aesthetic,),
+    }
+#: The trainer's loss methods and ``_accumulate`` names (each term's backward), by the term they belong to.
+TERM_METHODS = {"_real_batch": "real images (VAE encode)", "pefl_loss": "PeFL", "adversarial_loss": "adversarial", "aesthetic_loss": "aesthetic",
+                "regularizer_loss": "regularizer", "discriminator_step": "discriminator step"}
+ACCUMULATED = {"pefl": "PeFL", "adv_g": "adversarial", "aesthetic": "aesthetic", "regularizer": "regularizer"}
+SHARED_TERM = "adversarial + aesthetic (one rollout)"
+REST = "optimizer and the rest"
 RESULT_PREFIX = "BENCH-RESULT "
 MIB = 2**20
 
@@ -53,19 +81,23 @@ QUICK = ModelSize(unet_channels=(32, 32, 64), unet_layers_per_block=1, vae_chann
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--resolution", type=int, default=None, help="image size in pixels (default 128; 64 with --quick)")
+    parser.add_argument("--resolution", type=int, default=None, help="image size in pixels (default 64)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per feedback term")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps of the PeFL and aesthetic rollouts (default 20 as in the paper; 4 with --quick); the adversarial rollout keeps its 4-step schedule")
-    parser.add_argument("--repeats", type=int, default=None, help="measured iterations per variant (default 5; 1 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None, help="measured iterations per variant (default 2; 1 with --quick)")
+    parser.add_argument("--terms-batch-size", type=int, default=4, help="samples per feedback term in the per-term tables (default 4)")
+    parser.add_argument("--terms-repeats", type=int, default=None, help="measured steps per configuration in the per-term tables (default 2; 1 with --quick)")
     parser.add_argument("--warmup", type=int, default=1, help="iterations run before measuring")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice, one per core)")
     parser.add_argument("--quick", action="store_true", help="toy sizes: checks that the benchmark runs (under a minute on an idle 2-core machine)")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--terms-child", metavar="STAGE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.device = args.device or ("cuda" if _cuda_available() else "cpu")
-    args.resolution = args.resolution or (64 if args.quick else 128)
+    args.resolution = args.resolution or 64
     args.steps = args.steps or (4 if args.quick else 20)
-    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    args.terms_repeats = args.terms_repeats or (1 if args.quick else 2)
     if args.steps < 4:
         parser.error("--steps must be at least 4 (PeFL noises to level steps/2 and takes its grad step at levels [0, steps/4])")
     if args.resolution % 32:
@@ -113,7 +145,7 @@ def build_denoiser(size: ModelSize, resolution: int, device: str, scratch: str):
     return DiffusersDenoiser(unet, vae, [text_encoder], [tokenizer], SD15_SCHEDULER)
 
 
-def build_trainer(args, stage: str, variant: str, scratch: str):
+def build_trainer(args, stage: str, variant: str, scratch: str, batch_size: int | None = None, extra: tuple[str, ...] = ()):
     """The real trainer on the benchmark model; the naive variant only switches checkpointing off."""
     from unifl.core.config import load_config
     from unifl.pocket.plugin import register
@@ -127,9 +159,9 @@ def build_trainer(args, stage: str, variant: str, scratch: str):
         f"pefl.inference_steps={s}", f"pefl.noise_level={s // 2}", f"pefl.grad_levels=[0, {s // 4}]",
         f"aesthetic.inference_steps={s}", f"aesthetic.grad_levels=[0, {s // 4}]",
         "lora.rank=16", "lora.alpha=16.0",
-        f"optim.batch_size={args.batch_size}", "optim.gradient_accumulation_steps=1",
+        f"optim.batch_size={batch_size or args.batch_size}", "optim.gradient_accumulation_steps=1",
         f"optim.gradient_checkpointing={str(variant == 'unifl').lower()}",
-        f"logging.output_dir={os.path.join(scratch, 'run')}",
+        f"logging.output_dir={os.path.join(scratch, 'run')}", *extra,
     ]
     config = load_config(None, overrides, preset="tiny")
     denoiser = build_denoiser(QUICK if args.quick else FULL, args.resolution, args.device, scratch)
@@ -282,14 +314,92 @@ def measure(args, stage: str, variant: str, scratch: str) -> dict:
     }
 
 
+# -- where a step goes, term by term (in a subprocess) ---------------------------------------------------
+
+
+class TermMeter:
+    """Wraps a trainer's loss methods and its per-term backward (``_accumulate``) to add up, per term, the
+    UNet and feedback-model evaluations (the arena's counters) and the seconds they take."""
+
+    def __init__(self, trainer, device: str):
+        from unifl.pocket.arena.counting import count_feedback_models, count_unet, new_counter
+
+        import torch
+
+        self.counter, self.on, self.rows = new_counter(), False, {}
+        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        count_unet(self.counter)
+        count_feedback_models([*trainer.rewards.values(), *(model for _, model in trainer.perception), trainer.discriminator], self.counter)
+        shared = trainer.shares_rollout
+        for method, term in TERM_METHODS.items():
+            term = SHARED_TERM if shared and term == "adversarial" else term
+            setattr(trainer, method, self.metered(getattr(trainer, method), lambda *a, term=term, **k: term))
+        accumulate = trainer._accumulate
+        trainer._accumulate = self.metered(accumulate, lambda name, *a, **k: SHARED_TERM if shared and name == "adv_g" else ACCUMULATED[name])
+
+    def metered(self, method, term_of):
+        def run(*args, **kwargs):
+            if not self.on:
+                return method(*args, **kwargs)
+            before, start = dict(self.counter), time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.sync()
+                self.add(term_of(*args, **kwargs), time.perf_counter() - start, {k: self.counter[k] - before[k] for k in before})
+        return run
+
+    def add(self, term: str, seconds: float, counts: dict) -> None:
+        row = self.rows.setdefault(term, {"unet": 0, "feedback": 0, "seconds": 0.0})
+        row["seconds"] += seconds
+        for key, value in counts.items():
+            row[key] += value
+
+    def measure(self, step, repeats: int) -> dict:
+        """Per-step means over ``repeats`` calls of ``step``; time outside every term goes to :data:`REST`."""
+        self.on = True
+        total = 0.0
+        for _ in range(repeats):
+            self.sync()
+            start = time.perf_counter()
+            step()
+            self.sync()
+            total += time.perf_counter() - start
+        self.on = False
+        self.add(REST, total - sum(row["seconds"] for row in self.rows.values()), {})
+        return {term: {key: value / repeats for key, value in row.items()} for term, row in self.rows.items()}
+
+
+def measure_terms(args, stage: str, scratch: str) -> dict:
+    """Every step configuration of ``stage``, one after the other in this process (one start-up for all:
+    on a busy machine importing torch and diffusers costs as much as the steps), each on a fresh trainer."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    for index, (config, overrides) in enumerate(step_configs(stage, args.steps).items()):
+        trainer = build_trainer(args, stage, "unifl", os.path.join(scratch, str(index)), batch_size=args.terms_batch_size, extra=overrides)
+        meter = TermMeter(trainer, args.device)
+
+        def step(trainer=trainer):
+            trainer.train_step()
+            trainer.step += 1
+
+        step()  # warm-up: allocator pools, optimizer state, lazy inits
+        results[config] = {"terms": meter.measure(step, args.terms_repeats)}
+    return results
+
+
 # -- the parent: one subprocess per (stage, variant), then the tables --------------------------------------
 
 
-def run_child(args, stage: str, variant: str) -> dict:
+def run_child(args, stage: str, variant: str | None, role: str = "--child") -> dict:
     forwarded = ["--device", args.device, "--resolution", str(args.resolution), "--batch-size", str(args.batch_size),
-                 "--steps", str(args.steps), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+                 "--steps", str(args.steps), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+                 "--terms-batch-size", str(args.terms_batch_size), "--terms-repeats", str(args.terms_repeats)]
     forwarded += ["--threads", str(args.threads)] if args.threads else []
-    command = [sys.executable, __file__, *forwarded, *(["--quick"] if args.quick else []), "--child", stage, variant]
+    command = [sys.executable, __file__, *forwarded, *(["--quick"] if args.quick else []), role, stage, *([variant] if variant else [])]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the trainer's Accelerator picks a GPU whenever it sees one
@@ -333,12 +443,38 @@ def print_stage(stage: str, results: dict[str, dict], args) -> None:
           f"wall time {verdict(u['wall'] <= base['wall'])}, CPU time {verdict(u['cpu'] <= base['cpu'])}")
 
 
+def print_terms(stage: str, results: dict[str, dict], args) -> None:
+    """The per-term table of one stage: each configuration's evaluations and seconds side by side."""
+    configs = list(results)
+    terms = list(dict.fromkeys(term for r in results.values() for term in r["terms"] if term != REST)) + [REST]
+    print(f"\n### Stage {stage} per term: model evaluations and seconds per step, batch {args.terms_batch_size}\n")
+    print("| term | " + " | ".join(f"{c}: UNet | {c}: feedback | {c}: s" for c in configs) + " |")
+    print("|---|" + "---:|---:|---:|" * len(configs))
+
+    def cells(row: dict | None) -> str:
+        return " | ".join("–" for _ in range(3)) if row is None else f"{row['unet']:.1f} | {row['feedback']:.1f} | {row['seconds']:.2f}"
+
+    for term in terms:
+        print(f"| {term} | " + " | ".join(cells(results[c]["terms"].get(term)) for c in configs) + " |")
+    totals = {c: {k: sum(row[k] for row in results[c]["terms"].values()) for k in ("unet", "feedback", "seconds")} for c in configs}
+    print("| **per step** | " + " | ".join(cells(totals[c]) for c in configs) + " |")
+    base = totals[configs[0]]
+    for config in configs[1:]:
+        t = totals[config]
+        ratio = lambda key: t[key] / base[key] if base[key] else float("nan")  # noqa: E731
+        both = (t["unet"] + t["feedback"]) / (base["unet"] + base["feedback"])
+        verdict = "met" if both <= 0.5 else "MISSED"
+        print(f"{config} / {configs[0]}: UNet evaluations {ratio('unet'):.2f}x, feedback evaluations {ratio('feedback'):.2f}x, "
+              f"all evaluations {both:.2f}x (target <= 0.5x: {verdict}), seconds {ratio('seconds'):.2f}x")
+    print(f"means over {args.terms_repeats} measured step(s) after 1 warm-up step, each configuration on a fresh trainer; "
+          f"configurations: " + "; ".join(f"{c} = {' '.join(o) or 'the defaults'}" for c, o in step_configs(stage, args.steps).items()))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
-    if args.child:
-        stage, variant = args.child
+    if args.child or args.terms_child:
         with tempfile.TemporaryDirectory(prefix="unifl-bench-") as scratch:
-            result = measure(args, stage, variant, scratch)
+            result = measure(args, *args.child, scratch) if args.child else measure_terms(args, args.terms_child, scratch)
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
@@ -362,6 +498,7 @@ def main(argv=None) -> None:
             r = results["unifl"]
             print(f"parameters: UNet {r['unet_params'] / 1e6:.1f} M, VAE {r['vae_params'] / 1e6:.1f} M, LoRA {r['lora_params'] / 1e3:.0f} k; torch threads {r['threads']}")
         print_stage(stage, results, args)
+        print_terms(stage, run_child(args, stage, None, "--terms-child"), args)
     print(f"\nload average at end: {load()}; total {time.perf_counter() - started:.0f} s")
 
 

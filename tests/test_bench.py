@@ -21,7 +21,7 @@ def table_rows(output: str, stage: str) -> list[list[str]]:
 
 
 def test_quick_benchmark_prints_both_stages_with_numeric_columns():
-    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--threads", "1"], capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--device", "cpu", "--threads", "1"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "machine: CPU" in out and "torch" in out
@@ -34,6 +34,20 @@ def test_quick_benchmark_prints_both_stages_with_numeric_columns():
             assert len(ratios) == 3 and all(re.fullmatch(NUMBER + "x", cell) for cell in ratios), row
         assert rows[0][4:] == ["1.00x"] * 3, "ratios are relative to the naive baseline"
     assert out.count("max relative difference") == 2
+    for stage, configs in (("1", ["today", "short prefixes"]), ("2", ["today", "shared rollout", "shared, steps 1/2/4/8", "short aesthetic prefix"])):
+        section = out.split(f"### Stage {stage} per term:", 1)[1].split("###", 1)[0]
+        header = next(line for line in section.splitlines() if line.startswith("| term |"))
+        assert [c.split(":")[0].strip() for c in header.strip("|").split("|")[1::3]] == configs
+        total = next(line for line in section.splitlines() if line.startswith("| **per step** |"))
+        cells = [c.strip() for c in total.strip("|").split("|")[1:]]
+        assert len(cells) == 3 * len(configs) and all(re.fullmatch(NUMBER, c) for c in cells), total
+    stage2 = out.split("### Stage 2 per term:", 1)[1]
+    today, shared = (float(x) for x in re.findall(r"\| \*\*per step\*\* \| (" + NUMBER + r")(?: \| [^|]+){2} \| (" + NUMBER + ")", stage2)[0])
+    assert shared < today, "the shared rollout makes fewer UNet evaluations than today's stage 2"
+    stage1 = out.split("### Stage 1 per term:", 1)[1]
+    today, short = (float(x) for x in re.findall(r"\| \*\*per step\*\* \| (" + NUMBER + r")(?: \| [^|]+){2} \| (" + NUMBER + ")", stage1)[0])
+    assert short < today, "shortened prefixes make fewer UNet evaluations than today's stage 1"
+    assert "adversarial + aesthetic (one rollout)" in stage2 and "shared rollout / today: UNet evaluations" in stage2
 
 
 GPU_CHECK = BENCH.parent / "gpu_check.sh"

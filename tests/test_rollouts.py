@@ -141,3 +141,105 @@ def test_a_stop_request_ends_a_rollout_before_its_next_model_call():
     except Stop:
         pass
     assert len(d.calls) == 3
+
+
+class FixedX0Denoiser(ScaledDenoiser):
+    """Predicts the same clean latent whatever it is given: a full DDIM rollout must land on exactly it."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def predict_x0(self, x_t, timesteps, cond):
+        super().predict_x0(x_t, timesteps, cond)
+        return self.target[cond.tensors["id"].flatten().long()] + 0 * self.w
+
+
+def test_each_step_count_runs_its_own_trailing_schedule_and_lands_on_the_clean_image():
+    """Samples on 1, 2, 4 and 8 steps denoised together: each sees exactly its sampler's timesteps, in
+    order, and its last step lands on ᾱ = 1 (the prediction itself, no leftover noise)."""
+    from unifl.core.diffusion.rollouts import denoise_until, step_count_schedules
+
+    counts = torch.tensor([1, 2, 4, 8])
+    target = torch.randn(4, 1, 2, 2)
+    d = FixedX0Denoiser(target)
+    table = step_count_schedules(d, counts, "trailing")
+    x = denoise_until(d, torch.randn(4, 1, 2, 2), d.encode_prompts(["a"] * 4), table, 0, counts)
+    assert torch.allclose(x, target, atol=1e-6)
+    seen = {i: [] for i in range(4)}
+    for timesteps, _, ids in d.calls:
+        for t, i in zip(timesteps, ids):
+            seen[int(i)].append(t)
+    assert seen == {i: sampling_timesteps(1000, int(n), "trailing").tolist() for i, n in enumerate(counts)}
+    assert seen[3] == [999, 874, 749, 624, 499, 374, 249, 124] and seen[0] == [999]
+
+
+def test_the_step_count_rollout_draws_every_count_and_every_position_of_it():
+    from unifl.core.diffusion.rollouts import step_count_rollout
+
+    d = ScaledDenoiser()
+    pairs = set()
+    for seed in range(40):
+        _, used, counts = step_count_rollout(d, d.encode_prompts(["a", "b"]), (2, 1, 2, 2), step_counts=(1, 2, 4, 8), spacing="trailing", generator=torch.Generator().manual_seed(seed))
+        for t, n in zip(used.tolist(), counts.tolist()):
+            assert t in sampling_timesteps(1000, n, "trailing").tolist()
+            pairs.add((n, t))
+    assert {n for n, _ in pairs} == {1, 2, 4, 8}
+    assert {t for n, t in pairs if n == 8} == set(sampling_timesteps(1000, 8, "trailing").tolist())
+
+
+def test_the_step_count_rollout_takes_one_grad_step_per_sample_after_its_own_prefix():
+    from unifl.core.diffusion.rollouts import step_count_rollout
+
+    d = ScaledDenoiser()
+    out, used, counts = step_count_rollout(d, d.encode_prompts(["a", "b", "c", "d"]), (4, 1, 2, 2), step_counts=(2, 8), spacing="trailing", generator=torch.Generator().manual_seed(1))
+    assert [c[1] for c in d.calls].count(True) == 1 and d.calls[-1][1]
+    assert d.calls[-1][0] == used.tolist()
+    prefix_steps = torch.zeros(4, dtype=torch.long)
+    for _, grad, ids in d.calls[:-1]:
+        for i in ids:
+            prefix_steps[int(i)] += 1
+    positions = [sampling_timesteps(1000, int(n), "trailing").tolist().index(t) for n, t in zip(counts, used.tolist())]
+    assert prefix_steps.tolist() == positions  # each sample is denoised exactly down to its grad position
+    out.sum().backward()
+    assert torch.isfinite(d.w.grad)
+
+
+def test_the_trajectory_rollout_starts_from_the_noised_real_latent_and_may_take_its_grad_step_anywhere():
+    """The paper's reading: even at t = 999 the real image is part of the start, and every position of
+    the 20-step trajectory from the start on can take the grad step."""
+    from unifl.core.diffusion.rollouts import trajectory_rollout
+
+    d = ScaledDenoiser()
+    cond = d.encode_prompts(["a", "b"])
+    kwargs = dict(num_steps=20, spacing="trailing", start_level=0)
+    first, _ = trajectory_rollout(d, torch.zeros(2, 1, 4, 4), cond, generator=torch.Generator().manual_seed(5), **kwargs)
+    second, _ = trajectory_rollout(d, torch.full((2, 1, 4, 4), 3.0), cond, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert not torch.equal(first, second)
+    seen = set()
+    for seed in range(60):
+        _, used = trajectory_rollout(d, torch.randn(2, 1, 2, 2), cond, generator=torch.Generator().manual_seed(seed), **{**kwargs, "start_level": 15})
+        seen.update(used.tolist())
+    assert seen == set(sampling_timesteps(1000, 20, "trailing")[15:].tolist())
+
+
+def test_a_shortened_prefix_reaches_the_same_grad_step_in_fewer_evenly_spaced_steps():
+    """prefix_steps = 3: each sample takes 3 no-grad steps from the schedule's first timestep to its own grad
+    timestep (evenly spaced, no step past it), then the same grad step it would take on the full schedule."""
+    d_full, d_short = ScaledDenoiser(), ScaledDenoiser()
+    kwargs = dict(num_steps=20, grad_levels=(0, 5))
+    _, full = aesthetic_rollout(d_full, d_full.encode_prompts(["a", "b", "c"]), (3, 1, 2, 2), generator=torch.Generator().manual_seed(4), **kwargs)
+    _, short = aesthetic_rollout(d_short, d_short.encode_prompts(["a", "b", "c"]), (3, 1, 2, 2), generator=torch.Generator().manual_seed(4), prefix_steps=3, **kwargs)
+    assert torch.equal(full, short)
+    assert len([c for c in d_full.calls if not c[1]]) >= 14 and len([c for c in d_short.calls if not c[1]]) == 3
+    assert d_short.calls[-1][0] == short.tolist() and d_short.calls[-1][1]
+    for position, (timesteps, _, _) in enumerate(d_short.calls[:-1]):
+        expected = [round(951 + (t - 951) * position / 3) for t in short.tolist()]
+        assert timesteps == expected
+
+
+def test_a_pefl_prefix_shorter_than_asked_keeps_every_step():
+    d = ScaledDenoiser()
+    _, used = pefl_rollout(d, torch.randn(2, 1, 2, 2), d.encode_prompts(["a", "b"]), num_steps=20, noise_level=10, grad_levels=(8, 9), generator=torch.Generator().manual_seed(0), prefix_steps=4)
+    prefix = [c for c in d.calls if not c[1]]
+    assert len(prefix) <= 2 and prefix[0][0][0] == 501  # one or two steps from T_a: fewer than 4, all kept

@@ -153,3 +153,83 @@ def test_bad_data_is_named(fast_config, tmp_path):
     (folder / "b.png").write_bytes(b"")
     with pytest.raises(DataError, match="b.txt"):
         ImageFolderDataset(folder, 32)
+
+
+def test_stage2_over_step_counts_trains_every_count_and_its_lora_names_them(fast_config, monkeypatch):
+    """schedule = step-counts: across a run every count of {1, 2, 4, 8} is drawn and rolled out on its own
+    trailing schedule (874 is a timestep of the 8-step sampler alone), and the LoRA's sampler contract
+    names the set, with the default count first among equals."""
+    from unifl.core.training import trainer as trainer_module
+
+    drawn, original = [], trainer_module.step_count_rollout
+
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        drawn.extend(out[2].tolist())
+        return out
+
+    monkeypatch.setattr(trainer_module, "step_count_rollout", recording)
+    config = fast_config("stage=2", "adversarial.schedule=step-counts", "adversarial.step_counts=[1, 2, 4, 8]", "adversarial.inference_steps=4",
+                         "optim.max_steps=6", "optim.batch_size=2", "regularizer.denoising_weight=0")
+    trainer = UniFLTrainer(config)
+    timesteps = []
+    trainer.denoiser.unet.register_forward_pre_hook(lambda module, args, kwargs: timesteps.extend(args[1].tolist()), with_kwargs=True)
+    result = trainer.train()
+    assert sorted(set(drawn)) == [1, 2, 4, 8] and len(drawn) == 12
+    assert 874 in timesteps
+    with safe_open(str(result.lora_path), "pt") as f:
+        meta = f.metadata()
+    assert (meta["unifl.sampler.step_counts"], meta["unifl.sampler.steps"], meta["unifl.sampler.timestep_spacing"]) == ("1,2,4,8", "4", "trailing")
+    assert "adv_step_count" in rows(result.run_dir)[0]
+
+
+def test_a_shared_stage2_rollout_feeds_both_terms_for_the_unet_calls_of_one(fast_config, tmp_path):
+    """aesthetic.stage2_schedule = shared: the aspect rewards score the adversarial rollout's predictions, so a
+    step makes only that rollout's UNet calls, and its one backward carries both terms."""
+    calls = {}
+    for name, overrides in {"own rollout": ("aesthetic.stage2_schedule=rollout",), "shared": ("aesthetic.stage2_schedule=shared",),
+                            "adversarial alone": ("aesthetic.weight=0",)}.items():
+        trainer = UniFLTrainer(fast_config("stage=2", "optim.batch_size=2", "regularizer.denoising_weight=0", "aesthetic.inference_steps=8", *overrides,
+                                           f"logging.output_dir={tmp_path / name.replace(' ', '-')}"))
+        counted = [0]
+        trainer.denoiser.unet.register_forward_hook(lambda *_: counted.__setitem__(0, counted[0] + 1))
+        logs = trainer.train_step()
+        calls[name] = counted[0]
+        if name == "shared":
+            assert logs["aesthetic"] > 0 and {"reward_color", "aes_hinge_color", "adv_g"} <= set(logs)
+            loss, parts, _ = trainer.adversarial_loss(trainer._real_batch(0), torch.Generator().manual_seed(0))
+            assert torch.allclose(loss, parts["adv_g"] + parts["aesthetic"]), "the one backward carries both terms"
+    assert calls["shared"] == calls["adversarial alone"] < calls["own rollout"]
+
+
+def test_stage2_schedule_settings_that_cannot_work_are_refused_with_the_fix(fast_config):
+    from unifl.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"inference_steps = 4 is the LoRA's default step count, so it must be one of adversarial.step_counts = \[1, 2\]"):
+        fast_config("stage=2", "adversarial.schedule=step-counts", "adversarial.step_counts=[1, 2]", "adversarial.inference_steps=4")
+    with pytest.raises(ConfigError, match="adversarial.step_counts = "):
+        fast_config("stage=2", "adversarial.schedule=step-counts", "adversarial.step_counts=[0, 4]")
+    with pytest.raises(ConfigError, match="at most adversarial.trajectory_steps - 1 = 19"):
+        fast_config("stage=2", "adversarial.schedule=trajectory", "adversarial.start_level=20")
+    with pytest.raises(ConfigError, match="set aesthetic.cfg = 1"):
+        fast_config("stage=2", "aesthetic.stage2_schedule=shared", "aesthetic.cfg=3.0")
+    assert fast_config("stage=2", "adversarial.schedule=trajectory", "adversarial.start_level=5").adversarial.start_level == 5  # grad_levels are few-step's only
+
+
+def test_stage2_on_the_papers_trajectory_rolls_out_the_20_step_schedule_from_the_real_image(fast_config):
+    """schedule = trajectory: every UNet call of the step is on the 20-step trailing grid (not only the 4-step
+    sampler's), the LoRA moves, and its contract keeps the one default count."""
+    from unifl.core.diffusion.schedule import sampling_timesteps
+
+    trainer = UniFLTrainer(fast_config("stage=2", "adversarial.schedule=trajectory", "adversarial.trajectory_steps=20", "adversarial.start_level=10",
+                                       "aesthetic.weight=0", "regularizer.denoising_weight=0", "optim.batch_size=2", "optim.max_steps=3"))
+    timesteps = []
+    trainer.denoiser.unet.register_forward_pre_hook(lambda module, args, kwargs: timesteps.extend(args[1].tolist()), with_kwargs=True)
+    before = {k: v.clone() for k, v in lora_state_dict(trainer.denoiser.lora_target).items()}
+    for _ in range(3):
+        trainer.train_step()
+        trainer.step += 1
+    grid = set(sampling_timesteps(1000, 20, "trailing")[10:].tolist())
+    assert timesteps and set(timesteps) <= grid and len(set(timesteps)) > 1
+    assert any(not torch.equal(before[k], v) for k, v in lora_state_dict(trainer.denoiser.lora_target).items())
+    assert trainer.sampler_contract().step_counts == (trainer.config.adversarial.inference_steps,)

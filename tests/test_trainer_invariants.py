@@ -180,3 +180,49 @@ def test_a_discriminator_from_a_half_precision_reward_trains_in_fp32():
         discriminator = make_discriminator(reward, trainable, name="detail")
         assert {p.dtype for p in discriminator.parameters() if p.requires_grad} == {torch.float32}
     assert reward.head.weight.dtype == torch.bfloat16, "the frozen reward model keeps its storage dtype"
+
+
+def test_a_head_and_blocks_discriminator_trains_copies_of_the_last_trunk_blocks_and_leaves_the_reward_alone():
+    """'head+2': the head and the last two blocks of the trunk's last block list train, as fp32 copies; the
+    earlier blocks and the first tower stay the reward model's own (shared, frozen), and the reward model
+    scores as before after the discriminator has trained."""
+    from unifl.core.feedback.discriminator import trainable_parameter_count
+
+    class Tower(nn.Module):
+        def __init__(self, width, depth):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = torch.tanh(layer(x))
+            return x
+
+    class Reward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision = Tower(3, 3)  # registered first: not the blocks nearest the head
+            self.text = nn.Module()
+            self.text.encoder = Tower(3, 4)
+            self.head = nn.Linear(3, 1)
+
+        def forward(self, images, prompts):
+            return self.head(self.text.encoder(self.vision(images.mean(dim=(2, 3))))).squeeze(-1)
+
+    torch.manual_seed(0)
+    reward = Reward().requires_grad_(False).eval()
+    images = torch.rand(2, 3, 4, 4)
+    before = reward(images, ["a", "b"]).clone()
+    discriminator = make_discriminator(reward, "head+2", name="detail")
+    trained = sorted(n for n, p in discriminator.named_parameters() if p.requires_grad)
+    assert trained == sorted(f"{m}.{w}" for m in ("head", "text.encoder.layers.2", "text.encoder.layers.3") for w in ("weight", "bias"))
+    assert discriminator.vision is reward.vision and discriminator.text.encoder.layers[1] is reward.text.encoder.layers[1]
+    assert discriminator.text.encoder.layers[3] is not reward.text.encoder.layers[3]
+    assert trainable_parameter_count(reward, "head+2", "detail") == sum(p.numel() for p in discriminator.parameters() if p.requires_grad)
+    optimizer = torch.optim.SGD([p for p in discriminator.parameters() if p.requires_grad], lr=1.0)
+    discriminator(images, ["a", "b"]).sum().backward()
+    optimizer.step()
+    assert not torch.allclose(discriminator(images, ["a", "b"]), before), "the discriminator trains"
+    assert torch.equal(reward(images, ["a", "b"]), before) and not any(p.requires_grad for p in reward.parameters()), "the reward model is untouched"
+    with pytest.raises(ValueError, match=r"has 4 blocks: use head\+4 at most"):
+        make_discriminator(reward, "head+5", name="detail")

@@ -65,6 +65,7 @@ class PeFLConfig:
     inference_steps: int = doc(20, "DDIM steps of the rollout schedule (paper: 20).")
     noise_level: int = doc(10, "T_a: the schedule level (counted from the clean end, 0 = last DDIM step) the real latent is noised to (paper: 10 of 20).")
     grad_levels: list = doc([0, 5], "Inclusive range [lo, hi] of the level (from the clean end) where the one grad step is taken (paper: t ∈ [0, 5]). Drawn once per sample.")
+    prefix_steps: int = doc(0, "No-grad DDIM steps from T_a to the grad step: 0 = every step of the schedule between them (the sampler's own trajectory); k > 0 = at most k steps evenly spaced in timestep between the same two ends, a coarser solve of that trajectory for fewer UNet evaluations.")
 
 
 @dataclass
@@ -74,7 +75,8 @@ class AestheticConfig:
     weight: float = doc(1.0, "Weight of L_aes.")
     inference_steps: int = doc(20, "DDIM steps of the stage-1 rollout schedule (leading spacing, as the 20-step sampler).")
     grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory). In stage 2 it is clipped to the few-step schedule.")
-    stage2_schedule: str = doc("rollout", "Rollout schedule of the aesthetic term in stage 2: 'rollout' (inference_steps with leading spacing, as in stage 1) or 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with). docs/paper-choices.md has both measured.")
+    prefix_steps: int = doc(0, "No-grad DDIM steps from pure noise to the grad step: 0 = every step of the schedule above it (the sampler's own trajectory); k > 0 = at most k steps evenly spaced in timestep between the same two ends, a coarser solve of that trajectory (with the grad step late in 20, 4 steps in place of 14 to 19).")
+    stage2_schedule: str = doc("rollout", "Rollout schedule of the aesthetic term in stage 2: 'rollout' (inference_steps with leading spacing, as in stage 1), 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with) or 'shared' (no rollout of its own: the aspect rewards score the adversarial term's predictions, of the real images' captions, and both terms take one backward; about 5x fewer UNet evaluations per step than 'rollout'; with the adversarial term off it rolls out as 'rollout'). docs/paper-choices.md has them measured.")
     cfg: float = doc(1.0, "Classifier-free guidance of the rollout, the no-grad prefix and the grad step alike (1.0 = off, as ReFL and the same team's ID-Aligner do; CFG doubles the grad step's memory).")
 
 
@@ -83,12 +85,15 @@ class AdversarialConfig:
     """Adversarial feedback (paper §4.3): a reward model updated online as a discriminator, the step that makes few-step sampling work."""
 
     weight: float = doc(1.0, "Weight of the generator term L_G = −r_a(x0', c).")
-    inference_steps: int = doc(4, "Steps of the few-step schedule trained for (deployment default).")
-    timestep_spacing: str = doc("trailing", "Spacing of the few-step schedule: 'trailing' starts at t = 999 like the deployed sampler.")
-    grad_levels: list = doc([0, 3], "Inclusive range of schedule positions (0 = the noisiest) where the grad step is taken: any step of the few-step schedule (paper: t ∈ [0, 20], the whole trajectory).")
-    start_level: int = doc(0, "Position of the few-step schedule where the rollout starts: 0 = pure noise, where sampling starts; k > 0 = the real latent noised to position k.")
+    schedule: str = doc("few-step", "Which schedules the adversarial rollout trains: 'few-step' (the inference_steps sampler, from pure noise, grad at a position in grad_levels), 'step-counts' (per sample a count drawn from step_counts and that sampler's own schedule, from pure noise, grad at any of its steps: one LoRA for several step counts) or 'trajectory' (the paper's reading: the real latent noised to position start_level of the trajectory_steps schedule, grad at any later position).")
+    inference_steps: int = doc(4, "Steps of the few-step schedule trained for ('few-step'), and the LoRA's default step count (its sampler contract).")
+    step_counts: list = doc([1, 2, 4, 8], "Step counts trained at once with schedule = 'step-counts', each with timestep_spacing; one is drawn per sample. Written into the LoRA's sampler contract (unifl.sampler.step_counts); must hold inference_steps.")
+    trajectory_steps: int = doc(20, "Steps of the schedule the 'trajectory' rollout runs along (paper: the 20-step DDIM trajectory, t ∈ [0, 20]).")
+    timestep_spacing: str = doc("trailing", "Spacing of the few-step schedules: 'trailing' starts at t = 999 like the deployed sampler.")
+    grad_levels: list = doc([0, 3], "Inclusive range of schedule positions (0 = the noisiest) where the grad step is taken with schedule = 'few-step': any step of the few-step schedule (paper: t ∈ [0, 20], the whole trajectory).")
+    start_level: int = doc(0, "Position where the rollout starts. 'few-step': 0 = pure noise, where sampling starts; k > 0 = the real latent noised to position k. 'trajectory': the real latent noised to position k of the trajectory_steps schedule (0 = t 999 with trailing spacing).")
     discriminator_from: str = doc("detail", "Aspect whose reward model initialises the discriminator (paper: detail).")
-    discriminator_trainable: str = doc("auto", "What of the discriminator trains: 'all' (a full copy of the reward model), 'head' (its 'head' module alone; the frozen trunk is shared, not copied) or 'auto' (head alone for reward models over 20 M parameters that have one).")
+    discriminator_trainable: str = doc("auto", "What of the discriminator trains: 'all' (a full copy of the reward model), 'head' (its 'head' module alone; the frozen trunk is shared, not copied), 'head+N' (the head and copies of the trunk's last N blocks, those nearest the head; the rest shared) or 'auto' (head alone for reward models over 20 M parameters that have one).")
     discriminator_lr: float = doc(1e-5, "Learning rate of the discriminator's own optimizer.")
     discriminator_text_conditioned: bool = doc(True, "Whether the discriminator sees the prompt (Eq. 6 is ambiguous).")
 
@@ -155,6 +160,8 @@ STAGES = ("1", "2")
 #: and ``core.diffusion.schedule.SPACINGS``, which the config layer may not import (a test keeps them equal).
 LORA_TARGETS = ("attention", "attention+ff", "all")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+ADVERSARIAL_SCHEDULES = ("few-step", "step-counts", "trajectory")
+AESTHETIC_STAGE2_SCHEDULES = ("rollout", "deployment", "shared")
 LORA_INITS = ("default", "gaussian")
 #: Pixels per latent of every supported VAE divide it (SD1.5/SDXL: 8; the pocket model: 4).
 RESOLUTION_MULTIPLE = 8
@@ -167,9 +174,9 @@ MAX_LEARNING_RATE = 1.0
 MAX_SEED = 2**63 - 1
 #: Numeric fields by the range they must lie in (floats must also be finite). Counts and intervals are
 #: checked here, at load time, so that a bad value is one line naming it, not a crash hours into a run.
-AT_LEAST_ONE = ("lora.rank", "data.source_images", "pefl.inference_steps", "aesthetic.inference_steps", "adversarial.inference_steps",
+AT_LEAST_ONE = ("lora.rank", "data.source_images", "pefl.inference_steps", "aesthetic.inference_steps", "adversarial.inference_steps", "adversarial.trajectory_steps",
                 "optim.batch_size", "optim.gradient_accumulation_steps", "optim.max_steps", "logging.checkpoint_every", "logging.log_every")
-COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
+COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "pefl.prefix_steps", "aesthetic.prefix_steps", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
 NON_NEGATIVE = ("pefl.weight", "aesthetic.weight", "adversarial.weight", "regularizer.denoising_weight", "regularizer.base_kl_weight",
                 "optim.weight_decay", "optim.max_grad_norm")
 POSITIVE = ("lora.alpha",)
@@ -205,18 +212,18 @@ class TrainConfig:
             lo, hi = _range(f"{name}.grad_levels", section.grad_levels)
             if hi >= section.inference_steps:
                 raise ConfigError(f"{name}.grad_levels = {section.grad_levels}: levels must be < {name}.inference_steps ({section.inference_steps})")
-        lo, hi = _range("adversarial.grad_levels", self.adversarial.grad_levels)
-        if hi >= self.adversarial.inference_steps or self.adversarial.start_level > lo:
-            raise ConfigError(f"adversarial.grad_levels = {self.adversarial.grad_levels} must lie in [start_level={self.adversarial.start_level}, inference_steps-1={self.adversarial.inference_steps - 1}]")
+        self._check_adversarial_schedule()
         if not self.pefl.grad_levels[1] < self.pefl.noise_level:
             raise ConfigError(f"pefl.noise_level = {self.pefl.noise_level} must be above the grad levels {self.pefl.grad_levels} (the rollout denoises from T_a down to t)")
         for key, value in (("model.dtype", self.model.dtype), ("model.vae_dtype", self.model.vae_dtype)):
             if value not in ("fp32", "fp16", "bf16"):
                 raise ConfigError(f"{key} = {value!r}: use 'fp32', 'fp16' or 'bf16'")
-        if self.aesthetic.stage2_schedule not in ("deployment", "rollout"):
-            raise ConfigError(f"aesthetic.stage2_schedule = {self.aesthetic.stage2_schedule!r}: use 'deployment' or 'rollout'")
-        if self.adversarial.discriminator_trainable not in ("auto", "all", "head"):
-            raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all' or 'head'")
+        if self.aesthetic.stage2_schedule not in AESTHETIC_STAGE2_SCHEDULES:
+            raise ConfigError(f"aesthetic.stage2_schedule = {self.aesthetic.stage2_schedule!r}: use one of {', '.join(map(repr, AESTHETIC_STAGE2_SCHEDULES))}")
+        if self.stage == "2" and self.aesthetic.stage2_schedule == "shared" and self.aesthetic.cfg != 1.0:
+            raise ConfigError(f"aesthetic.stage2_schedule = 'shared' scores the adversarial rollout, which runs without guidance, but aesthetic.cfg = {self.aesthetic.cfg}: set aesthetic.cfg = 1 or another stage2_schedule")
+        if not re.fullmatch(r"auto|all|head|head\+[1-9][0-9]*", self.adversarial.discriminator_trainable):
+            raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all', 'head' or 'head+N' (N trunk blocks beside the head, e.g. 'head+2')")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
             raise ConfigError(f"optim.mixed_precision = {self.optim.mixed_precision!r}: use 'no', 'fp16' or 'bf16'")
         for table, specs in (("rewards", self.rewards), ("perception", self.perception)):
@@ -238,6 +245,21 @@ class TrainConfig:
         if self.stage == "2" and self.adversarial.weight > 0 and not any(r.aspect == self.adversarial.discriminator_from for r in self.rewards):
             raise ConfigError(f"stage 2 initialises the discriminator from the {self.adversarial.discriminator_from!r} reward model, but no [[rewards]] entry has that aspect; add one or set adversarial.discriminator_from")
         return self
+
+    def _check_adversarial_schedule(self) -> None:
+        adv = self.adversarial
+        if adv.schedule not in ADVERSARIAL_SCHEDULES:
+            raise ConfigError(f"adversarial.schedule = {adv.schedule!r}: use one of {', '.join(map(repr, ADVERSARIAL_SCHEDULES))}")
+        lo, hi = _range("adversarial.grad_levels", adv.grad_levels)
+        if adv.schedule == "few-step" and (hi >= adv.inference_steps or adv.start_level > lo):
+            raise ConfigError(f"adversarial.grad_levels = {adv.grad_levels} must lie in [start_level={adv.start_level}, inference_steps-1={adv.inference_steps - 1}]")
+        counts = adv.step_counts
+        if not (isinstance(counts, list) and counts and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in counts)):
+            raise ConfigError(f"adversarial.step_counts = {counts!r}: give a list of step counts of at least 1, e.g. [1, 2, 4, 8]")
+        if adv.schedule == "step-counts" and adv.inference_steps not in counts:
+            raise ConfigError(f"adversarial.inference_steps = {adv.inference_steps} is the LoRA's default step count, so it must be one of adversarial.step_counts = {counts}: add it or pick one of them")
+        if adv.schedule == "trajectory" and adv.start_level >= adv.trajectory_steps:
+            raise ConfigError(f"adversarial.start_level = {adv.start_level}: a position of the {adv.trajectory_steps}-step trajectory, so at most adversarial.trajectory_steps - 1 = {adv.trajectory_steps - 1}")
 
     def _check_ranges(self) -> None:
         def value(key: str):

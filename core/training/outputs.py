@@ -23,9 +23,13 @@ RUN_LOG = logging.getLogger("unifl.run")
 
 
 def sampler_contract(config: TrainConfig) -> SamplerContract:
-    """How a LoRA of this stage is meant to be sampled: stage 2 is the few-step model, without CFG."""
+    """How a LoRA of this stage is meant to be sampled: stage 2 is the few-step model, without CFG, at
+    ``adversarial.inference_steps`` by default and at every count it trained (``adversarial.step_counts``
+    with ``schedule = "step-counts"``; the 'few-step' and 'trajectory' schedules train for the one count)."""
     if config.stage == "2":
-        return SamplerContract(steps=config.adversarial.inference_steps, scheduler="ddim", timestep_spacing=config.adversarial.timestep_spacing, cfg=1.0)
+        adv = config.adversarial
+        counts = tuple(adv.step_counts) if adv.schedule == "step-counts" else ()
+        return SamplerContract(steps=adv.inference_steps, scheduler="ddim", timestep_spacing=adv.timestep_spacing, cfg=1.0, step_counts=counts)
     return SamplerContract(steps=config.pefl.inference_steps, scheduler="ddim", timestep_spacing="leading", cfg=config.logging.validation_cfg)
 
 

@@ -22,7 +22,7 @@ from ..config import TrainConfig, to_dict
 from ..data import DataError, batch_indices, collate, image_dataset, load_prompts
 from ..diffusion import schedule as sched
 from ..diffusion.denoiser import Conditioning, Denoiser
-from ..diffusion.rollouts import adversarial_rollout, aesthetic_rollout, pefl_rollout
+from ..diffusion.rollouts import adversarial_rollout, aesthetic_rollout, pefl_rollout, step_count_rollout, trajectory_rollout
 from ..diffusion.sampling import guided_x0
 from ..feedback.discriminator import make_discriminator, trainable_parameters
 from ..feedback.loading import load_perception_model, load_reward_model
@@ -265,7 +265,7 @@ class UniFLTrainer:
 
     def pefl_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         p = self.config.pefl
-        x0, _ = pefl_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=p.inference_steps, noise_level=p.noise_level, grad_levels=tuple(p.grad_levels), generator=generator, before_step=self._stop_if_asked)
+        x0, _ = pefl_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=p.inference_steps, noise_level=p.noise_level, grad_levels=tuple(p.grad_levels), generator=generator, prefix_steps=p.prefix_steps, before_step=self._stop_if_asked)
         images = self._decode(x0)
         terms = {}
         for spec, model in self.perception:
@@ -294,20 +294,42 @@ class UniFLTrainer:
         guidance = guided_x0(self.denoiser, self.encode([""]), a.cfg) if a.cfg != 1.0 else None
         shape = (len(prompts), self.denoiser.latent_channels, res // f, res // f)
         steps, spacing, levels = self.aesthetic_schedule()
-        x0, _ = aesthetic_rollout(self.denoiser, self.encode(prompts), shape, num_steps=steps, spacing=spacing, grad_levels=levels, generator=generator, guidance=guidance, before_step=self._stop_if_asked)
-        images = self._decode(x0)
+        x0, _ = aesthetic_rollout(self.denoiser, self.encode(prompts), shape, num_steps=steps, spacing=spacing, grad_levels=levels, generator=generator, prefix_steps=a.prefix_steps, guidance=guidance, before_step=self._stop_if_asked)
+        return self.aesthetic_scores_loss(self._decode(x0), prompts)
+
+    def aesthetic_scores_loss(self, images: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, dict]:
+        """``L_aes`` of decoded predictions: Σ_d w_d ReLU(α_d − r_d), weighted by ``aesthetic.weight``."""
         scores = {aspect: model(images, prompts) for aspect, model in self.rewards.items()}
         weights = {aspect: spec.weight for aspect, spec in self.reward_specs.items()}
         total, hinges = decoupled_aesthetic_loss(scores, self.thresholds, weights)
         logs = {f"aes_hinge_{k}": v for k, v in hinges.items()} | {f"reward_{k}": v.mean() for k, v in scores.items()}
-        return a.weight * total, logs
+        return self.config.aesthetic.weight * total, logs
+
+    @property
+    def shares_rollout(self) -> bool:
+        """Stage 2 with ``aesthetic.stage2_schedule = "shared"``: the aspect rewards score the adversarial rollout."""
+        return self.uses_adversarial and self.uses_aesthetic and self.config.aesthetic.stage2_schedule == "shared"
+
+    def adversarial_rollout(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """The generator's predictions ``x0'`` on ``adversarial.schedule``, and what to log about where they were taken."""
+        adv, d = self.config.adversarial, self.denoiser
+        cond = self.encode(batch["caption"])
+        if adv.schedule == "step-counts":
+            x0, timesteps, counts = step_count_rollout(d, cond, tuple(batch["latents"].shape), step_counts=tuple(adv.step_counts), spacing=adv.timestep_spacing, generator=generator, before_step=self._stop_if_asked)
+            return x0, {"adv_timestep": timesteps.float().mean(), "adv_step_count": counts.float().mean()}
+        if adv.schedule == "trajectory":
+            x0, timesteps = trajectory_rollout(d, batch["latents"], cond, num_steps=adv.trajectory_steps, spacing=adv.timestep_spacing, start_level=adv.start_level, generator=generator, before_step=self._stop_if_asked)
+        else:
+            x0, timesteps = adversarial_rollout(d, batch["latents"], cond, num_steps=adv.inference_steps, spacing=adv.timestep_spacing, start_level=adv.start_level, grad_levels=tuple(adv.grad_levels), generator=generator, before_step=self._stop_if_asked)
+        return x0, {"adv_timestep": timesteps.float().mean()}
 
     def adversarial_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """The generator term. The discriminator scores in eval mode with its parameters frozen, so this
+        """The generator term (plus ``L_aes`` of the same predictions when the rollout is shared, logged
+        apart as ``aesthetic``). The discriminator scores in eval mode with its parameters frozen, so this
         term writes no gradient into it; its fakes are clamped to [0, 1] exactly as in its own step."""
-        adv = self.config.adversarial
-        x0, _ = adversarial_rollout(self.denoiser, batch["latents"], self.encode(batch["caption"]), num_steps=adv.inference_steps, spacing=adv.timestep_spacing, start_level=adv.start_level, grad_levels=tuple(adv.grad_levels), generator=generator, before_step=self._stop_if_asked)
-        images = self._decode(x0).clamp(0, 1)
+        x0, logs = self.adversarial_rollout(batch, generator)
+        decoded = self._decode(x0)
+        images = decoded.clamp(0, 1)
         for p in self.d_params:
             p.requires_grad_(False)
         try:
@@ -315,7 +337,13 @@ class UniFLTrainer:
         finally:
             for p in self.d_params:
                 p.requires_grad_(True)
-        return adv.weight * generator_loss(fake_scores), {"d_fake_score": fake_scores.mean()}, images.detach()
+        loss = self.config.adversarial.weight * generator_loss(fake_scores)
+        logs["d_fake_score"] = fake_scores.mean()
+        if self.shares_rollout:  # the rewards see the decode unclamped, as in aesthetic_loss
+            aesthetic, aesthetic_logs = self.aesthetic_scores_loss(decoded, list(batch["caption"]))
+            logs |= aesthetic_logs | {"adv_g": loss.detach(), "aesthetic": aesthetic.detach()}
+            loss = loss + aesthetic
+        return loss, logs, images.detach()
 
     def _d_prompts(self, captions: list[str]) -> list[str]:
         return captions if self.config.adversarial.discriminator_text_conditioned else [""] * len(captions)
@@ -438,7 +466,7 @@ class UniFLTrainer:
                         d_fake.append(fake)
                         d_captions += batch["caption"]
                         self._stop_if_asked()
-                    if self.uses_aesthetic:
+                    if self.uses_aesthetic and not self.shares_rollout:  # shared: back-propagated with adv_g, logged apart
                         self._accumulate("aesthetic", *self.aesthetic_loss(self._prompt_batch(micro_step), gen(1)), logs)
                         self._stop_if_asked()
                     if batch is not None and self.uses_regularizer:
