@@ -195,7 +195,7 @@ def test_the_docs_generator_refuses_a_smoke_run_and_fills_only_its_block(tmp_pat
         "rows": {"stage2_4": {"summary": summary, "intervals": intervals, "group": "unifl", "label": "UniFL stage 2", "pooled_realism": {"fd": 1.0, "kid": 0.1, "images": 1032}},
                  "pcm_4": {"summary": summary, "intervals": intervals, "group": "peer", "label": "PCM", "pooled_realism": {"fd": 2.0, "kid": 0.2, "images": 1032}}},
         "not_run": {"alignprop_time_20": "no Python at x (run `make peer-venvs`)"},
-        "family": {"name": "arena-claims-2", "alpha": 0.05, "confidence": 0.95, "no_worse_margin": 0.05, "draws": 1000, "tests": 1},
+        "family": {"name": "arena-claims-3", "alpha": 0.05, "confidence": 0.95, "no_worse_margin": 0.05, "draws": 1000, "tests": 1},
         "pooled_realism_floor_real_vs_real": {"fd": 0.5, "kid": 0.0, "images": 1032},
         "references": {k: {"summary": summary} for k in ("real_same_scenes", "real_other_scenes", "uniform_noise")},
         "claims": [{"claim": "Stage 2 beats PCM", "holds": False, "group": "peer", "a": "stage2_4", "b": "pcm_4", "compute": {"a": compute, "b": compute},
@@ -525,3 +525,24 @@ def test_evaluations_are_counted_once_per_model_and_a_model_inside_a_model_is_no
     count_feedback_models([Outer()], second)
     Outer()(torch.zeros(3, 3, 8, 8))
     assert second["feedback"] == 3 and first["feedback"] == 6
+
+
+def test_validation_runs_choose_defaults_by_changing_unifls_config_alone():
+    """``--unifl-set`` / ``--stage2-set``: two arenas that differ only in a UniFL setting (docs/paper-choices.md)."""
+    from unifl.pocket.arena.plan import ArenaSettings, trainings
+
+    settings = ArenaSettings(split="validation", unifl_overrides=("aesthetic.prefix_steps=4",), stage2_overrides=("adversarial.schedule=step-counts",))
+    plan = trainings(settings)
+    assert "aesthetic.prefix_steps=4" in plan["stage1"].overrides and "adversarial.schedule=step-counts" not in plan["stage1"].overrides
+    for name in ("stage2", "stage2_from_base", "stage2_no_adversarial"):
+        assert {"aesthetic.prefix_steps=4", "adversarial.schedule=step-counts"} <= set(plan[name].overrides), name
+    assert all(not t.overrides or "adversarial.schedule=step-counts" not in t.overrides for t in plan.values() if t.method != "unifl")
+
+
+def test_stage2_is_judged_at_8_steps_against_its_own_4():
+    from unifl.pocket.arena import claims
+    from unifl.pocket.arena.plan import ArenaSettings, rows
+
+    assert "stage2_8" in rows(ArenaSettings())
+    eight = [c for c in claims.family() if c.a == "stage2_8"]
+    assert {c.b for c in eight} == {"stage2_4"} and {c.kind for c in eight} == {"no_worse"}

@@ -85,7 +85,7 @@ REALISM = _realism()
 the prompt judge's features, and the spectrum distance (which no blur or sharpen can game) where the judges have it."""
 NO_WORSE_MARGIN = 0.05
 """How much worse than B (a fraction of B's value) "no worse" still allows, on every metric."""
-FAMILY = "arena-claims-2"
+FAMILY = "arena-claims-3"
 """The family's name in ``metrics.json``: a changed family is a new name, never an edit after a run."""
 
 
@@ -111,6 +111,8 @@ def family() -> list[Claim]:
         Claim("Stage 2 at 4 steps is as realistic as the base at 20 steps", "no_worse", "stage2_4", "base_20", REALISM, "paper"),
         Claim("Stage 2 at 2 steps is more realistic than the base at 4 steps, CFG 1", "beats", "stage2_2", "base_4_cfg1", REALISM, "paper"),
         Claim("Stage 2 from the base model (stage 2's time only) at 4 steps is more realistic than the base at 4 steps, CFG 1", "beats", "stage2_from_base_4", "base_4_cfg1", REALISM, "paper"),
+        Claim("Stage 2 at 8 steps is no less realistic than at 4 (one LoRA for the step counts users pick)", "no_worse", "stage2_8", "stage2_4", REALISM, "paper"),
+        Claim("Stage 2 at 8 steps follows prompts no worse than at 4", "no_worse", "stage2_8", "stage2_4", ("prompt_accuracy",), "paper"),
         Claim("PeFL helps: full stage 1 follows prompts better than stage 1 without PeFL", "beats", "stage1_20", "stage1_no_pefl_20", ("prompt_accuracy",), "ablation"),
         Claim("Decoupled rewards help: full stage 1 is closer to real aspect scores than with one global reward", "beats", "stage1_20", "stage1_global_reward_20", ("aspect_shortfall",), "ablation"),
         Claim("The adversarial term helps: full stage 2 is more realistic than stage 2 without it", "beats", "stage2_4", "stage2_no_adversarial_4", REALISM, "ablation"),

@@ -146,6 +146,11 @@ class ArenaSettings:
     tuning_from: str = ""
     """Another arena folder whose sweeps' choices this run takes instead of sweeping (the budget curves' ×4 and ×16
     take the standard run's: sweeping at ×16 would cost more than the run)."""
+    unifl_overrides: tuple[str, ...] = ()
+    """``KEY=VALUE`` config changes for every UniFL training (both stages, their ablations): the validation runs
+    that choose a default (``docs/paper-choices.md``) compare arenas that differ in these alone."""
+    stage2_overrides: tuple[str, ...] = ()
+    """``KEY=VALUE`` changes for UniFL's stage-2 trainings only (e.g. ``adversarial.schedule=step-counts``)."""
     workers: int = 2
     threads: int = 1
     quick: bool = False
@@ -192,17 +197,18 @@ def own_lora(name: str) -> str:
 
 def trainings(settings: ArenaSettings) -> dict[str, Training]:
     steps1, steps2 = settings.steps
-    s1, s2 = f"optim.max_steps={steps1}", f"optim.max_steps={steps2}"
+    s1 = (f"optim.max_steps={steps1}", *settings.unifl_overrides)
+    s2 = (f"optim.max_steps={steps2}", *settings.unifl_overrides, *settings.stage2_overrides)
     plan = {
-        "stage1": Training("stage1", "unifl", ("stage=1", s1)),
-        "stage2": Training("stage2", "unifl", ("stage=2", s2), after=("stage1",), init_from="stage1"),
-        "stage2_from_base": Training("stage2_from_base", "unifl", ("stage=2", s2)),
+        "stage1": Training("stage1", "unifl", ("stage=1", *s1)),
+        "stage2": Training("stage2", "unifl", ("stage=2", *s2), after=("stage1",), init_from="stage1"),
+        "stage2_from_base": Training("stage2_from_base", "unifl", ("stage=2", *s2)),
     }
     if settings.ablations:
         plan |= {
-            "stage1_no_pefl": Training("stage1_no_pefl", "unifl", ("stage=1", s1, "perception=[]"), group="ablation"),
-            "stage1_global_reward": Training("stage1_global_reward", "unifl", ("stage=1", s1, 'rewards=[{aspect = "global", kind = "pocket-reward", path = "global"}]'), group="ablation"),
-            "stage2_no_adversarial": Training("stage2_no_adversarial", "unifl", ("stage=2", s2, "adversarial.weight=0"), after=("stage1",), init_from="stage1", group="ablation"),
+            "stage1_no_pefl": Training("stage1_no_pefl", "unifl", ("stage=1", *s1, "perception=[]"), group="ablation"),
+            "stage1_global_reward": Training("stage1_global_reward", "unifl", ("stage=1", *s1, 'rewards=[{aspect = "global", kind = "pocket-reward", path = "global"}]'), group="ablation"),
+            "stage2_no_adversarial": Training("stage2_no_adversarial", "unifl", ("stage=2", *s2, "adversarial.weight=0"), after=("stage1",), init_from="stage1", group="ablation"),
         }
     for name, spec in PEER_TRAININGS.items():
         if spec["method"] not in settings.peers:
@@ -282,6 +288,7 @@ def rows(settings: ArenaSettings) -> dict[str, Row]:
         Row("base_4", None, ddim(4, BASE_CFG, "trailing"), "unifl", "base"),
         Row("base_4_cfg1", None, ddim(4, 1.0, "trailing"), "unifl", "base"),
         Row("stage1_20", "stage1", ddim(20, BASE_CFG, "leading"), "unifl", "UniFL stage 1"),
+        Row("stage2_8", "stage2", ddim(8, 1.0, "trailing"), "unifl", "UniFL stage 2 (from stage 1)"),
         Row("stage2_4", "stage2", ddim(4, 1.0, "trailing"), "unifl", "UniFL stage 2 (from stage 1)"),
         Row("stage2_2", "stage2", ddim(2, 1.0, "trailing"), "unifl", "UniFL stage 2 (from stage 1)"),
         Row("stage2_1", "stage2", ddim(1, 1.0, "trailing"), "unifl", "UniFL stage 2 (from stage 1)"),
