@@ -293,9 +293,9 @@ def test_the_path_fields_say_where_the_tab_may_read(webui):
 
 
 def test_train_never_starts_without_a_feedback_term_unless_asked(webui):
-    from unifl.webui_extension import form, jobs
+    from unifl.webui_extension import form, jobs, views
     from unifl.webui_extension.host import WebuiHost
-    from unifl.webui_extension.ui import build_tab, train_clicked
+    from unifl.webui_extension.ui import _snapshot, build_tab, train_clicked
 
     # An SD1.5 checkpoint with the auto preset: the dropdowns start at the recipe, not at "off".
     blocks = build_tab(WebuiHost())
@@ -312,8 +312,10 @@ def test_train_never_starts_without_a_feedback_term_unless_asked(webui):
     status, result = train_clicked(WebuiHost(), "task(unifl-plain-asked)", *run.values(), True)
     job = jobs.current_job()
     assert "error" not in status and result.startswith("Feedback: none, as asked")
+    assert views.result_text(_snapshot()).startswith("Feedback: none, as asked")  # the Status poll keeps it (it vanished at the first)
     job.request_stop()
     _wait(job)
+    assert views.result_text(_snapshot()).startswith("Feedback: none, as asked")
 
 
 def test_a_cpu_forge_lets_its_model_go_while_unifl_trains(webui, monkeypatch):

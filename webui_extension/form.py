@@ -31,6 +31,9 @@ PERCEPTION_ASPECTS = ("style", "structure", "layout")
 #: Subfolders of the UniFL folder searched for model files whose metadata names their loader.
 MODEL_FOLDERS = {"rewards": "rewards", "perception": "perception"}
 _OUTPUT_NAME = re.compile(r"^[\w][\w.\- ]*$")
+#: The longest LoRA name, in UTF-8 bytes: a file name holds at most 255 bytes (ext4, APFS, NTFS), and the
+#: LoRA is written through a temporary ``.<name>.safetensors.XXXXXXXX.tmp`` beside it (26 bytes more), with room to spare.
+MAX_NAME_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,11 @@ def _field_value(field: Field, value):
 
 
 def check_output_name(name: str) -> str:
+    """The LoRA name, stripped; :class:`FormError` for one that is no file name, or too long to be one."""
     name = (name or "").strip()
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise FormError(f"LoRA name {name[:24]!r}... is {len(name.encode())} bytes long: use at most {MAX_NAME_BYTES} "
+                        f"(it becomes <name>.safetensors, and a file name holds at most 255 bytes)")
     if not _OUTPUT_NAME.match(name):
         raise FormError(f"LoRA name {name!r}: use letters, digits, spaces, '-', '_' or '.', starting with a letter or digit (it becomes <name>.safetensors and <lora:name:1>)")
     return name
@@ -236,7 +243,7 @@ def feedback_tables(choices: dict[str, str], catalog: dict[str, dict], what: str
         if label in (None, "", OFF):
             continue
         if label not in catalog:
-            raise FormError(f"{what} model {label!r} for {aspect} is no longer available: press 🔄 to refresh the lists")
+            raise FormError(f"{what} model {label!r} for {aspect} is no longer available: press 🔄 Refresh lists, then pick one from the {aspect} {what} list")
         tables.append({"aspect": aspect, **catalog[label]})
     return tables
 
@@ -253,7 +260,7 @@ def confine_to_host(config: TrainConfig, host) -> TrainConfig:
     from ..core.training.confinement import ConfinementError, confine
 
     try:
-        confine(config, host.ui_confinement())
+        confine(config, host.ui_confinement(), names=FIELD_LABELS)
     except ConfinementError as error:
         raise FormError(str(error)) from None
     return config

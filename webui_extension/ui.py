@@ -9,11 +9,13 @@ by id). Handlers are thin: form values go through :mod:`.form` into a core confi
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import gradio as gr
 
 from ..core.config import ConfigError, TrainConfig, load_config
 from ..core.diffusion.loading import ModelLoadError
+from ..core.memory import release_freed_memory
 from ..core.training.checkpoint import list_checkpoints
 from ..core.training.preflight import PreflightError, check_before_training
 from ..core.training.terms import feedback_terms
@@ -23,7 +25,8 @@ from .host import RUNS_FOLDER, Host
 
 CONTINUE, START_OVER = "continue it", "start over"
 #: Errors of the form, of config validation and of the input check, shown in the status instead of starting.
-START_ERRORS = (form.FormError, PreflightError, jobs.JobBusy, *jobs.EXPECTED_ERRORS)
+#: OSError: what the file system refuses (an unreadable folder, a name it cannot hold) is a refusal too, never a traceback.
+START_ERRORS = (form.FormError, PreflightError, jobs.JobBusy, *jobs.EXPECTED_ERRORS, OSError)
 
 
 def _slug(field: form.Field) -> str:
@@ -206,7 +209,7 @@ def _model_path(host: Host, checkpoint_label: str | None) -> str:
     """The file of the chosen checkpoint; a file added since the list was read is found by re-reading it."""
     path = host.checkpoints().get(checkpoint_label or "") or host.checkpoints(refresh=True).get(checkpoint_label or "")
     if path is None:
-        raise form.FormError(f"checkpoint {checkpoint_label!r} is not in the checkpoint folder (any more): pick one from the list")
+        raise form.FormError(f"checkpoint {checkpoint_label!r} is not in the checkpoint folder (any more): press 🔄 Refresh lists, then pick one from the Checkpoint list")
     return path
 
 
@@ -220,22 +223,25 @@ def train_clicked(host: Host, task_id: str, *args) -> tuple[str, str]:
         job = start_job(host, task_id, *args)
     except START_ERRORS as error:
         host.end_refused_task(task_id)
+        release_freed_memory()  # the check read files (a start-from LoRA's tensors, images): give that back too
         return views.error_html(str(error)), ""
-    return views.status_html(job.snapshot()), f"{feedback_summary(job.config)}\n{views.result_text(job.snapshot())}"
+    return views.status_html(job.snapshot()), views.result_text(job.snapshot())
 
 
-def feedback_summary(config: TrainConfig) -> str:
-    """One line saying what the run learns from, shown when it starts."""
-    terms = feedback_terms(config)
-    if not terms:
-        return "Feedback: none, as asked (a denoising-only LoRA)."
-    models = [f"{spec.aspect} {spec.kind}" for spec in (*config.rewards, *config.perception)]
-    return f"Feedback: {', '.join(terms)} ({'; '.join(models)})."
+def start_job(host: Host, task_id: str, *args, **kwargs) -> jobs.TrainingJob:
+    """Check the form (arguments as :func:`checked_run`'s) and hand the run to the host; raises a START_ERRORS
+    on bad input, and :class:`~.jobs.JobBusy` at once while another run is active."""
+    jobs.refuse_if_busy()  # before the checks, which wait while a loading job builds its model (one build at a time)
+    config, destination, resume, replace = checked_run(host, *args, **kwargs)
+    job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
+    jobs.submit(job, host)
+    return job
 
 
-def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool,
-               extra: str, values: dict, reward_labels: dict, perception_labels: dict, without_feedback: bool = False) -> jobs.TrainingJob:
-    """Check the form, build the config, and hand the run to the host; raises a START_ERRORS on bad input.
+def checked_run(host: Host, checkpoint_label: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool, extra: str,
+                values: dict, reward_labels: dict, perception_labels: dict, without_feedback: bool = False) -> tuple[TrainConfig, Path, bool, bool]:
+    """The run the form asks for, checked before anything loads: its config, where its LoRA goes, whether it
+    resumes, whether it may replace that LoRA. Raises a START_ERRORS naming what to fix.
 
     A run with no feedback term (no PeFL, aesthetic or adversarial loss) is refused unless
     ``without_feedback`` says the user wants exactly that.
@@ -252,12 +258,11 @@ def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str,
     config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_label), run_dir=run_dir, values=values, init_from=init_from,
                                rewards=reward_labels, perception=perception_labels, unifl_dir=host.unifl_dir(), extra=extra)
     form.confine_to_host(config, host)
+    form.check_output_name(config.logging.output_name)  # "Extra settings" may name the LoRA file too
     if not feedback_terms(config) and not without_feedback:
         raise form.FormError("these settings train no feedback term (every reward and perception dropdown is off, or its weight is 0), "
                              "so the LoRA would only learn to denoise the training images: pick reward or perception models, "
                              "or tick 'Train without feedback (denoising only)'")
     check_before_training(config, names=form.FIELD_LABELS)  # in this request, before the model loads in the worker (10-15 s)
     resume = resume_wanted and bool(list_checkpoints(config.logging.output_dir))  # the folder the run will use, wherever it was set
-    job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
-    jobs.submit(job, host)
-    return job
+    return config, destination, resume, replace
