@@ -370,3 +370,19 @@ def test_the_host_sees_webui_checkpoints_folders_and_settings(webui, tmp_path):
     assert [Path(p).name for p in host.checkpoints(refresh=True).values()] == ["new.safetensors"]
     webui.shared.opts.unifl_unload_model = False
     assert host.release_gpu()() is None and webui.sd_models.model_data.sd_model.device == "cuda"
+
+
+@pytest.mark.parametrize(("counts", "said"), [((), "Sample with 4 steps, DDIM sampler (trailing timestep spacing), CFG 1."),
+                                             ((1, 2, 8), "Sample with 4 steps (trained for 1, 2, 4, 8 steps: any of them works), DDIM sampler")])
+def test_the_result_says_every_step_count_the_lora_was_trained_for(tmp_path, counts, said):
+    import torch
+    from safetensors.torch import save_file
+    from unifl.core.lora.kohya import SamplerContract
+    from unifl.webui_extension import views
+    from unifl.webui_extension.jobs import Snapshot
+
+    lora = tmp_path / "fast.safetensors"
+    save_file({"x": torch.zeros(1)}, str(lora), metadata=SamplerContract(4, step_counts=counts).to_metadata())
+    text = views.result_text(Snapshot("task(unifl-x)", "fast", "finished", lora_path=lora, run_dir=tmp_path, feedback="Feedback: aesthetic (color colorfulness)."))
+    assert text.splitlines()[:3] == ["Feedback: aesthetic (color colorfulness).", f"LoRA: {lora}", "Prompt with <lora:fast:1>."]
+    assert text.splitlines()[3].startswith(said)

@@ -101,10 +101,7 @@ def result_text(snapshot: Snapshot | None) -> str:
     return "\n".join(lines)
 
 
-def sampler_advice(contract: SamplerContract, requested_steps: int | None = None) -> str:
-    """How to sample with a LoRA of ``contract`` at ``requested_steps`` (``None``: its default): the step count
-    it follows (the request, when the LoRA was trained for it, else the nearest count it was), with the warning."""
-    steps, warning = contract.steps_for(requested_steps)
-    trained = "" if len(contract.step_counts) == 1 else f" (trained for {', '.join(map(str, contract.step_counts))} steps: any of them)"
-    advice = f"Sample with {steps} steps{trained}, {contract.scheduler.upper()} sampler ({contract.timestep_spacing} timestep spacing), CFG {contract.cfg:g}."
-    return f"{advice} Note: {warning}." if warning else advice
+def sampler_advice(contract: SamplerContract) -> str:
+    """How to sample with a LoRA of ``contract``: its default step count and every count it was trained for."""
+    trained = "" if len(contract.step_counts) == 1 else f" (trained for {', '.join(map(str, contract.step_counts))} steps: any of them works)"
+    return f"Sample with {contract.steps} steps{trained}, {contract.scheduler.upper()} sampler ({contract.timestep_spacing} timestep spacing), CFG {contract.cfg:g}."
