@@ -36,12 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, OSError, ValueError, ImportError) as err:  # OSError: a full disk, a missing or locked file
+    except Exception as err:
+        # OSError: a full disk, a missing or locked file. TrainingDiverged: its message names the good checkpoint.
+        if not isinstance(err, (ConfigError, DataError, OSError, ValueError, ImportError, *_run_errors())):
+            raise
         print(f"unifl {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"unifl {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_errors() -> tuple[type[Exception], ...]:
+    """Errors of a run that are the user's to act on, imported only when something failed (the trainer imports torch)."""
+    from ..core.training.trainer import TrainingDiverged
+
+    return (TrainingDiverged,)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 def run(args) -> int:
     from ..core.coco import convert
 
-    count = convert(args.images, args.instances, args.captions, args.out, limit=args.limit, min_instances=args.min_instances)
+    count = convert(args.images, args.instances, args.captions, args.out, limit=args.limit, min_instances=args.min_instances, overwrite=args.overwrite)
     print(f"wrote {count} captioned images with instance and semantic masks to {args.out}")
     return 0 if count else 1
 
@@ -23,4 +23,5 @@ def add_command(subparsers) -> None:
     p.add_argument("--out", required=True, help="the training folder to write (data.images)")
     p.add_argument("--limit", type=int, default=None, help="stop after this many images (default: all)")
     p.add_argument("--min-instances", type=int, default=1, help="skip images with fewer objects (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace files of an earlier conversion in --out")
     p.set_defaults(func=run)

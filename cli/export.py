@@ -8,15 +8,18 @@ from pathlib import Path
 def run(args) -> int:
     from ..core.config import TrainConfig, from_dict
     from ..core.diffusion.loading import load_denoiser
+    from ..core.files import check_new_output
     from ..core.lora.kohya import save_kohya_lora
     from ..core.lora.peft import add_lora, load_lora_state_dict, settings_from_config
     from ..core.training import checkpoint as ckpt
     from ..core.training.outputs import sampler_contract
 
+    check_new_output(args.out, overwrite=args.overwrite)  # before the model loads
     path = ckpt.resolve_resume(args.run_dir, args.checkpoint) if args.run_dir else Path(args.checkpoint)
     tensors, _, state = ckpt.load_checkpoint(path)
     config = from_dict(TrainConfig, state["config"])
     denoiser = load_denoiser(args.model or config.model.path)
+    ckpt.check_model_family(path, state, denoiser.architecture)
     settings = settings_from_config(config.lora)
     add_lora(denoiser.lora_target, settings)
     load_lora_state_dict(denoiser.lora_target, tensors["lora"])

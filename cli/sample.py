@@ -10,9 +10,15 @@ from .arguments import number, whole
 def run(args) -> int:
     from ..core.diffusion.loading import load_denoiser
     from ..core.diffusion.sampling import generate
+    from ..core.files import check_new_output, check_output_folder
     from ..core.images import save_grid, save_png, to_pil
     from ..core.lora.kohya import SamplerContract, load_kohya_lora, read_lora_metadata
 
+    out = Path(args.out)
+    seeds = [args.seed + i for i in range(len(args.prompt) * args.num_images)]
+    names = [f"{i:04d}-seed{seed}.png" for i, seed in enumerate(seeds)]
+    check_output_folder(out)
+    check_new_output(*(out / name for name in (*names, "grid.png")), overwrite=args.overwrite)  # before the model loads
     denoiser = load_denoiser(args.model)
     factor = denoiser.vae_scale_factor
     for name, size in (("--height", args.height), ("--width", args.width)):
@@ -26,12 +32,10 @@ def run(args) -> int:
     spacing = args.spacing or contract.timestep_spacing
     cfg = contract.cfg if args.cfg is None else args.cfg
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
-    seeds = [args.seed + i for i in range(len(prompts))]
     print(f"sampling {len(prompts)} image(s): {steps} DDIM steps, {spacing} spacing, CFG {cfg}")
     images = generate(denoiser, prompts, seeds, height=args.height, width=args.width, steps=steps, spacing=spacing, cfg=cfg, negative_prompt=args.negative_prompt)
-    out = Path(args.out)
-    for i, image in enumerate(to_pil(images)):
-        save_png(image, out / f"{i:04d}-seed{seeds[i]}.png")
+    for name, image in zip(names, to_pil(images)):
+        save_png(image, out / name)
     save_grid(images, out / "grid.png", columns=min(4, len(prompts)))
     print(f"wrote {len(prompts)} image(s) and grid.png to {out}")
     return 0
@@ -51,4 +55,5 @@ def add_command(subparsers) -> None:
     p.add_argument("--height", type=whole(8), default=512)
     p.add_argument("--width", type=whole(8), default=512)
     p.add_argument("--out", default="out/samples", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace images (and grid.png) of an earlier run in --out")
     p.set_defaults(func=run)

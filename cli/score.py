@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.feedback.scoring import ScoreError, caption_prompts, collect_images, format_table, parse_reward_spec, score_images, write_scores
+from ..core.feedback.scoring import ScoreError, caption_prompts, collect_images, format_table, parse_reward_spec, score_images, score_paths, write_scores
+from ..core.files import check_new_output
 from .arguments import torch_device, whole
 
 
@@ -27,6 +28,7 @@ def add_command(subparsers) -> argparse.ArgumentParser:
     prompts.add_argument("--prompt", help="the prompt of every image")
     prompts.add_argument("--prompts-from", choices=["captions"], help="captions: each image's prompt is the .txt file beside it")
     parser.add_argument("--out", default="out/scores", help="writes OUT.csv and OUT.json (default: out/scores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.csv and OUT.json")
     parser.add_argument("--batch-size", type=whole(1), default=8, help="images per forward pass")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.set_defaults(func=run)
@@ -34,6 +36,7 @@ def add_command(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    check_new_output(*score_paths(args.out), overwrite=args.overwrite)  # before any image is scored
     device = torch_device(args.device)
     images = collect_images(args.images)
     if args.prompts_from == "captions":

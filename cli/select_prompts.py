@@ -41,7 +41,8 @@ def report_path(out: str | Path) -> Path:
 
 
 def run(args) -> int:
-    from ..core.files import atomic_write_text, read_text
+    from ..core.data import load_prompts
+    from ..core.files import atomic_write_text, check_new_output
     from ..core.prompts.embed import build_embedder
     from ..core.prompts.relations import relation_score, scene_graph_parser
     from ..core.prompts.select import select_prompts
@@ -51,11 +52,8 @@ def run(args) -> int:
     if args.device is not None:
         torch_device(args.device)  # refused now, not after the prompts are parsed
     source, out = Path(args.input), Path(args.out)
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such file; give a text file with one prompt per line")
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-    prompts = read_text(source, "prompt file").splitlines()
+    prompts = load_prompts(source, fix="give a text file with one prompt per line")  # one rule with `unifl train`: a file without a prompt is refused
+    check_new_output(out, report_path(out), overwrite=args.overwrite)
     scorer = scene_graph_parser() if args.parser == "scenegraphparser" else relation_score
     embedder = build_embedder(args.embedder, device=args.device)
     report = select_prompts(prompts, args.n, tau1=args.tau1, rule=args.tau1_rule.replace("-", "_"), tau2=args.tau2, embedder=embedder,

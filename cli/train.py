@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 
 def run(args) -> int:
     from ..core.config import explain, load_config
+    from ..core.training.outputs import RUN_LOG
     from ..core.training.preflight import check_before_training
     from ..core.training.trainer import UniFLTrainer
 
@@ -21,7 +23,13 @@ def run(args) -> int:
     report = check_before_training(config)  # before the model loads: a wrong path costs a second, not a model load
     if report.memory is not None:
         print(report.memory.render())
-    result = UniFLTrainer(config).train(resume=args.resume, overwrite=args.overwrite)
+    shown = logging.StreamHandler(sys.stdout)  # the run description, as it starts
+    RUN_LOG.addHandler(shown)
+    RUN_LOG.setLevel(logging.INFO)
+    try:
+        result = UniFLTrainer(config).train(resume=args.resume, overwrite=args.overwrite)
+    finally:
+        RUN_LOG.removeHandler(shown)
     print(f"{'stopped' if result.stopped_early else 'finished'} after {result.steps} steps; LoRA: {result.lora_path}")
     return 0
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
-from . import paths
+from . import paths, templates
 
 paths.register_model_folders()
+templates.keep_template_order()
 
 from .nodes.feedback import NODES as _FEEDBACK  # noqa: E402
 from .nodes.sampling import NODES as _SAMPLING  # noqa: E402

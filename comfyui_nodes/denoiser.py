@@ -15,8 +15,10 @@ How each :class:`~unifl.core.diffusion.denoiser.Denoiser` operation maps onto Co
   and ``decode`` *without* the clamp of ``VAE.decode`` (gradients must flow), scaled with the model's
   ``latent_format``.
 * ``encode_prompts``: ``CLIP.tokenize`` + ``encode_from_tokens``, the first 77-token chunk (what the
-  diffusers implementation uses too), computed *before* training for every prompt the run will use, so
-  the text encoder never has to be loaded while the UNet is training.
+  diffusers implementation uses too), computed *before* training for the first :data:`UPFRONT_PROMPTS`
+  distinct prompts the run will use (the validation prompts first), so that usually the text encoder never
+  has to be loaded while the UNet is training; a run with more prompts and captions encodes the rest when a
+  step first uses them (core's ``PromptCache`` keeps them), so step 1 never waits for 200 000 encodings.
 * Memory: ``comfy.model_management.load_models_gpu([model, vae], memory_required=1e20,
   force_full_load=True)`` (ComfyUI's own trainer does the same); nothing is moved by hand.
 * Inference tensors: loader nodes create weights under ``torch.inference_mode()``. Before training,
@@ -46,6 +48,9 @@ log = logging.getLogger("unifl")
 #: conditioning, same LoRA key names.
 ARCHITECTURES = {"SD15": "sd15", "SD20": "sd2", "SDXL": "sdxl", "SSD1B": "sdxl", "Segmind_Vega": "sdxl", "KOALA_700M": "sdxl", "KOALA_1B": "sdxl"}
 TOKENS = 77
+#: Distinct prompts encoded before training. The recipe's 20 000 COCO captions took minutes per thousand on a
+#: busy CPU and 236 KB each in memory (fp32 77×768); 2000 steps × batch 4 use at most 8000 of them.
+UPFRONT_PROMPTS = 1024
 
 
 class UnsupportedModel(ValueError):
@@ -156,7 +161,11 @@ class ComfyDenoiser(Denoiser):
         self._sigmas = self.model_sampling.sigmas.detach().clone().float().cpu()
         self.alphas_cumprod = 1.0 / (1.0 + self._sigmas.double() ** 2)
         self._prompts: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self.encode_prompts(list(dict.fromkeys([*prompts, ""])))  # before the UNet/VAE claim the device
+        distinct = list(dict.fromkeys(["", *prompts]))
+        if len(distinct) > UPFRONT_PROMPTS:
+            log.info("UniFL: %d distinct prompts and captions: %d encoded before training, the others when a step first uses one "
+                     "(the text encoder then loads beside the UNet)", len(distinct), UPFRONT_PROMPTS)
+        self.encode_prompts(distinct[:UPFRONT_PROMPTS])  # before the UNet/VAE claim the device
 
         with torch.inference_mode():  # ComfyUI patches weights in place: that needs inference mode
             comfy.model_management.load_models_gpu([self.patcher, vae.patcher], memory_required=1e20, force_full_load=True)
@@ -173,6 +182,14 @@ class ComfyDenoiser(Denoiser):
     def lora_name_map(self, host_path: str) -> str:
         """ComfyUI module path inside the UNet → diffusers module path (``KeyError`` if none)."""
         return self._ldm_to_diffusers[host_path]
+
+    @property
+    def unet_widths(self) -> tuple[list[int], int | None]:
+        """``(block_out_channels, cross_attention_dim)`` in diffusers' terms, from ComfyUI's ``unet_config``
+        (``model_channels × channel_mult``, ``context_dim``): the pre-run check reads the widths its activation
+        figures were measured on from a diffusers UNet's ``config``, which ComfyUI's UNet does not have."""
+        config = self.base.model_config.unet_config
+        return [config["model_channels"] * m for m in config["channel_mult"]], config.get("context_dim")
 
     # -- seam -----------------------------------------------------------------------------------------
 
@@ -231,30 +248,28 @@ class ComfyDenoiser(Denoiser):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
-        if missing and hasattr(self, "unet"):
-            log.warning("UniFL: encoding %d prompt(s) during training; the text encoder is loaded next to the UNet", len(missing))
-        for prompt in missing:
+        training = hasattr(self, "unet")  # kept only before training: the trainer's PromptCache keeps the others
+        encoded = dict(self._prompts)
+        for prompt in [p for p in dict.fromkeys(prompts) if p not in self._prompts]:
             with torch.inference_mode():
                 cond, pooled = self.clip.encode_from_tokens(self.clip.tokenize(prompt), return_pooled=True)
             # Cloned outside inference mode: autograd may save them (LoRA on to_k/to_v sees the context).
-            self._prompts[prompt] = (cond[:, :TOKENS].float().cpu().clone(), None if pooled is None else pooled.float().cpu().clone())
-        if missing and hasattr(self, "unet"):  # bring the UNet and VAE back if the text encoder evicted them
+            encoded[prompt] = (cond[:, :TOKENS].float().cpu().clone(), None if pooled is None else pooled.float().cpu().clone())
+            if not training:
+                self._prompts[prompt] = encoded[prompt]
+        if training and len(encoded) > len(self._prompts):  # bring the UNet and VAE back if the text encoder evicted them
             with torch.inference_mode():
                 comfy.model_management.load_models_gpu([self.patcher, self.vae.patcher], force_full_load=True)
-        embeds = torch.cat([self._prompts[p][0] for p in prompts])
+        embeds = torch.cat([encoded[p][0] for p in prompts])
         tensors = {"prompt_embeds": embeds}
         if self.architecture == "sdxl":
-            tensors["pooled_output"] = torch.cat([self._prompts[p][1] for p in prompts])
+            tensors["pooled_output"] = torch.cat([encoded[p][1] for p in prompts])
         return Conditioning(tensors)
 
 
 def release(denoiser: ComfyDenoiser | None) -> None:
-    """Drop the training copies and hand memory back to ComfyUI."""
-    import gc
-
+    """Drop the training copies and the encoded prompts (the caller then hands the memory back)."""
     if denoiser is not None:
         denoiser.unet = denoiser.vae_model = None
-    gc.collect()
-    comfy.model_management.soft_empty_cache()
+        denoiser._prompts.clear()
 

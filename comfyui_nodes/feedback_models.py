@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import folder_paths
 
 from ..core.feedback.public_models import recognise
 from . import paths
@@ -90,11 +89,10 @@ def resolve(role: str, choice: str, kind: str, aspect: str) -> tuple[str, str, s
         else:
             auto_kind, auto_aspect = f"pocket-{name}", POCKET_PERCEPTION_ASPECTS.get(name, "")
     else:
-        folder = paths.REWARD_FOLDER if role == "reward" else paths.PERCEPTION_FOLDER
-        found = paths.model_folder(folder, choice) if choice.endswith("/") else folder_paths.get_full_path(folder, choice)
-        if found is None:
-            raise FileNotFoundError(f"{choice!r} is not in {folder_paths.get_folder_paths(folder)}; put it there and press Refresh")
-        path = str(found)
+        missing = paths.missing_model(role, choice)
+        if missing:
+            raise FileNotFoundError(missing)
+        path = str(paths.find_model(paths.REWARD_FOLDER if role == "reward" else paths.PERCEPTION_FOLDER, choice))
         meta = {} if choice.endswith("/") else _file_metadata(path)
         published = recognise("rewards" if role == "reward" else "perception", Path(path).name)
         auto_kind = meta.get("unifl.kind") or meta.get("kind", "") or (published.kind if published else "")

@@ -91,16 +91,44 @@ def model_folder(folder_name: str, choice: str) -> Path | None:
     return next((Path(root) / name for root in folder_paths.get_folder_paths(folder_name) if (Path(root) / name).is_dir()), None)
 
 
+def find_model(folder_name: str, choice: str) -> Path | None:
+    """The file or (``"name/"``) model folder a loader's choice stands for, or ``None`` when it is not there."""
+    if choice.endswith("/"):
+        return model_folder(folder_name, choice)
+    found = folder_paths.get_full_path(folder_name, choice)
+    return None if found is None else Path(found)
+
+
+def missing_model(role: str, choice: str) -> str | None:
+    """``None`` when a reward (``role="reward"``) or perception loader's choice is there, else the one-line reason,
+    naming the file and the folders searched. Checked when a prompt is queued (the loaders' ``validate_inputs``)
+    and again when a loader runs."""
+    folder = REWARD_FOLDER if role == "reward" else PERCEPTION_FOLDER
+    if choice.startswith((BUILTIN_PREFIX, POCKET_PREFIX)):
+        shipped = reward_choices() if role == "reward" else perception_choices()
+        return None if choice in shipped else f"{choice!r} is not a model this pack ships; pick one of {[c for c in shipped if c.startswith((BUILTIN_PREFIX, POCKET_PREFIX))]}"
+    if find_model(folder, choice) is not None:
+        return None
+    return f"{choice!r} is not in {folder_paths.get_folder_paths(folder)}; put it there (docs/recipes.md says where to get the published ones) and press Refresh"
+
+
+def missing_lora(name: str) -> str | None:
+    """``None`` when ``name`` is in a ``loras`` folder, else the one-line reason (see :func:`lora_file`)."""
+    if folder_paths.get_full_path("loras", name) is not None:
+        return None
+    return f"LoRA {name!r} is not in {folder_paths.get_folder_paths('loras')}; put it there (or pick one from the list) and press Refresh"
+
+
 def lora_choices() -> list[str]:
     return folder_paths.get_filename_list("loras")
 
 
 def lora_file(name: str) -> str:
     """Full path of a file listed in ``loras``; the error names the folders searched and the fix."""
-    path = folder_paths.get_full_path("loras", name)
-    if path is None:
-        raise FileNotFoundError(f"LoRA {name!r} is not in {folder_paths.get_folder_paths('loras')}; put it there (or pick one from the list) and press Refresh")
-    return path
+    missing = missing_lora(name)
+    if missing:
+        raise FileNotFoundError(missing)
+    return folder_paths.get_full_path("loras", name)
 
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")

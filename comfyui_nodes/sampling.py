@@ -3,7 +3,11 @@ and a UniFL LoRA applied with the settings it asks for."""
 
 from __future__ import annotations
 
+import logging
+
 from . import paths
+
+log = logging.getLogger("unifl")
 
 
 def contract_sigmas(model, steps: int, spacing: str):
@@ -25,9 +29,30 @@ def contract_sampler(name: str):
     return comfy.samplers.sampler_object(SCHEDULERS[name][1])
 
 
-def apply_unifl_lora(model, lora_name: str, strength: float):
+def check_lora_matches(path: str, meta: dict, lora: dict, model) -> str | None:
+    """Refuse a LoRA none of whose modules matches a layer of ``model``'s UNet (ComfyUI would apply nothing and log
+    one "lora key not loaded" line per key), naming the file and the model it was made for; a warning when only
+    some match. Core's :func:`~unifl.core.lora.kohya.match_lora_modules` decides, as for every UniFL loader."""
+    from ..core.lora.kohya import match_lora_modules, read_kohya_modules
+    from ..core.lora.peft import LORA_LAYER_TYPES
+    from .denoiser import ldm_to_diffusers_map
+
+    unet = model.model.diffusion_model
+    layers = {name: m for name, m in unet.named_modules() if isinstance(m, LORA_LAYER_TYPES)}
+    to_diffusers = ldm_to_diffusers_map(model.model.model_config.unet_config)
+    match = match_lora_modules(path, meta, read_kohya_modules(path, lora), layers, to_diffusers.__getitem__, f"this MODEL's UNet ({type(model.model.model_config).__name__})")
+    if not match.file_hosts:
+        raise match.error()
+    return str(match.error()) if match.unknown else None
+
+
+def apply_unifl_lora(model, lora_name: str, strength: float, steps: int | None = None):
     """``model`` with the UniFL LoRA ``lora_name`` (from ``models/loras``) applied, and the sampler, sigmas,
-    CFG and steps its sampler contract asks for, plus a one-line description."""
+    CFG and steps its sampler contract asks for, plus a one-line description.
+
+    ``steps`` (``None``: the LoRA's default) is followed when the LoRA was trained for it, else the nearest
+    count it was trained for is used and the description says so.
+    """
     import comfy.sd
     import comfy.utils
 
@@ -45,9 +70,16 @@ def apply_unifl_lora(model, lora_name: str, strength: float):
         raise ValueError(f"{path} is a LoRA for {base} but this MODEL is {architecture} ({BASE_MODEL_VERSIONS[architecture]}); pick a LoRA trained on this kind of model")
     lora = comfy.utils.load_torch_file(path, safe_load=True)
     check_finite(path, lora)
+    warnings = [w for w in (check_lora_matches(path, meta, lora, model),) if w]
+    steps, steps_warning = contract.steps_for(steps)
+    warnings += [f"{lora_name}: {steps_warning}"] if steps_warning else []
+    for warning in warnings:
+        log.warning("UniFL: %s", warning)
     patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
     settings = contract.comfyui_settings()
-    info = (f"{lora_name}: stage {meta.get('unifl.stage', '?')}, {contract.steps} steps, {contract.scheduler} "
-            f"({contract.timestep_spacing} spacing), CFG {contract.cfg:g}. KSampler equivalent: sampler {settings['sampler_name']}, scheduler {settings['scheduler']}.")
-    sigmas = contract_sigmas(patched, contract.steps, contract.timestep_spacing)
-    return patched, contract_sampler(contract.scheduler), sigmas, contract.cfg, contract.steps, info
+    trained = "" if len(contract.step_counts) == 1 else f" (trained for {', '.join(map(str, contract.step_counts))})"
+    info = (f"{lora_name}: stage {meta.get('unifl.stage', '?')}, {steps} steps{trained}, {contract.scheduler} "
+            f"({contract.timestep_spacing} spacing), CFG {contract.cfg:g}. KSampler equivalent: sampler {settings['sampler_name']}, scheduler {settings['scheduler']}."
+            + "".join(f" WARNING: {w}" for w in warnings))
+    sigmas = contract_sigmas(patched, steps, contract.timestep_spacing)
+    return patched, contract_sampler(contract.scheduler), sigmas, contract.cfg, steps, info

@@ -59,10 +59,10 @@ def extra_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-#: Images a registered source (``image_folder = "pocket"``, for trying the node) makes for a ComfyUI run. Every
-#: caption is encoded by the CLIP model before training starts (so it never loads beside the UNet): 256 took
-#: several minutes in ComfyUI on a busy 2-core CPU (fp16 text encoder). ``extra_settings`` may ask for more
-#: (``data.source_images=4096``).
+#: Images a registered source (``image_folder = "pocket"``, for trying the node) makes for a ComfyUI run. Its
+#: captions are encoded by the CLIP model before training starts (up to ``denoiser.UPFRONT_PROMPTS``, so it
+#: usually never loads beside the UNet): 256 took several minutes in ComfyUI on a busy 2-core CPU (fp16 text
+#: encoder). ``extra_settings`` may ask for more (``data.source_images=4096``).
 SOURCE_IMAGES = 64
 
 
@@ -80,6 +80,30 @@ def image_sources() -> list[str]:
 
     ensure_kinds_registered()
     return sorted(IMAGE_SOURCES)
+
+
+def missing_inputs(image_folder: str, init_lora: str | None) -> str | None:
+    """What the training node's file inputs lack (``None``: nothing), one line: checked when the prompt is queued."""
+    problems = []
+    source = image_folder.strip()
+    if source and source not in image_sources():
+        try:
+            paths.input_folder(image_folder)
+        except (ValueError, FileNotFoundError) as error:
+            problems.append(f"image_folder: {error}")
+    if init_lora:
+        problems += [f"init_lora: {m}" for m in [paths.missing_lora(init_lora)] if m]
+    return "; ".join(problems) or None
+
+
+def pair_file(pairs: str) -> Path:
+    """The preference-pair file a ``pairs`` input names (a ``pairs.jsonl`` inside a folder), inside ComfyUI's folders."""
+    source = paths.input_path(pairs)
+    if source.is_dir():
+        source = source / "pairs.jsonl"
+        if not source.is_file():
+            raise FileNotFoundError(f"{source} does not exist; a pairs folder holds pairs.jsonl (docs/preference-pairs.md)")
+    return source
 
 
 def build_config(request: TrainRequest, architecture: str, run_dir: Path, lora_stem: str, image_folder: Path | str | None, init_meta: dict | None):
@@ -220,7 +244,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
     dataset = image_dataset(data.images, data.resolution, data.source_images, data.source_seed) if data.images else None
     prompts = [line.strip() for line in request.prompts.splitlines() if line.strip()] or None
     texts = list(prompts or []) + (dataset.captions() if dataset is not None else [])
-    texts += list(config.logging.validation_prompts) or (prompts or texts)[:4]
+    texts = list(config.logging.validation_prompts or (prompts or texts)[:4]) + texts  # every validation encoded before training
 
     total = config.optim.max_steps
     bar = comfy.utils.ProgressBar(total)
@@ -236,7 +260,7 @@ def train_lora(model, clip, vae, request: TrainRequest):
             bar.update_absolute(step, total, preview=("JPEG", images[0], 512))
 
     callbacks = TrainerCallbacks(on_progress=on_progress, on_preview=on_preview, should_stop=mm.processing_interrupted)
-    denoiser = result = None
+    denoiser = trainer = result = None
     try:
         with torch.inference_mode(False), torch.enable_grad():
             denoiser = ComfyDenoiser(model, clip, vae, texts)
@@ -246,9 +270,10 @@ def train_lora(model, clip, vae, request: TrainRequest):
                 log.info("UniFL: %s", report.memory.render())
             trainer = UniFLTrainer(config, denoiser=denoiser, callbacks=callbacks, image_dataset=dataset, prompts=prompts)
             result = trainer.train()
-            del trainer
     finally:
+        trainer = None  # its optimizer, LoRA and activations go before the memory is handed back (also on an error)
         release(denoiser)
+        release_host_memory()
     if result.stopped_early:
         log.warning("UniFL: training cancelled at step %d; the run folder %s keeps its checkpoint and LoRA", result.steps, run_dir)
         mm.throw_exception_if_processing_interrupted()
@@ -259,6 +284,20 @@ def train_lora(model, clip, vae, request: TrainRequest):
     patched, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
     curve = loss_curve_image(history, f"UniFL stage {config.stage}: {name}")
     return patched, name, curve
+
+
+def release_host_memory() -> None:
+    """Once a job's tensors are out of reach: ComfyUI's cache, then the heap glibc keeps (``core.memory``), which a
+    host that lives for days otherwise never gets back."""
+    import gc
+
+    import comfy.model_management as mm
+
+    from ..core.memory import release_freed_memory
+
+    gc.collect()
+    mm.soft_empty_cache()
+    release_freed_memory()
 
 
 def train_reward_models(pairs: str, backbone: str, output_folder: str, steps: int, learning_rate: float, batch_size: int,
@@ -272,18 +311,19 @@ def train_reward_models(pairs: str, backbone: str, output_folder: str, steps: in
     from .feedback_models import ensure_kinds_registered
 
     ensure_kinds_registered()  # the 'pocket' backbone, also when this is the first UniFL node since ComfyUI started
-    source = paths.input_path(pairs)
-    if source.is_dir():
-        source = source / "pairs.jsonl"
+    source = pair_file(pairs)
     name = output_folder.strip().strip("/")
     if not name or any(p in ("", ".", "..") for p in name.split("/")):
         raise ValueError(f"output_folder {output_folder!r}: give a sub-folder name such as 'my_rewards'")
     out_dir = Path(folder_paths.get_folder_paths(paths.REWARD_FOLDER)[0]) / name
     mm.throw_exception_if_processing_interrupted()
-    with torch.inference_mode(False), torch.enable_grad():
-        results = train_aspect_models(source, out_dir, backbone=backbone.strip(), steps=steps, lr=learning_rate, batch_size=batch_size,
-                                      val_fraction=val_fraction, include_global=global_model, seed=seed, overwrite=overwrite,
-                                      should_stop=mm.processing_interrupted)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            results = train_aspect_models(source, out_dir, backbone=backbone.strip(), steps=steps, lr=learning_rate, batch_size=batch_size,
+                                          val_fraction=val_fraction, include_global=global_model, seed=seed, overwrite=overwrite,
+                                          should_stop=mm.processing_interrupted)
+    finally:
+        release_host_memory()
     if mm.processing_interrupted():
         log.warning("UniFL: reward training cancelled; finished aspect models kept: %s", ", ".join(r.aspect for r in results) or "none")
         mm.throw_exception_if_processing_interrupted()

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .files import check_new_output, check_output_folder
+
 #: torchvision's COCO→VOC mapping: index = DeepLabV3 class, value = COCO category_id (0 = background).
 VOC_CATEGORIES = (0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
 VOC_NAMES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -52,10 +54,12 @@ def annotation_mask(annotation: dict, height: int, width: int) -> np.ndarray:
     return flat.reshape(width, height).T  # COCO's RLE runs down the columns
 
 
-def convert(images: str | Path, instances: str | Path, captions: str | Path, out: str | Path, limit: int | None = None, min_instances: int = 1) -> int:
-    """Write up to ``limit`` COCO images with at least ``min_instances`` objects into ``out``; returns how many."""
+def convert(images: str | Path, instances: str | Path, captions: str | Path, out: str | Path, limit: int | None = None, min_instances: int = 1,
+            overwrite: bool = False) -> int:
+    """Write up to ``limit`` COCO images with at least ``min_instances`` objects into ``out``; returns how many.
+    A file already in ``out`` that would be written is refused, naming it, before anything is, unless ``overwrite``."""
     images, out = Path(images), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out)
     coco = json.loads(Path(instances).read_text(encoding="utf-8"))
     first_caption: dict[int, str] = {}
     for entry in json.loads(Path(captions).read_text(encoding="utf-8"))["annotations"]:
@@ -64,13 +68,21 @@ def convert(images: str | Path, instances: str | Path, captions: str | Path, out
     for annotation in coco["annotations"]:
         by_image.setdefault(annotation["image_id"], []).append(annotation)
     voc_class = {category: index for index, category in enumerate(VOC_CATEGORIES) if category}
-    written = 0
+    chosen = []
     for info in sorted(coco["images"], key=lambda i: i["id"]):
+        objects = [a for a in by_image.get(info["id"], []) if not a.get("iscrowd")]
+        if len(objects) >= min_instances and info["id"] in first_caption and (images / info["file_name"]).is_file():
+            chosen.append(info)
+        if limit is not None and len(chosen) >= limit:
+            break
+    outputs = [out / info["file_name"] for info in chosen]
+    outputs += [out / f"{Path(info['file_name']).stem}{suffix}" for info in chosen for suffix in (".txt", ".instances.png", ".instances.json", ".semantic.png")]
+    check_new_output(*outputs, overwrite=overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for info in chosen:
         annotations = by_image.get(info["id"], [])
         objects = [a for a in annotations if not a.get("iscrowd")]
         source = images / info["file_name"]
-        if len(objects) < min_instances or info["id"] not in first_caption or not source.is_file():
-            continue
         height, width = info["height"], info["width"]
         instance_ids = np.zeros((height, width), dtype=np.uint16)
         semantic = np.zeros((height, width), dtype=np.uint8)
@@ -94,8 +106,5 @@ def convert(images: str | Path, instances: str | Path, captions: str | Path, out
         Image.fromarray(ids).save(f"{stem}.instances.png")
         Path(f"{stem}.instances.json").write_text(json.dumps({"labels": labels}), encoding="utf-8")
         Image.fromarray(semantic).save(f"{stem}.semantic.png")
-        written += 1
-        if limit is not None and written >= limit:
-            break
-    return written
+    return len(chosen)
 

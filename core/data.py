@@ -16,6 +16,7 @@ uninterrupted run would have seen.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +28,12 @@ from .files import read_text
 from .images import ImageReadError, check_rgb_readable, read_label_map, read_rgb, rgb_array
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+#: An image is enlarged at most this much (its short side to ``data.resolution``): a 1x1 image, or a
+#: 1-pixel-wide strip, would teach flat colour; below it the folder is refused, naming the image.
+MAX_UPSCALE = 8
+#: Beyond this ratio of long to short side the centre crop keeps under a quarter of an image: a warning names them.
+WARN_ASPECT_RATIO = 4
+log = logging.getLogger("unifl")
 
 
 class DataError(ValueError):
@@ -58,11 +65,20 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         missing = [p for p in self.paths if not p.with_suffix(".txt").is_file()]
         if missing:
             raise DataError(f"{len(missing)} image(s) in {self.folder} have no caption file, e.g. {missing[0].name}: add {missing[0].with_suffix('.txt').name} with its caption")
-        for path in self.paths:  # headers only: an unreadable or unconvertible file stops the run now, not hours in
+        elongated = []
+        for path in self.paths:  # headers only: an unreadable, unconvertible or tiny file stops the run now, not hours in
             try:
-                check_rgb_readable(path)
+                width, height = check_rgb_readable(path)
             except ImageReadError as err:
                 raise DataError(str(err)) from None
+            if min(width, height) * MAX_UPSCALE < resolution:
+                raise DataError(f"{path}: {width}x{height} pixels; training at data.resolution = {resolution} would enlarge it more than {MAX_UPSCALE} times: "
+                                f"use images at least {-(-resolution // MAX_UPSCALE)} px on the short side, or remove it")
+            if max(width, height) > WARN_ASPECT_RATIO * min(width, height):
+                elongated.append(f"{path.name} ({width}x{height})")
+        if elongated:
+            log.warning("UniFL: %d image(s) in %s are more than %d times as long as wide, e.g. %s: training sees only their centre square",
+                        len(elongated), self.folder, WARN_ASPECT_RATIO, elongated[0])
         self.resolution = resolution
 
     def __len__(self) -> int:
@@ -145,10 +161,12 @@ def collate(items: Sequence[dict]) -> dict:
     return batch
 
 
-def load_prompts(path: str | Path) -> list[str]:
+def load_prompts(path: str | Path, fix: str = "set data.prompts to a text file with one prompt per line") -> list[str]:
+    """The non-blank lines of a prompt file, stripped; a missing file (``fix`` says what to do) or one
+    without a prompt is refused."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"prompt file {path} does not exist; set data.prompts to a text file with one prompt per line")
+    if not path.exists():
+        raise DataError(f"prompt file {path} does not exist; {fix}")
     prompts = [line.strip() for line in read_text(path, "prompt file").splitlines() if line.strip()]
     if not prompts:
         raise DataError(f"prompt file {path} is empty: it needs at least one prompt, one per line")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .files import atomic_write_bytes
+from .files import NotARegularFile, atomic_write_bytes, open_regular
 
 #: What transparent pixels become: images with alpha are composited onto white, as A1111 flattens a
 #: transparent img2img input (its ``img2img_background_color`` defaults to #ffffff). The colour a PNG
@@ -42,20 +42,24 @@ def read_rgb(path: str | Path) -> Image.Image:
         return to_rgb(ImageOps.exif_transpose(image), path)
 
 
-def check_rgb_readable(path: str | Path) -> None:
+def check_rgb_readable(path: str | Path) -> tuple[int, int]:
     """Refuse, from its header alone, an image :func:`read_rgb` would refuse (not an image, a float or
-    unknown mode): a data folder is checked when a run starts, not hours into it. Damaged pixel data
-    is only found when the image is decoded."""
+    unknown mode); return its stored ``(width, height)``. A data folder is checked when a run starts,
+    not hours into it. Damaged pixel data is only found when the image is decoded."""
     with _opened(path) as image:
         _check_mode(image.mode, path)
+        return image.size
 
 
 @contextmanager
 def _opened(path: str | Path) -> Iterator[Image.Image]:
-    """``Image.open`` whose every failure, while opening or decoding, is an :class:`ImageReadError` naming the file."""
+    """``Image.open`` of a regular file (a named pipe would block for ever) whose every failure, while
+    opening or decoding, is an :class:`ImageReadError` naming the file."""
     try:
-        with Image.open(path) as image:
+        with open_regular(path, "image") as fh, Image.open(fh) as image:
             yield image
+    except NotARegularFile as err:
+        raise ImageReadError(str(err)) from None
     except ImageReadError:
         raise
     except Exception as err:  # Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error, DecompressionBombError …

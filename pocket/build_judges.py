@@ -10,6 +10,13 @@
   would reach), the same on uniform noise and on real renders of other scenes (the floors), and the
   realism floor (FD and KID between two sets of real renders) against a blurred set.
 
+``python -m unifl.pocket.build_judges --out pocket/weights/judges --rule-v2`` keeps the network and chooses
+version 2's matching rule (:data:`~.judges.RULE_V2`, the confidence cut for a found object) on real renders of
+the validation stream only: clean, blurred and low-res (world truth, no model's samples), the cut that scores
+them best against their own scenes. It writes ``prompt_v2.json`` and ``PROMPT_V2.md``: the sweep, and both
+versions' scores of the right scene, the right scene with extra objects, an empty scene, other prompts'
+scenes and random 4–5-object scenes.
+
 Single-threaded, seeded; quality is measured on the saved fp16 file reloaded, i.e. on what ships. The
 judge is frozen before any arena model is scored: never rebuild it after looking at test-split scores.
 """
@@ -22,7 +29,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +41,10 @@ from .build_perception import RenderedSet, render_set
 from .degrade import degradation
 from .judges import (
     CHECKS,
+    CHECKS_V2,
     JUDGE_SEEDS,
+    MIN_SCORE_GRID_V2,
+    MatchingRuleV2,
     PromptJudge,
     embed,
     judge_loss,
@@ -42,9 +52,21 @@ from .judges import (
     load_prompt_judge,
     mirror,
     prompt_accuracy,
+    prompt_accuracy_from_readings,
+    prompt_scores_v2,
+    read_scenes,
     realism,
 )
 from .perception import save_weights
+from .world import (
+    PocketDataset,
+    Scene,
+    WorldConfig,
+    _draw_object,
+    _legible,
+    _place,
+    render,
+)
 
 MODEL_SEED = 311
 LEARNING_RATE = 3e-3
@@ -200,12 +222,119 @@ def write_build_notes(path: Path, plan: JudgePlan, report: dict) -> None:
     atomic_write_text(path, "\n".join(lines))
 
 
+# ------------------------------------------------------------------------------------- version 2's rule
+
+RULE_V2_IMAGES, RULE_V2_QUICK_IMAGES = 1024, 16
+RULE_V2_DETAIL = ("blur", "lowres")
+"""Besides the clean renders, the cut is scored on these detail degradations (strength 0.7): real objects
+drawn faintly, as few-step samples draw them, so the cut does not lose what a blur leaves readable."""
+
+
+def cluttered(scene: Scene, rng: np.random.Generator, extra: int = 2, config: WorldConfig = WorldConfig()) -> Scene:
+    """``scene`` with ``extra`` more random objects placed as the world places them (the asked ones stay legible)."""
+    objects = list(scene.objects)
+    for _ in range(100 * extra):
+        if len(objects) == len(scene.objects) + extra:
+            break
+        candidate = _place(_draw_object(rng), objects, rng)
+        if candidate is not None and _legible(replace(scene, objects=(*objects, candidate)), config):
+            objects.append(candidate)
+    return replace(scene, objects=tuple(objects))
+
+
+def reference_scenes(scenes: list[Scene], seed: int) -> dict[str, list[Scene]]:
+    """What each prompt's scene is compared with: itself, itself with two extra objects, its background
+    alone, the next prompt's scene, and random scenes of 4–5 objects (stream ``seed``)."""
+    rng = np.random.default_rng(seed)
+    crowded = PocketDataset(len(scenes), seed, WorldConfig(min_objects=4, max_objects=5))
+    return {
+        "right scene": scenes,
+        "right scene + 2 extra objects": [cluttered(scene, rng) for scene in scenes],
+        "empty scene (background only)": [replace(scene, objects=()) for scene in scenes],
+        "other prompts' scenes": scenes[1:] + scenes[:1],
+        "random 4–5-object scenes": [crowded.scene(i) for i in range(len(scenes))],
+    }
+
+
+def choose_rule_v2(judge: PromptJudge, scenes: list[Scene], grid=MIN_SCORE_GRID_V2) -> tuple[MatchingRuleV2, list[dict]]:
+    """The cut of ``grid`` under which real renders of ``scenes`` (clean and :data:`RULE_V2_DETAIL`-degraded)
+    score best against their own scenes (mean over the three sets); ties go to the lower cut."""
+    rng = np.random.default_rng(0)
+    sets = {"clean": torch.stack([render(scene).image for scene in scenes])}
+    for variant in RULE_V2_DETAIL:
+        sets[variant] = torch.stack([degradation(scene, "detail", rng, strength=0.7, variant=variant).image for scene in scenes])
+    readings = {name: read_scenes(judge, images) for name, images in sets.items()}
+    table = []
+    for cut in grid:
+        scores = {name: prompt_scores_v2(r, scenes, rule=MatchingRuleV2(cut))["prompt_accuracy"] for name, r in readings.items()}
+        table.append({"min_score": cut, **scores, "mean": float(np.mean(list(scores.values())))})
+    best = max(table, key=lambda row: row["mean"])  # max keeps the first of equals: the lower cut
+    return MatchingRuleV2(best["min_score"]), table
+
+
+def build_rule_v2(out: Path, images: int, log=print) -> dict:
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    judge = load_prompt_judge(str(out / "prompt.safetensors"))
+    world = PocketDataset(images, JUDGE_SEEDS[1])
+    scenes = [world.scene(i) for i in range(images)]
+    rule, sweep = choose_rule_v2(judge, scenes)
+    references = {}
+    for name, shown in reference_scenes(scenes, JUDGE_SEEDS[1] + 1000).items():
+        readings = read_scenes(judge, torch.stack([render(scene).image for scene in shown]))
+        references[name] = {"v1": prompt_accuracy_from_readings(readings, scenes, version=1), "v2": prompt_scores_v2(readings, scenes, rule=rule)}
+    report = {"images": images, "seed": JUDGE_SEEDS[1], "detail_variants": RULE_V2_DETAIL, "rule": asdict(rule), "sweep": sweep,
+              "references": references, "wall_seconds": time.perf_counter() - started}
+    atomic_write_text(out / "prompt_v2.json", json.dumps(report, indent=2))
+    write_rule_v2_notes(out / "PROMPT_V2.md", report, quick=images != RULE_V2_IMAGES)
+    log(f"version 2 rule: {asdict(rule)}")
+    return report
+
+
+def write_rule_v2_notes(path: Path, report: dict, quick: bool) -> None:
+    option = " --quick" if quick else ""
+    v2_columns = (*CHECKS_V2, "precision", "recall", "extra_objects")
+    lines = [
+        "# The prompt judge, version 2: scoring what was asked against everything shown",
+        "",
+        f"Written by `python -m unifl.pocket.build_judges --out pocket/weights/judges --rule-v2{option}` in {report['wall_seconds']:.0f} s "
+        f"(torch {torch.__version__}, {platform.machine()}, Python {platform.python_version()}). The network is version 1's "
+        "(`prompt.safetensors`, `BUILD.md`); version 2 changes the scoring (`pocket/judges.py`, `prompt_scores_v2`).",
+        "",
+        f"## The confidence cut, chosen on {report['images']} real renders of the validation stream {report['seed']}",
+        "",
+        "Mean version-2 prompt accuracy of real renders against their own scenes, clean and degraded ('detail', strength 0.7); "
+        f"the cut with the best mean is frozen in `RULE_V2` (ties to the lower cut): **{report['rule']['min_score']}**.",
+        "",
+        "| cut | clean | " + " | ".join(report["detail_variants"]) + " | mean |",
+        "|---|---|" + "---|" * len(report["detail_variants"]) + "---|",
+        *(f"| {row['min_score']} | {row['clean']:.4f} | " + " | ".join(f"{row[v]:.4f}" for v in report["detail_variants"]) + f" | {row['mean']:.4f} |"
+          for row in report["sweep"]),
+        "",
+        "## Both versions on real renders shown against each prompt (validation stream)",
+        "",
+        "| shown | v1 prompt accuracy | v2 prompt accuracy | " + " | ".join(v2_columns) + " |",
+        "|---|---|---|" + "---|" * len(v2_columns),
+        *(f"| {name} | {r['v1']['prompt_accuracy']:.3f} | {r['v2']['prompt_accuracy']:.3f} | " + " | ".join(f"{r['v2'][c]:.3f}" for c in v2_columns) + " |"
+          for name, r in report["references"].items()),
+        "",
+        "All numbers: `prompt_v2.json` beside this file.",
+        "",
+    ]
+    atomic_write_text(path, "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="judges folder (the shipped one is pocket/weights/judges)")
     parser.add_argument("--quick", action="store_true", help="a few images and steps: checks the pipeline, not the judge")
+    parser.add_argument("--rule-v2", action="store_true", help="keep the network in --out and choose version 2's matching rule")
     args = parser.parse_args(argv)
-    build(args.out, QUICK if args.quick else FULL, log=lambda line: print(line, file=sys.stderr))
+    log = lambda line: print(line, file=sys.stderr)
+    if args.rule_v2:
+        build_rule_v2(args.out, RULE_V2_QUICK_IMAGES if args.quick else RULE_V2_IMAGES, log=log)
+    else:
+        build(args.out, QUICK if args.quick else FULL, log=log)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ compares against *real* renders of yet another seed (:data:`REAL_SEED`); structu
 generated image against the objects of the scene its prompt describes; aspect scores come from the
 held-out aspect evaluators. None of these judges is a model UniFL trains against (those use seeds 1/2).
 The arena's judges (:mod:`.judges`) are measured too: prompt accuracy against each prompt's scene spec,
-and FD/KID in the prompt judge's own feature space (``judge_fd``, ``judge_kid``).
+and FD/KID in the prompt judge's own feature space (``judge_fd``, ``judge_kid``), version 2 of prompt
+accuracy (``prompt_accuracy_v2``: extra objects cost) and the power-spectrum distance to the real renders
+(``spectrum``, :mod:`.spectrum`: a blur or a sharpen moves it away from real).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import torch
 from ..core.feedback.loading import load_reward_model
 from .degrade import ASPECTS
 from .evaluators import embed_images, frechet_distance, structure_iou
-from .judges import embed, load_prompt_judge, prompt_accuracy, realism
+from .judges import (
+    embed,
+    load_prompt_judge,
+    prompt_accuracy_from_readings,
+    read_scenes,
+    realism,
+)
+from .spectrum import spectrum_distance
 from .world import PocketDataset, Scene, WorldConfig
 
 PROMPT_SEED = 202
@@ -74,18 +83,21 @@ class AspectJudges:
 
 
 def measure(images: torch.Tensor, eval_set: EvaluationSet, judges: AspectJudges) -> dict:
-    """``{"fd", "structure_iou", "aesthetic": {aspect: mean score}, "prompt_accuracy", "judge_fd", "judge_kid"}``
-    of images generated for ``eval_set``."""
+    """``{"fd", "structure_iou", "aesthetic": {aspect: mean score}, "prompt_accuracy", "prompt_accuracy_v2",
+    "judge_fd", "judge_kid", "spectrum"}`` of images generated for ``eval_set``."""
     if len(images) != len(eval_set):
         raise ValueError(f"{len(images)} images for an evaluation set of {len(eval_set)} prompts")
     judged = realism(embed(images, judges.prompt_judge), eval_set.judge_real_features)
+    readings = read_scenes(judges.prompt_judge, images)
     return {
         "fd": frechet_distance(embed_images(images), eval_set.real_features),
         "structure_iou": structure_iou(images, eval_set.scenes),
         "aesthetic": judges(images, eval_set.prompts),
-        "prompt_accuracy": prompt_accuracy(images, eval_set.scenes, judges.prompt_judge)["prompt_accuracy"],
+        "prompt_accuracy": prompt_accuracy_from_readings(readings, eval_set.scenes, version=1)["prompt_accuracy"],
+        "prompt_accuracy_v2": prompt_accuracy_from_readings(readings, eval_set.scenes, version=2)["prompt_accuracy"],
         "judge_fd": judged["fd"],
         "judge_kid": judged["kid"],
+        "spectrum": spectrum_distance(images, eval_set.real_images),
     }
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +48,7 @@ from ..core.files import atomic_write_text
 from ..core.images import grid, save_png
 from ..core.machine import cpu_name
 from ..core.progress import progress_bar
+from .resumable import PartClock, PartFinished, load_training_state, save_training_state
 from .world import VOCABULARY, PocketDataset, WorldConfig
 
 RESOLUTION = 64
@@ -55,15 +57,20 @@ MAX_TOKENS = 40
 HOLDOUT_SEED = 2
 """The LDM trains on dataset stream ``seed`` (0 for the shipped model); stream 2 is held out for metrics."""
 
-VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, latent_channels=4, sample_size=RESOLUTION,
-    block_out_channels=(16, 32, 64), layers_per_block=1,
-    # Few, wide groups: with one or two channels per group, GroupNorm acts as instance norm and strips
-    # each image's mean colour, which the VAE then relearns slowly (colours came out wrong in trials).
-    norm_num_groups=4,
-    down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-    mid_block_add_attention=False,  # 256-token attention costs more than it gives at this size
-)
+def vae_config(channels: tuple[int, ...] = (16, 32, 64)) -> dict:
+    """The ``AutoencoderKL`` of a build whose blocks are ``channels`` wide (factor ``2 ** (len − 1)``)."""
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=RESOLUTION,
+        block_out_channels=tuple(channels), layers_per_block=1,
+        # Few, wide groups: with one or two channels per group, GroupNorm acts as instance norm and strips
+        # each image's mean colour, which the VAE then relearns slowly (colours came out wrong in trials).
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * len(channels), up_block_types=("UpDecoderBlock2D",) * len(channels),
+        mid_block_add_attention=False,  # attention over every latent pixel costs more than it gives at this size
+    )
+
+
+VAE_CONFIG = vae_config()
 VAE_INITIAL_LOGVAR = -6.0
 """Start the posterior nearly deterministic (σ ≈ 0.05, not 1): unit noise on the small initial latents
 drowns the signal, and the encoder needs many steps to shrink it (the KL weight is too small to care)."""
@@ -71,16 +78,21 @@ TEXT_CONFIG = dict(
     hidden_size=96, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
     max_position_embeddings=MAX_TOKENS, hidden_act="quick_gelu", projection_dim=96, layer_norm_eps=1e-5,
 )
-UNET_CONFIG = dict(
-    sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, layers_per_block=1,
-    block_out_channels=(32, 64, 128), norm_num_groups=8,
-    # No attention at 16×16 (the most expensive level); cross-attention to the caption at 8×8 and 4×4,
-    # where objects (3–6 latent pixels across) are still located to within a cell.
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    attention_head_dim=(1, 2, 4),  # diffusers reads this as the head *count*: 32-wide heads at every level
-    cross_attention_dim=TEXT_CONFIG["hidden_size"],
-)
+def unet_config(channels: tuple[int, ...] = (32, 64, 128), latent_factor: int = 4, layers_per_block: int = 1) -> dict:
+    """The ``UNet2DConditionModel`` of a build: ``channels`` per level, latents of ``RESOLUTION / latent_factor``."""
+    return dict(
+        sample_size=RESOLUTION // latent_factor, in_channels=4, out_channels=4, layers_per_block=layers_per_block,
+        block_out_channels=tuple(channels), norm_num_groups=8,
+        # No attention at the finest level (the most expensive); cross-attention to the caption below it,
+        # where objects (3–6 latent pixels across at 16×16) are still located to within a cell.
+        down_block_types=("DownBlock2D", *("CrossAttnDownBlock2D",) * (len(channels) - 1)),
+        up_block_types=(*("CrossAttnUpBlock2D",) * (len(channels) - 1), "UpBlock2D"),
+        attention_head_dim=tuple(width // 32 for width in channels),  # diffusers reads this as the head *count*: 32-wide heads
+        cross_attention_dim=TEXT_CONFIG["hidden_size"],
+    )
+
+
+UNET_CONFIG = unet_config()
 
 
 @dataclass(frozen=True)
@@ -94,7 +106,7 @@ class BuildSettings:
     vae_crop_steps: int
     """VAE steps on random crops: a 16 px crop costs 1/16 of an image and learning is step-limited."""
     vae_crop: int
-    """Crop side in pixels, a multiple of 4 so crops align with the latent grid."""
+    """Crop side in pixels, a multiple of the latent factor so crops align with the latent grid."""
     vae_crop_batch: int
     vae_full_steps: int
     """Final VAE steps on whole 64 px images, so GroupNorm statistics and borders match inference."""
@@ -111,6 +123,19 @@ class BuildSettings:
     ema_decay: float
     report_prompts: int
     """Held-out captions sampled for the build report's sharpness numbers (the grid shows the first 8)."""
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    """VAE block widths; ``n`` blocks downsample by ``2 ** (n - 1)``: three give 16×16 latents at 64 px, two 32×32."""
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    """UNet block widths (the first level without attention, the others with cross-attention, 32-wide heads)."""
+    unet_layers_per_block: int = 1
+
+    @property
+    def latent_factor(self) -> int:
+        return 2 ** (len(self.vae_channels) - 1)
+
+    def fingerprint(self) -> str:
+        """What a saved part must match to be resumed by these settings (every field, as text)."""
+        return repr(sorted(asdict(self).items()))
 
 
 FULL = BuildSettings(
@@ -124,6 +149,13 @@ QUICK = replace(
     unet_steps=6, unet_batch=4,
     warmup_steps=2, ema_decay=0.9, report_prompts=2,
 )
+#: Named build settings (``--preset``): ``v1`` made the shipped pocket model; the others are the trials of a
+#: base that draws what its prompts ask (measured with :mod:`.base_quality`, compared in ``BUILD.md``).
+PRESETS = {
+    "v1": FULL,
+    # the cheapest change first: the same networks, ten times the denoiser steps (v1's loss still fell at its end)
+    "long": replace(FULL, unet_steps=30_000, warmup_steps=500),
+}
 GRID_PROMPTS = 8
 GRID_CFG = 3.0
 GRID_SAMPLERS = ((20, "leading"), (4, "trailing"))
@@ -213,9 +245,10 @@ def train_vae(images: torch.Tensor, settings: BuildSettings, seed: int):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    config = vae_config(settings.vae_channels)
+    vae = AutoencoderKL(**config)
     with torch.no_grad():
-        vae.quant_conv.bias[VAE_CONFIG["latent_channels"] :] = VAE_INITIAL_LOGVAR
+        vae.quant_conv.bias[config["latent_channels"] :] = VAE_INITIAL_LOGVAR
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
     total = settings.vae_crop_steps + settings.vae_full_steps
@@ -225,7 +258,8 @@ def train_vae(images: torch.Tensor, settings: BuildSettings, seed: int):
     bar = progress_bar(range(total), desc="VAE", dynamic_ncols=True, mininterval=2)
     for step in bar:
         if step < settings.vae_crop_steps:
-            top, left = (4 * torch.randint((RESOLUTION - settings.vae_crop) // 4 + 1, (2,), generator=generator)).tolist()
+            grid_step = settings.latent_factor  # crops align with the latent grid
+            top, left = (grid_step * torch.randint((RESOLUTION - settings.vae_crop) // grid_step + 1, (2,), generator=generator)).tolist()
             index = torch.randint(len(images), (settings.vae_crop_batch,), generator=generator)
             x = to_signed(images[index, :, top : top + settings.vae_crop, left : left + settings.vae_crop])
         else:
@@ -296,26 +330,50 @@ def validation_loss(unet, text_encoder, latents: torch.Tensor, ids: torch.Tensor
     return float(torch.cat(losses).mean())
 
 
-def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildSettings, seed: int):
+def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildSettings, seed: int, state: Path | None = None, clock: PartClock | None = None):
     """UNet + CLIP text encoder trained jointly on scaled latents; returns the better of raw and EMA weights.
 
     ``holdout`` is ``(latents, ids)`` of held-out images; both weight sets are scored on it and the one
     with the lower validation loss is kept, so EMA is used only where it measurably helps.
+    ``state`` (a path without suffix) is where the training state is saved every ``clock.save_minutes``
+    and when ``clock`` runs out (then :class:`PartFinished` is raised); if a state is there, training
+    continues from it, exactly as if it had never stopped.
     """
     from diffusers import UNet2DConditionModel
 
+    clock = clock or PartClock()
     torch.manual_seed(seed)
-    unet, text_encoder = UNet2DConditionModel(**UNET_CONFIG), build_text_encoder(tokenizer)
+    unet = UNet2DConditionModel(**unet_config(settings.unet_channels, settings.latent_factor, settings.unet_layers_per_block))
+    text_encoder = build_text_encoder(tokenizer)
     params = [*unet.parameters(), *text_encoder.parameters()]
     ema = [p.detach().clone() for p in params]
     alphas_cumprod = alphas_cumprod_from_config(SD15_SCHEDULER)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(params, lr=settings.unet_lr, weight_decay=0.01)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.unet_steps))
     log = LossLog(settings.unet_steps)
+    parts = {"unet": unet, "text_encoder": text_encoder}
+    first = 0
+    if state is not None and state.with_suffix(".json").is_file():
+        info = load_training_state(state, modules=parts, ema=ema, optimizer=optimizer, generator=generator)
+        if info["fingerprint"] != settings.fingerprint():
+            raise ValueError(f"{state}.json was saved by a build with other settings; continue it with those, or move {state.parent} away to start over")
+        first, log.sums, log.counts = info["step"], info["loss_sums"], info["loss_counts"]
+        tqdm.write(f"UNet + text encoder: resuming at step {first} of {settings.unet_steps} from {state}")
+    # The schedule is a pure function of the step: a resumed one starts where the state stopped.
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.unet_steps), last_epoch=first - 1)
+
+    def save_state(step: int) -> None:
+        info = {"step": step, "fingerprint": settings.fingerprint(), "loss_sums": log.sums, "loss_counts": log.counts}
+        save_training_state(state, modules=parts, ema=ema, optimizer=optimizer, generator=generator, info=info)
+        clock.saved()
+
     unet.train(), text_encoder.train()
-    bar = progress_bar(range(settings.unet_steps), desc="UNet + text encoder", dynamic_ncols=True, mininterval=2)
+    bar = progress_bar(range(first, settings.unet_steps), desc="UNet + text encoder", dynamic_ncols=True, mininterval=2, initial=first, total=settings.unet_steps)
     for step in bar:
+        if state is not None and step > first and (clock.out_of_time() or clock.save_due()):
+            save_state(step)
+            if clock.out_of_time():
+                raise PartFinished("UNet + text encoder", step, settings.unet_steps, state.parent)
         index = torch.randint(len(latents), (settings.unet_batch,), generator=generator)
         batch_ids = ids[index].clone()
         dropped = torch.rand(settings.unet_batch, generator=generator) < settings.caption_dropout
@@ -333,6 +391,8 @@ def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildS
         log.add(step, loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+    if state is not None:
+        save_state(settings.unet_steps)
     unet.eval(), text_encoder.eval()
     raw_loss = validation_loss(unet, text_encoder, *holdout, alphas_cumprod, seed)
     ema_unet, ema_text_encoder = copy.deepcopy(unet), copy.deepcopy(text_encoder)
@@ -348,20 +408,35 @@ def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildS
 # ------------------------------------------------------------------------------------------------- build
 
 
-def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = False, settings: BuildSettings | None = None) -> Path:
+def parts_folder(out_dir: Path) -> Path:
+    """Where an unfinished build keeps its parts: beside ``out_dir``, hidden, never inside the shipped folder."""
+    return out_dir.parent / f".{out_dir.name}.parts"
+
+
+def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = False, settings: BuildSettings | None = None,
+                          resume: bool = False, part_hours: float | None = None) -> Path:
     """Pretrain the pocket LDM and save it (with ``BUILD.md`` and ``samples.png``) as a pipeline folder.
 
     ``out_dir`` is replaced only once the new folder is complete, so an interrupted build never leaves
     a half-written model behind. ``seed`` picks the training-data stream and every initialisation;
     ``settings`` overrides the :data:`FULL` / :data:`QUICK` presets.
+
+    The build runs in parts (:mod:`.resumable`): the trained VAE and the denoiser's training state are kept
+    in :func:`parts_folder`; a part stops after ``part_hours`` with :class:`PartFinished`, and ``resume=True``
+    continues from what is there. Without ``resume`` an unfinished build in the way is refused, never deleted.
     """
     prefer_torchvision_free_processors()
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 
     if seed == HOLDOUT_SEED:
         raise ValueError(f"seed {HOLDOUT_SEED} is the held-out data stream of the build report; pick another --seed")
     settings = settings or (QUICK if quick else FULL)
     out_dir = Path(out_dir).resolve()
+    parts = parts_folder(out_dir)
+    if parts.exists() and not resume:
+        raise FileExistsError(f"{parts}: an unfinished build of {out_dir} is there; add --resume to continue it, or move it away to start over")
+    parts.mkdir(parents=True, exist_ok=True)
+    clock = PartClock(hours=part_hours)
     started, times = time.perf_counter(), {}
     load_before = os.getloadavg()[0]
 
@@ -369,19 +444,31 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         times[name] = time.perf_counter() - begun
         return time.perf_counter()
 
-    clock = time.perf_counter()
+    clock_start = time.perf_counter()
     images, captions = render_images(settings.num_images, seed, "render training set")
     holdout_images, holdout_captions = render_images(settings.num_holdout, HOLDOUT_SEED, "render held-out set")
-    clock = phase("render", clock)
+    clock_start = phase("render", clock_start)
 
-    vae, vae_curve = train_vae(images, settings, seed)
+    vae_dir = parts / "vae"
+    if (vae_dir / "config.json").is_file():
+        vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval().requires_grad_(False)
+        vae_curve = json.loads((parts / "vae_curve.json").read_text())
+        if vae.config.block_out_channels != list(settings.vae_channels):
+            raise ValueError(f"{vae_dir} was trained with other VAE widths than these settings; move {parts} away to start over")
+        tqdm.write(f"VAE: taken from {vae_dir} (an earlier part)")
+    else:
+        vae, vae_curve = train_vae(images, settings, seed)
+        atomic_write_text(parts / "vae_curve.json", json.dumps(vae_curve))
+        saving = Path(tempfile.mkdtemp(prefix=".vae.", dir=parts))  # renamed when whole: a killed save leaves no half VAE
+        vae.save_pretrained(str(saving))
+        os.replace(saving, vae_dir)
     vae_unscaled = encode_means(vae, images)
     scaling_factor = float(1.0 / vae_unscaled.std())
     vae.register_to_config(scaling_factor=scaling_factor)
     holdout_unscaled = encode_means(vae, holdout_images)
     psnr = reconstruction_psnr(vae, holdout_images, holdout_unscaled)
     tqdm.write(f"VAE: held-out PSNR {psnr:.2f} dB, scaling_factor {scaling_factor:.4f}")
-    clock = phase("vae", clock)
+    clock_start = phase("vae", clock_start)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))  # same filesystem: the final move is a rename
@@ -390,8 +477,12 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         ids, holdout_ids = tokenize(tokenizer, captions), tokenize(tokenizer, holdout_captions)
         empty_ids = tokenize(tokenizer, [""])[0]
         holdout = (holdout_unscaled * scaling_factor, holdout_ids)
-        unet, text_encoder, unet_stats = train_denoiser(vae_unscaled * scaling_factor, ids, empty_ids, holdout, tokenizer, settings, seed)
-        clock = phase("unet", clock)
+        try:
+            unet, text_encoder, unet_stats = train_denoiser(vae_unscaled * scaling_factor, ids, empty_ids, holdout, tokenizer, settings, seed, parts / "denoiser", clock)
+        finally:  # a finished part adds its wall time to the earlier parts' (BUILD.md reports the sum)
+            phase("unet", clock_start)
+            times = add_part_times(parts / "times.json", times | {"total": time.perf_counter() - started})
+        clock_start = time.perf_counter()
 
         scheduler = DDIMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if not k.startswith("_")})
         pipe = StableDiffusionPipeline(
@@ -400,8 +491,8 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         )
         pipe.save_pretrained(str(work))
         quality = write_samples(pipe, holdout_images, holdout_captions, settings, work / "samples.png")
-        phase("report", clock)
-        times["total"] = time.perf_counter() - started
+        times["report"] = time.perf_counter() - clock_start
+        times["total"] += times["report"]
         report = build_report(
             settings=settings, seed=seed, quick=quick, times=times, loads=(load_before, os.getloadavg()[0]), pipe=pipe, folder_mb=folder_megabytes(work),
             psnr=psnr, scaling_factor=scaling_factor, vae_curve=vae_curve, unet_stats=unet_stats, quality=quality,
@@ -412,7 +503,17 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         replace_folder(work, out_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(parts)  # the build is complete: its parts are in out_dir now
     return out_dir
+
+
+def add_part_times(path: Path, part: dict[str, float]) -> dict[str, float]:
+    """Add this part's seconds per phase to those of the earlier parts in ``path``; the sums, with ``parts`` counted."""
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    summed = {name: earlier.get(name, 0.0) + part.get(name, 0.0) for name in {*earlier, *part} - {"parts"}}
+    summed["parts"] = earlier.get("parts", 0) + 1
+    atomic_write_text(path, json.dumps(summed))
+    return summed
 
 
 def make_readable(folder: Path) -> None:
@@ -485,14 +586,17 @@ def display_path(path: Path) -> str:
 
 def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, scaling_factor, vae_curve, unet_stats, quality, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the model was made and what it measured, in enough detail to rebuild it."""
-    command = f"python -m unifl.pocket.ldm --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
-    minutes = {k: f"{v / 60:.1f} min" for k, v in times.items()}
+    preset = next((name for name, value in PRESETS.items() if value == settings), "custom settings")
+    command = f"python -m unifl.pocket.ldm --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else f" --preset {preset}")
+    minutes = {k: f"{v / 60:.1f} min" for k, v in times.items() if k != "parts"}
+    parts = times.get("parts", 1)
+    in_parts = f" — in {parts} parts, each run again with `--resume` (the times below are their sums)" if parts > 1 else ""
     curve = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
     prompt_list = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(grid_prompts))
     sharp = {k: f"{v:.4f}" for k, v in quality.items()}
     return f"""# Pocket LDM build
 
-Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''}
+Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''}{in_parts}
 
 Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os.cpu_count()} × {cpu_name()}
 (shared machine: 1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end).
@@ -509,8 +613,8 @@ Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os
 
 | component | parameters |
 |---|---|
-| VAE (`AutoencoderKL`, factor 4, 16×16×4 latents) | {millions(pipe.vae)} |
-| UNet (`UNet2DConditionModel`, sample size 16) | {millions(pipe.unet)} |
+| VAE (`AutoencoderKL`, factor {settings.latent_factor}, {RESOLUTION // settings.latent_factor}×{RESOLUTION // settings.latent_factor}×4 latents) | {millions(pipe.vae)} |
+| UNet (`UNet2DConditionModel`, sample size {RESOLUTION // settings.latent_factor}, widths {", ".join(map(str, settings.unet_channels))}) | {millions(pipe.unet)} |
 | text encoder (`CLIPTextModel`, {TEXT_CONFIG['num_hidden_layers']} layers × {TEXT_CONFIG['hidden_size']}) | {millions(pipe.text_encoder)} |
 
 Folder size: {folder_mb:.1f} MiB (fp32 safetensors).
@@ -547,10 +651,27 @@ def build_arguments(module: str, doc: str, default_out: Path, what: str) -> argp
     return parser
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = build_arguments("ldm", __doc__, pocket_model_dir(), "pipeline").parse_args(argv)
+def add_part_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--resume`` and ``--part-hours``, for the builds that run in parts (:mod:`.resumable`)."""
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished build whose parts lie beside --out")
+    parser.add_argument("--part-hours", type=float, default=2.0, help="stop and save after this many hours; --resume continues (default 2)")
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    """Build; ``None`` when a part finished before the build did (run again with ``--resume``)."""
+    parser = build_arguments("ldm", __doc__, pocket_model_dir(), "pipeline")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="v1", help="named build settings (default: v1)")
+    add_part_arguments(parser)
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    folder = build_pocket_pipeline(args.out, seed=args.seed, quick=args.quick)
+    settings = QUICK if args.quick else PRESETS[args.preset]
+    try:
+        folder = build_pocket_pipeline(args.out, seed=args.seed, quick=args.quick, settings=settings, resume=args.resume, part_hours=args.part_hours)
+    except PartFinished as finished:
+        print(finished)
+        return None
+    except FileExistsError as refusal:
+        raise SystemExit(str(refusal)) from None
     print(f"wrote {folder}; see {folder / 'BUILD.md'}")
     return folder
 

@@ -68,3 +68,16 @@ def test_coco_becomes_a_training_folder_with_both_label_spaces(tmp_path):
     assert batch["caption"] == ["A cat next to a teddy bear."]
     assert batch["targets"][0]["labels"].tolist() == [17, 88] and batch["targets"][0]["masks"].shape == (2, 32, 32)
     assert set(np.unique(batch["semantic_mask"].numpy())) <= {0, cat, IGNORE}
+
+
+def test_a_second_conversion_into_the_same_folder_replaces_nothing_unless_asked(tmp_path, capsys):
+    _coco(tmp_path)
+    out = tmp_path / "data"
+    args = ["coco-folder", "--images", str(tmp_path / "train2017"), "--instances", str(tmp_path / "instances.json"), "--captions", str(tmp_path / "captions.json"), "--out", str(out)]
+    assert main(args) == 0
+    (out / "000000000001.txt").write_text("my own caption\n")
+    before = {p: p.read_bytes() for p in out.iterdir()}
+    assert main(args) == 1
+    assert "000000000001.jpg already exists; pass --overwrite to replace it, or choose another --out" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*args, "--overwrite"]) == 0 and (out / "000000000001.txt").read_text() == "A cat next to a teddy bear.\n"

@@ -388,3 +388,115 @@ def test_the_recipes_model_folders_and_files_are_picked_by_name(nodes, comfy_bas
     model = reward(nodes, "PickScore_v1/")  # loaded for real: a (tiny) CLIP folder in PickScore's layout
     assert (model.kind, model.aspect, model.threshold) == ("pickscore", "layout", 21.5)
     assert model.module(torch.rand(1, 3, 32, 32), ["a red cat"]).shape == (1,)
+
+
+@pytest.fixture()
+def memory_releases(monkeypatch):
+    """Each call of core's ``release_freed_memory`` (the real one still runs) with what was alive at that moment:
+    ``[(UniFL trainers alive, pocket reward models alive), …]``."""
+    import gc
+    import weakref
+
+    from unifl.core import memory
+    from unifl.core.training import trainer as trainer_module
+    from unifl.pocket.rewards import AspectReward
+
+    trainers, calls = [], []
+
+    class Tracked(trainer_module.UniFLTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(weakref.ref(self))
+
+    real = memory.release_freed_memory
+
+    def release():
+        gc.collect()
+        calls.append((sum(ref() is not None for ref in trainers), sum(issubclass(type(o), AspectReward) for o in gc.get_objects())))
+        return real()
+
+    monkeypatch.setattr(trainer_module, "UniFLTrainer", Tracked)
+    monkeypatch.setattr(memory, "release_freed_memory", release)
+    return calls
+
+
+def test_a_finished_or_cancelled_training_gives_the_freed_memory_back_after_dropping_the_trainer(nodes, host, comfy_base, memory_releases):
+    """A ComfyUI process lives for days: once a run ends (or is cancelled) and its trainer is gone, glibc's freed heap
+    goes back to the system (core.memory.release_freed_memory)."""
+    train(nodes, host, lora_name="unifl/memory", steps=1)
+    assert memory_releases == [(0, 0)]
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            train(nodes, host, lora_name="unifl/memory_cancelled", steps=1)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert memory_releases == [(0, 0), (0, 0)]
+
+
+def test_reward_training_gives_the_freed_memory_back_after_its_models_are_gone(nodes, comfy_base, pair_folder, memory_releases):
+    run(nodes["UniFLTrainRewardModel"], pairs="pairs", backbone="pocket", output_folder="memory", steps=1, learning_rate=1e-3, batch_size=2,
+        val_fraction=0.3, global_model=False, seed=0, overwrite=False)
+    assert memory_releases == [(0, 0)]
+
+
+def test_a_run_with_more_prompts_than_the_upfront_budget_reaches_step_1_without_encoding_them_all(nodes, host, comfy_base, monkeypatch, caplog):
+    """200 000 prompt lines once never reached step 1 (every prompt was encoded first): the first UPFRONT_PROMPTS are
+    encoded before training, the others only when a step uses one (scaled down here: a budget of 4, 200 prompts)."""
+    from unifl.comfyui_nodes import denoiser
+
+    model, clip, vae = host
+    encoded = []
+    real = clip.encode_from_tokens
+
+    def counting(tokens, **kwargs):
+        encoded.append(tokens)
+        return real(tokens, **kwargs)
+
+    monkeypatch.setattr(clip, "encode_from_tokens", counting)
+    monkeypatch.setattr(denoiser, "UPFRONT_PROMPTS", 4)
+    prompts = "\n".join(f"a red cat number {i}" for i in range(200))
+    with caplog.at_level("INFO", logger="unifl"):
+        train(nodes, host, lora_name="unifl/many_prompts", prompts=prompts, steps=1)
+    assert 4 <= len(encoded) < 20  # the budget, then only what one step's rollouts used
+    assert any("202 distinct prompts and captions: 4 encoded before training" in r.getMessage() for r in caplog.records)
+    assert (comfy_base / "models" / "loras" / "unifl" / "many_prompts.safetensors").is_file()
+
+
+def test_the_pre_run_check_predicts_the_activations_of_a_full_size_sd15_from_comfyui(host, monkeypatch):
+    """ComfyUI's UNet has no diffusers config: the seam says its widths from ComfyUI's unet_config, so a full-size
+    SD1.5 gets its activation figure (not "not predicted") and a model of other widths (the tiny one) does not."""
+    from unifl.comfyui_nodes.denoiser import ComfyDenoiser
+    from unifl.core.config import load_config
+    from unifl.core.training.preflight import check_before_training
+
+    model, clip, vae = host
+    config = load_config(None, ["data.images=", "regularizer.denoising_weight=0", "pefl.weight=0"], preset="sd15")
+    with torch.inference_mode(False):
+        seam = ComfyDenoiser(model, clip, vae, ["a red cat"])
+        tiny = check_before_training(config, denoiser=seam, device="cpu", prompts_given=True).memory
+        monkeypatch.setitem(model.model.model_config.unet_config, "model_channels", 320)  # SD1.5's widths, as ComfyUI detects them
+        monkeypatch.setitem(model.model.model_config.unet_config, "channel_mult", [1, 2, 4, 4])
+        monkeypatch.setitem(model.model.model_config.unet_config, "context_dim", 768)
+        full = check_before_training(config, denoiser=seam, device="cpu", prompts_given=True).memory
+    assert tiny.activations is None and "not predicted" in tiny.render()
+    assert full.activations is not None and "not predicted" not in full.render()
+
+
+def test_the_run_description_is_logged_as_the_run_starts_also_when_cancelled(nodes, host, comfy_base, caplog):
+    """ComfyUI shows log records as they come (its root logger, INFO); a print() to its redirected stdout came out
+    after "UniFL: saved …", and never for a cancelled run."""
+    caplog.set_level("INFO")
+    train(nodes, host, lora_name="unifl/described", steps=1)
+    messages = [r.getMessage() for r in caplog.records]
+    described = [i for i, m in enumerate(messages) if "samples per optimizer step and term" in m]
+    saved = [i for i, m in enumerate(messages) if m.startswith("UniFL: saved")]
+    assert len(described) == 1 and len(saved) == 1 and described[0] < saved[0]
+    caplog.clear()
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            train(nodes, host, lora_name="unifl/described_cancelled", steps=1)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert any("samples per optimizer step and term" in r.getMessage() for r in caplog.records)

@@ -1,8 +1,10 @@
 """Opt-in: the node pack inside a real ComfyUI server, driven over its HTTP API like a user's browser.
 
-Skipped unless ``COMFYUI_PATH`` points at a ComfyUI checkout. ComfyUI needs torchvision, so it gets its
-own venv (``COMFYUI_PYTHON``, default: this interpreter) with ComfyUI's requirements, ``requests`` and
-this pack (``pip install -e .``). Random-weight checkpoints are built once into ``UNIFL_COMFYUI_CACHE``
+Skipped unless ``COMFYUI_PATH`` points at a ComfyUI checkout. ComfyUI imports torchvision at start, so it gets
+its own venv (``COMFYUI_PYTHON``, default: this interpreter) with torch and torchvision first (a matching pair:
+PyPI's torchvision is a CUDA build, which does not load beside a CPU-only torch, so e.g. torch 2.14.1 +
+torchvision 0.29.1, CUDA builds that run with ``--cpu``), then ComfyUI's requirements, ``requests`` and this
+pack (``pip install -e .``). Random-weight checkpoints are built once into ``UNIFL_COMFYUI_CACHE``
 (default ``~/.cache/unifl-comfyui-tests``): an SD1.5 one (``UNIFL_TEST_SD15_SIZE=full`` uses the real v1-5
 shape instead of the small SD1.5-shaped UNet ComfyUI also detects as SD15), its ControlNet, and for the
 SDXL path an SDXL-family one (Segmind-Vega shape, ~3.3 GB, built only when that test runs). The server
@@ -231,12 +233,34 @@ def test_template_browser_gets_titles_and_thumbnails(comfy):
     """What the frontend asks for: the list of the pack's workflows, then <name>.json and the card's <name>.jpg."""
     import workflows as wf
 
-    assert sorted(comfy.get("/workflow_templates")["unifl"]) == sorted(wf.definitions())
+    for route in ("/workflow_templates", "/api/workflow_templates"):  # the frontend shows the cards in this order
+        assert comfy.get(route)["unifl"] == list(wf.definitions()), route
+    assert list(wf.definitions()) == [f"UniFL {n} - " + name.split(" - ", 1)[1] for n, name in enumerate(wf.definitions(), 1)]
     for name in wf.definitions():
         for suffix, kind in ((".json", "application/json"), (".jpg", "image/jpeg")):
             response = urllib.request.urlopen(f"{comfy.url}/api/workflow_templates/unifl/{urllib.parse.quote(name + suffix)}", timeout=60)
             assert response.status == 200 and response.headers["Content-Type"].startswith(kind), name + suffix
             assert response.read() == (wf.WORKFLOWS / (name + suffix)).read_bytes()
+
+
+def test_a_recipe_workflow_names_every_missing_file_in_one_refusal(comfy):
+    """UniFL 7 with nothing of the recipe installed: POST /prompt is refused before anything loads, and the refusal
+    names every missing file of every UniFL node (ComfyUI calls the nodes' validate_inputs when a prompt is queued)."""
+    import workflows as wf
+
+    request = urllib.request.Request(comfy.url + "/prompt", data=json.dumps({"prompt": workflow(wf.RECIPE_1), "client_id": "t"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400
+    body = json.loads(refused.value.read())
+    errors = {node: " ".join(f"{e['message']}: {e['details']}" for e in entry["errors"]) for node, entry in body["node_errors"].items()}
+    assert sorted(errors, key=int) == [str(i) for i in range(2, 10)], errors  # 4 reward loaders, 3 perception loaders, the trainer
+    named = " ".join(errors.values())
+    for missing in (*wf.RECIPE_REWARDS, *wf.RECIPE_PERCEPTION):
+        assert f"{missing!r} is not in" in named, missing
+    assert f"{wf.RECIPE_IMAGES} does not exist" in errors["9"]
+    assert comfy.get("/queue")["queue_pending"] == [] and not comfy.running()  # nothing was queued, nothing loads
 
 
 def test_score_images(comfy):

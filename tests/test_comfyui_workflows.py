@@ -100,20 +100,24 @@ def model_entries(name: str) -> dict[str, dict]:
     return entries
 
 
-def test_prerequisites_are_model_entries_the_frontend_lists():
-    stage1, stage2 = wf.S1 + ".safetensors", wf.S2 + ".safetensors"
+def test_the_missing_models_dialog_lists_only_what_it_can_download():
+    """properties.models holds only files the dialog downloads (a .safetensors/.sft from civitai.com or
+    huggingface.co: it refuses every other entry); every other file a workflow selects is named in its note."""
     for name in NAMES:
         entries = model_entries(name)
+        for entry in entries.values():
+            assert entry["url"].startswith(wf.DIALOG_SOURCES) and entry["name"].endswith(wf.DIALOG_SUFFIXES), (name, entry)
         graph = json.loads((wf.API / f"{name}.json").read_text())
         if any(n["class_type"] == "CheckpointLoaderSimple" for n in graph.values()):
-            assert entries[wf.CKPT]["directory"] == "checkpoints" and entries[wf.CKPT]["url"].startswith("https://huggingface.co/")
-    for name in (wf.FOUR_STEP, wf.CONTROLNET, wf.ANIMATEDIFF):
-        assert model_entries(name)[stage2] == {"name": stage2, "url": wf.HOW_TO_TRAIN, "directory": "loras"}, name
-    assert model_entries(wf.TRAIN_2)[stage1]["directory"] == "loras"
+            assert entries[wf.CKPT]["directory"] == "checkpoints"
+        ui = json.loads((wf.WORKFLOWS / f"{name}.json").read_text())
+        note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
+        selected = {v for n in graph.values() for k, v in n["inputs"].items() if k in ("model_name", "lora_name", "init_lora", "ckpt_name", "control_net_name")}
+        selected -= {"(none)"} | {v for v in selected if v.startswith(("builtin/", "pocket/"))}
+        for file in selected - set(entries):
+            assert file.rstrip("/").split("/")[-1] in note, f"{name}: the note does not say how to get {file}"
     assert model_entries(wf.CONTROLNET)[wf.CONTROLNET_FILE]["directory"] == "controlnet"
-    assert model_entries(wf.ANIMATEDIFF)[wf.MOTION_MODULE]["directory"] == "animatediff_models"
     assert model_entries(wf.SCORE) == {}
-    assert wf.HOW_TO_TRAIN.startswith(tomllib.loads((wf.ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"])
 
 
 def test_training_workflows_need_no_hand_made_folder():
@@ -148,3 +152,67 @@ def test_the_recipe_workflows_train_what_the_recipe_files_train(name, recipe):
     assert train["image_folder"] == wf.RECIPE_IMAGES and (train["init_lora"] == "(none)") == (config.stage == "1")
     for entry in model_entries(name).values():
         assert entry["directory"] in ("checkpoints", "loras", "unifl_rewards", "unifl_perception")
+
+
+@pytest.fixture()
+def empty_comfyui(tmp_path):
+    """A ComfyUI with nothing installed: no model file, no input folder."""
+    import folder_paths
+
+    from unifl.comfyui_nodes import paths
+
+    folder_paths.set_base(str(tmp_path))
+    paths.register_model_folders()
+    return tmp_path
+
+
+def test_a_recipe_workflow_names_every_missing_file_when_queued(empty_comfyui):
+    """ComfyUI validates a queued prompt before any node runs (the stand-in ``execution.validate_prompt``; the real
+    server in tests/test_comfyui_real.py): every UniFL node of UniFL 7 names its missing file in the same refusal."""
+    from execution import validate_prompt
+
+    from unifl.comfyui_nodes import NODES
+
+    classes = {n.define_schema().node_id: n for n in NODES}
+    graph = json.loads((wf.API / f"{wf.RECIPE_1}.json").read_text())
+    errors = validate_prompt(graph, classes)
+    named = " ".join(e for errs in errors.values() for e in errs)
+    for missing in (*wf.RECIPE_REWARDS, *wf.RECIPE_PERCEPTION):
+        assert f"model_name - {missing!r} is not in" in named, missing
+    assert f"image_folder - image_folder: {empty_comfyui / 'input' / wf.RECIPE_IMAGES} does not exist" in named
+    assert sorted(errors, key=int) == [str(i) for i in range(2, 10)]  # the 4 reward loaders, 3 perception loaders, the trainer
+
+    graph2 = json.loads((wf.API / f"{wf.RECIPE_2}.json").read_text())
+    trainer = validate_prompt(graph2, classes)["9"]
+    assert len(trainer) == 2 and f"init_lora: LoRA {wf.R1 + '.safetensors'!r} is not in" in trainer[0]  # one message, under each input it names
+
+    (empty_comfyui / "models" / "unifl" / "perception").mkdir(parents=True)
+    (empty_comfyui / "models" / "unifl" / "perception" / wf.RECIPE_PERCEPTION[0]).write_bytes(b"")
+    (empty_comfyui / "models" / "unifl" / "rewards" / "PickScore_v1").mkdir(parents=True)
+    (empty_comfyui / "input" / wf.RECIPE_IMAGES).mkdir(parents=True)
+    assert sorted(validate_prompt(graph, classes), key=int) == ["2", "4", "5", "7", "8"]  # what is there now passes
+
+
+def test_the_quick_start_workflows_pass_validation_in_an_empty_comfyui(empty_comfyui):
+    from execution import validate_prompt
+
+    from unifl.comfyui_nodes import NODES
+
+    classes = {n.define_schema().node_id: n for n in NODES}
+    for name in (wf.SCORE, wf.TRAIN_1):
+        assert validate_prompt(json.loads((wf.API / f"{name}.json").read_text()), classes) == {}, name
+
+
+def test_the_templates_browser_lists_the_workflows_in_run_order():
+    """ComfyUI lists a pack's templates in directory order (here as one install showed them); the pack's middleware
+    (comfyui_nodes.templates) puts its own list in run order and leaves other packs' lists alone. The real server:
+    tests/test_comfyui_real.py."""
+    from unifl.comfyui_nodes import templates
+
+    shown = [NAMES[i - 1] for i in (1, 2, 5, 4, 3, 7, 6, 8)]
+    other = ["b", "a", "c"]
+    for pack in templates.PACK_NAMES:
+        assert templates.ordered({pack: shown, "other-pack": other}) == {pack: NAMES, "other-pack": other}
+    assert [int(re.match(r"UniFL (\d+) - ", n)[1]) for n in sorted(NAMES, key=templates.run_order)] == list(range(1, 9))
+    assert templates.run_order("UniFL 10 - x") > templates.run_order("UniFL 9 - x")
+    assert templates.keep_template_order() is False  # outside a ComfyUI server it changes nothing

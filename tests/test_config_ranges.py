@@ -22,7 +22,7 @@ def numeric_fields() -> list[str]:
 
 
 def test_every_numeric_field_has_a_range():
-    ranged = set(schema.AT_LEAST_ONE) | set(schema.COUNTS_FROM_ZERO) | set(schema.NON_NEGATIVE) | set(schema.POSITIVE) | set(schema.GUIDANCE_SCALES) | CHECKED_APART
+    ranged = set(schema.AT_LEAST_ONE) | set(schema.COUNTS_FROM_ZERO) | set(schema.NON_NEGATIVE) | set(schema.POSITIVE) | set(schema.LEARNING_RATES) | set(schema.GUIDANCE_SCALES) | CHECKED_APART
     fields = numeric_fields()
     assert len(fields) > 25
     assert sorted(set(fields) - ranged) == [], "give these fields a range in core/config/schema.py"

@@ -99,3 +99,51 @@ def test_quick_build_writes_a_loadable_pipeline_folder(tmp_path):
     denoiser = load_denoiser(out)
     assert denoiser.vae_scale_factor == 4 and denoiser.scaling_factor != 0.18215
     assert not list(tmp_path.glob(".ldm*"))  # no temporary or replaced folder left behind
+
+
+def test_a_build_in_parts_gives_the_weights_of_one_uninterrupted_build(tmp_path):
+    """A part that runs out of time saves the whole training state; ``resume`` continues bit for bit."""
+    from safetensors.torch import load_file
+
+    from unifl.pocket.resumable import PartFinished
+
+    whole = ldm.build_pocket_pipeline(tmp_path / "whole" / "ldm", quick=True)
+    target = tmp_path / "parts" / "ldm"
+    stops = 0
+    while True:
+        try:  # no time at all per part: each part trains one step, saves and stops
+            pieced = ldm.build_pocket_pipeline(target, quick=True, resume=stops > 0, part_hours=0.0)
+            break
+        except PartFinished as finished:
+            stops += 1
+            assert finished.step == stops and finished.total == ldm.QUICK.unet_steps
+            with pytest.raises(FileExistsError, match="--resume"):  # an unfinished build is never started over silently
+                ldm.build_pocket_pipeline(target, quick=True)
+    assert stops == ldm.QUICK.unet_steps - 1
+    for part in ("unet", "text_encoder", "vae"):
+        [a] = (whole / part).glob("*.safetensors")
+        [b] = (pieced / part).glob("*.safetensors")
+        expected, got = load_file(str(a)), load_file(str(b))
+        assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected), part
+    assert "in 6 parts" in (pieced / "BUILD.md").read_text()
+    assert not ldm.parts_folder(target).exists()  # a finished build keeps no parts
+
+
+def test_pocket_build_resume_skips_finished_parts_and_refuses_a_silent_restart(tmp_path, monkeypatch, capsys):
+    from unifl.pocket import build as pocket_build
+
+    calls = []
+
+    def fake_ldm_main(argv):  # the LDM's own part logic is tested above; here only the sequencing of parts
+        calls.append(argv)
+        return None if len(calls) == 1 else tmp_path
+
+    monkeypatch.setattr(ldm, "main", fake_ldm_main)
+    assert pocket_build.build(["ldm"], out=tmp_path, part_hours=1.5) is None
+    assert "--part-hours" in calls[0] and "1.5" in calls[0] and "--resume" not in calls[0]
+    assert "unifl pocket build --resume" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="--resume"):
+        pocket_build.build(["ldm"], out=tmp_path)
+    assert pocket_build.build(["ldm"], out=tmp_path, resume=True) is not None
+    assert "--resume" in calls[1]
+    assert not (tmp_path / pocket_build.PROGRESS_FILE).exists()

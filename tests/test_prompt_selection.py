@@ -9,6 +9,7 @@ import pytest
 import torch
 from unifl.cli.select_prompts import add_command as add_select_prompts_command
 from unifl.cli.select_prompts import report_path
+from unifl.core.data import DataError
 from unifl.core.prompts.embed import ClipTextEmbedder, HashedTfidfEmbedder, build_embedder
 from unifl.core.prompts.relations import information_score, parse_scene_graph, relation_score
 from unifl.core.prompts.select import average_nn_similarity, compress_neighbours, filter_by_relations, select_prompts
@@ -245,5 +246,5 @@ def test_command_writes_prompts_and_report(tmp_path, capsys):
         run_command(source, "--out", out, "-n", 6)
     assert run_command(source, "--out", out, "-n", 5, "--overwrite", "--tau1-rule", "more-than") == 0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 5
-    with pytest.raises(FileNotFoundError, match="one prompt per line"):
+    with pytest.raises(DataError, match="missing.txt does not exist; give a text file with one prompt per line"):
         run_command(tmp_path / "missing.txt", "--out", out, "-n", 5)

@@ -30,6 +30,12 @@ class UniFLLoadRewardModel(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_name=None) -> bool | str:
+        """When the prompt is queued: a missing file is named together with every other node's, before anything loads
+        (``None``: a linked input, checked when the node runs)."""
+        return model_name is None or paths.missing_model("reward", model_name) or True
+
+    @classmethod
     def execute(cls, model_name, aspect, weight, use_model_threshold, threshold, kind) -> io.NodeOutput:
         from .. import feedback_models as feedback
 
@@ -53,6 +59,12 @@ class UniFLLoadPerceptionModel(io.ComfyNode):
             ],
             outputs=[io.Custom("UNIFL_PERCEPTION_MODEL").Output(display_name="perception_model")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model_name=None) -> bool | str:
+        """When the prompt is queued: a missing file is named together with every other node's, before anything loads
+        (``None``: a linked input, checked when the node runs)."""
+        return model_name is None or paths.missing_model("perception", model_name) or True
 
     @classmethod
     def execute(cls, model_name, aspect, weight, kind) -> io.NodeOutput:

@@ -63,11 +63,12 @@ class UniFLLoadLoRA(io.ComfyNode):
             node_id="UniFLLoadLoRA",
             display_name="Load UniFL LoRA (with sampler settings)",
             category=CATEGORY,
-            description="Applies a UniFL LoRA to the MODEL and outputs the sampler, sigmas, CFG and steps stored in the file (its sampler contract), ready for SamplerCustom. The LoRA itself loads exactly as in LoraLoaderModelOnly.",
+            description="Applies a UniFL LoRA to the MODEL and outputs the sampler, sigmas, CFG and steps stored in the file (its sampler contract), ready for SamplerCustom. The LoRA itself loads exactly as in LoraLoaderModelOnly; a LoRA made for another model (none of its layers in this MODEL) is refused.",
             inputs=[
                 io.Model.Input("model"),
                 io.Combo.Input("lora_name", options=paths.lora_choices(), tooltip="A LoRA trained by UniFL (its metadata holds the sampler contract)."),
                 io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01, tooltip="LoRA strength on the UNet."),
+                io.Int.Input("steps", default=0, min=0, max=1000, optional=True, tooltip="Sampling steps. 0: the LoRA's own count. A count the LoRA was not trained for is replaced by the nearest one it was (the info output says so)."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL"),
@@ -80,10 +81,15 @@ class UniFLLoadLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, lora_name, strength) -> io.NodeOutput:
+    def validate_inputs(cls, lora_name=None) -> bool | str:
+        """When the prompt is queued: a missing LoRA is named together with every other node's missing file."""
+        return lora_name is None or paths.missing_lora(lora_name) or True
+
+    @classmethod
+    def execute(cls, model, lora_name, strength, steps=0) -> io.NodeOutput:
         from ..sampling import apply_unifl_lora
 
-        patched, sampler, sigmas, cfg, steps, info = apply_unifl_lora(model, lora_name, strength)
+        patched, sampler, sigmas, cfg, steps, info = apply_unifl_lora(model, lora_name, strength, steps or None)
         return io.NodeOutput(patched, sampler, sigmas, cfg, steps, info, ui=ui.PreviewText(info))
 
 NODES = [UniFLFewStepSampler, UniFLFewStepSigmas, UniFLLoadLoRA]

@@ -63,6 +63,14 @@ class UniFLTrainLoRA(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, image_folder="", init_lora=NONE) -> bool | str:
+        """When the prompt is queued: a missing image folder or init_lora is named together with every other node's
+        missing file, before the checkpoint loads. ComfyUI repeats the one message under each of these inputs."""
+        from ..train_jobs import missing_inputs
+
+        return missing_inputs(image_folder, None if init_lora == NONE else init_lora) or True
+
+    @classmethod
     def execute(cls, model, clip, vae, stage, lora_name, prompts, image_folder, steps, learning_rate, rank, alpha, lora_targets,
                 resolution, batch_size, gradient_accumulation, seed, mixed_precision, gradient_checkpointing, init_lora, overwrite,
                 extra_settings, **models) -> io.NodeOutput:

@@ -37,6 +37,19 @@ class UniFLTrainRewardModel(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, pairs=None) -> bool | str:
+        """When the prompt is queued: a missing pair file is named together with every other node's missing file."""
+        from ..train_jobs import pair_file
+
+        if pairs is None:  # linked: checked when the node runs
+            return True
+        try:
+            pair_file(pairs)
+        except (ValueError, FileNotFoundError) as error:
+            return str(error)
+        return True
+
+    @classmethod
     def execute(cls, pairs, backbone, output_folder, steps, learning_rate, batch_size, val_fraction, global_model, seed, overwrite) -> io.NodeOutput:
         from ..train_jobs import train_reward_models
 

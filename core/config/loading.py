@@ -15,7 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ..files import TextFileError, read_text
+from ..files import NotARegularFile, TextFileError, read_text
 from .schema import ConfigError, TrainConfig
 
 #: Old config keys → their new names (the error says so in one line).
@@ -116,13 +116,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), prese
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         try:
             data = tomllib.loads(read_text(path, "config file"))
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML ({err})") from None
-        except TextFileError as err:
+        except (TextFileError, NotARegularFile) as err:  # a folder, /dev/zero, a named pipe: named as what they are
             raise ConfigError(str(err)) from None
     preset = data.pop("preset", None) or preset
     if preset is not None and not isinstance(preset, str):

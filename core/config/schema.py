@@ -158,6 +158,12 @@ TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 LORA_INITS = ("default", "gaussian")
 #: Pixels per latent of every supported VAE divide it (SD1.5/SDXL: 8; the pocket model: 4).
 RESOLUTION_MULTIPLE = 8
+#: 4x SDXL's native 1024 (16x its activations); checked when the config is read, before any image is
+#: rendered or resized at that size.
+MAX_RESOLUTION = 4096
+#: AdamW moves every weight by about the learning rate each step, so above 1 a LoRA's weights blow up
+#: in a step or two (1e308 overflowed at step 1); LoRA rates are 1e-5 … 1e-3.
+MAX_LEARNING_RATE = 1.0
 MAX_SEED = 2**63 - 1
 #: Numeric fields by the range they must lie in (floats must also be finite). Counts and intervals are
 #: checked here, at load time, so that a bad value is one line naming it, not a crash hours into a run.
@@ -166,7 +172,8 @@ AT_LEAST_ONE = ("lora.rank", "data.source_images", "pefl.inference_steps", "aest
 COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
 NON_NEGATIVE = ("pefl.weight", "aesthetic.weight", "adversarial.weight", "regularizer.denoising_weight", "regularizer.base_kl_weight",
                 "optim.weight_decay", "optim.max_grad_norm")
-POSITIVE = ("lora.alpha", "optim.learning_rate", "adversarial.discriminator_lr")
+POSITIVE = ("lora.alpha",)
+LEARNING_RATES = ("optim.learning_rate", "adversarial.discriminator_lr")
 #: Classifier-free guidance scales: 1 is off, below 1 pushes away from the prompt.
 GUIDANCE_SCALES = ("aesthetic.cfg", "logging.validation_cfg")
 _FILE_STEM = re.compile(r"[^/\\\x00]+")
@@ -245,6 +252,9 @@ class TrainConfig:
             _number(key, value(key), 0)
         for key in POSITIVE:
             _number(key, value(key), 0, above=True)
+        for key in LEARNING_RATES:
+            _number(key, value(key), 0, above=True, highest=MAX_LEARNING_RATE,
+                    why="AdamW moves every weight by about the learning rate each step; LoRA rates are 1e-5 to 1e-3")
         for key in GUIDANCE_SCALES:
             _number(key, value(key), 1)
         _number("lora.dropout", self.lora.dropout, 0)
@@ -255,7 +265,8 @@ class TrainConfig:
         _number("optim.seed", self.optim.seed, 0, integer=True)
         if self.optim.seed > MAX_SEED:
             raise ConfigError(f"optim.seed = {self.optim.seed}: use a seed from 0 to {MAX_SEED}")
-        _number("data.resolution", self.data.resolution, RESOLUTION_MULTIPLE, integer=True)
+        _number("data.resolution", self.data.resolution, RESOLUTION_MULTIPLE, integer=True, highest=MAX_RESOLUTION,
+                why="pixels a side; SD1.5 trains at 512, SDXL at 1024")
         if self.data.resolution % RESOLUTION_MULTIPLE:
             raise ConfigError(f"data.resolution = {self.data.resolution}: use a multiple of {RESOLUTION_MULTIPLE} (a latent pixel is {RESOLUTION_MULTIPLE}x{RESOLUTION_MULTIPLE} image pixels in SD models), e.g. {self.data.resolution // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE or RESOLUTION_MULTIPLE}")
         if self.pefl.noise_level >= self.pefl.inference_steps:
@@ -282,13 +293,16 @@ class TrainConfig:
                     _number(f"{section}[{i}].threshold", spec.threshold, -math.inf)
 
 
-def _number(key: str, value, lowest: float, *, integer: bool = False, above: bool = False) -> None:
-    """Refuse ``value`` unless it is a (whole, if ``integer``) finite number ``>= lowest`` (``> lowest`` if ``above``)."""
+def _number(key: str, value, lowest: float, *, integer: bool = False, above: bool = False, highest: float = math.inf, why: str = "") -> None:
+    """Refuse ``value`` unless it is a (whole, if ``integer``) finite number ``>= lowest`` (``> lowest`` if ``above``)
+    and ``<= highest`` (``why`` says why, after a refusal of a value above it)."""
     kind = "a whole number" if integer else "a finite number"
     ok = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
     if isinstance(value, bool) or not ok or (value <= lowest if above else value < lowest):
         bound = "" if lowest == -math.inf else f" {'above' if above else 'of at least'} {lowest:g}"
         raise ConfigError(f"{key} = {value!r}: must be {kind}{bound}")
+    if value > highest:
+        raise ConfigError(f"{key} = {value!r}: must be at most {highest:g}{f' ({why})' if why else ''}")
 
 
 def _range(name: str, value) -> tuple[int, int]:

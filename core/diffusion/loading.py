@@ -15,6 +15,8 @@ Checkpoints are read as safetensors or with ``torch.load(weights_only=True)``; n
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,10 +231,30 @@ def _load_folder(path: Path, dtype: torch.dtype):
             str(path), local_files_only=True, **_dtype_argument(dtype), **_SKIPPED_COMPONENTS[architecture]
         )
     except _LOAD_FAILURES as err:
+        pickled = _refused_pickle(err)
+        if pickled is not None:
+            raise ModelLoadError(
+                f"{pickled}: holds Python objects besides tensors, which UniFL will not unpickle (that can run arbitrary code). "
+                "Where you trust it, save that component with save_pretrained(safe_serialization=True), or use a copy of the model in safetensors."
+            ) from None
         raise ModelLoadError(
             f"{path}: this {class_name} folder could not be loaded ({_first_line(err)}). Check that every "
             "component folder listed in model_index.json has its config and weights (re-copy or re-download the folder)."
         ) from err
+
+
+def _refused_pickle(err: BaseException) -> str | None:
+    """The weights file diffusers failed to load because ``torch.load(weights_only=True)`` refused a Python
+    object in it (not a damaged file), or ``None``. diffusers names the file in the error it raises on top."""
+    file, seen = None, set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        named = re.search(r"checkpoint file for '([^']+)'", str(err))
+        file = file or (named.group(1) if named else None)
+        if isinstance(err, pickle.UnpicklingError) and "global" in str(err).lower():
+            return file or "a weights file of the folder"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _pipeline_class_name(path: Path) -> str:

@@ -137,11 +137,17 @@ def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(cells, widths)))
 
 
-def write_scores(rows: Sequence[dict], rewards: Mapping[str, tuple[str, str]], out: str | Path) -> tuple[Path, Path]:
-    """``OUT.csv`` (image, prompt, one column per reward) and ``OUT.json`` (rows, rewards, means)."""
+def score_paths(out: str | Path) -> tuple[Path, Path]:
+    """The two files :func:`write_scores` writes for ``out``: ``OUT.csv`` and ``OUT.json`` (``out``'s own
+    ``.csv``/``.json`` suffix dropped first)."""
     out = Path(out)
     stem = out.with_suffix("") if out.suffix.lower() in (".csv", ".json") else out
-    csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
+    return stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
+
+
+def write_scores(rows: Sequence[dict], rewards: Mapping[str, tuple[str, str]], out: str | Path) -> tuple[Path, Path]:
+    """``OUT.csv`` (image, prompt, one column per reward) and ``OUT.json`` (rows, rewards, means)."""
+    csv_path, json_path = score_paths(out)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["image", "prompt", *rewards], lineterminator="\n")
     writer.writeheader()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from ..diffusion import schedule as sched
+from ..files import check_new_output, replaced_atomically
 from .peft import LORA_LAYER_TYPES, TARGET_PRESETS, LoRASettings, add_lora, lora_layers, target_pattern
 
 KOHYA_PREFIX = "lora_unet_"
@@ -269,8 +269,7 @@ def save_kohya_lora(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: a LoRA file must end in .safetensors (ComfyUI and A1111 list only those)")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; choose another name or pass overwrite=True to replace it")
+    check_new_output(path, overwrite=overwrite, how="pass overwrite=True to replace it", what="name")
     to_diffusers = _resolve_name_map(naming, name_map)
     layers = lora_layers(module, adapter_name)
     if not layers:
@@ -295,14 +294,10 @@ def save_kohya_lora(
         tensors[f"{name}.alpha"] = alpha.clone()
     meta = build_metadata(path, settings, architecture, sampler, metadata)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        with replaced_atomically(path) as tmp:  # readable as the umask says: another user's host may load it
+            save_file(tensors, str(tmp), metadata=meta)
     except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
         if isinstance(error, Exception) and not isinstance(error, OSError):  # safetensors reports a full disk as its own error
             raise OSError(f"{path}: could not be written ({type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
                           "a file that was there is untouched. Free some space and export again (unifl export latest --run-dir …)") from None
@@ -383,33 +378,21 @@ def load_kohya_lora(
         _check_architecture(path, meta, architecture)
     state = load_file(str(path))
     check_finite(path, state)
-    modules = _read_kohya_modules(path, state)
+    modules = read_kohya_modules(path, state)
     rank, alpha = _uniform_rank_and_alpha(path, modules)
     if "ss_network_alpha" in meta and math.isclose(float(meta["ss_network_alpha"]), alpha, rel_tol=1e-6):
         alpha = float(meta["ss_network_alpha"])  # the exact value; the tensor is float32-rounded
 
-    to_diffusers = name_map or _identity
     existing = lora_layers(module, adapter_name)
     if existing:
         candidates = dict(existing)
     else:
         candidates = {n: m for n, m in module.named_modules() if isinstance(m, LORA_LAYER_TYPES)}
-    host_of = {}
-    for host_path in candidates:
-        try:
-            host_of[kohya_name(to_diffusers(host_path))] = host_path
-        except KeyError:
-            continue  # a host module without a diffusers counterpart cannot carry a kohya key
-    unknown = sorted(set(modules) - set(host_of))
-    if unknown:
-        where = f"the LoRA layers already in {type(module).__name__}" if existing else type(module).__name__
-        if any(re.match(r"lora_unet_(input_blocks|middle_block|output_blocks)_", name) for name in unknown):
-            cause = ("It names modules LDM-style (lora_unet_input_blocks_…, kohya's SDXL convention); UniFL continues "
-                     "only LoRAs with diffusers-style names, such as its own exports.")
-        else:
-            cause = "The LoRA was made for another model architecture (or other targets)."
-        raise LoRAFileError(f"{path}: {len(unknown)} of {len(modules)} LoRA modules have no matching layer in {where}, e.g. {unknown[:3]}. {cause}")
-    file_hosts = {host_of[name]: tensors for name, tensors in modules.items()}
+    where = f"the LoRA layers already in {type(module).__name__}" if existing else type(module).__name__
+    match = match_lora_modules(path, meta, modules, candidates, name_map, where)
+    if match.unknown:
+        raise match.error()
+    file_hosts = match.file_hosts
 
     if existing:
         layer = next(iter(existing.values()))
@@ -427,7 +410,6 @@ def load_kohya_lora(
         targets = settings.targets if settings is not None else needed
         if list(TARGET_PRESETS).index(targets) < list(TARGET_PRESETS).index(needed):
             raise LoRAFileError(f"{path}: the file has LoRA modules outside targets={targets!r}; use targets={needed!r}")
-    _check_shapes(path, file_hosts, candidates, rank)
 
     result = replace(settings or LoRASettings(), rank=rank, alpha=alpha, targets=targets)
     if not existing:
@@ -445,6 +427,63 @@ def load_kohya_lora(
     return result
 
 
+def made_for(meta: Mapping[str, str]) -> str:
+    """The model family a LoRA's metadata says it was made for (``unifl.architecture``, else kohya's
+    ``ss_base_model_version``, else the model-spec architecture), or ``"an unknown model"``."""
+    for key in ("unifl.architecture", "ss_base_model_version", "modelspec.architecture"):
+        if meta.get(key):
+            return repr(meta[key])
+    return "an unknown model"
+
+
+@dataclass
+class LoRAMatch:
+    """Which modules of a LoRA file a model has a layer for (:func:`match_lora_modules`)."""
+
+    path: Path
+    meta: Mapping[str, str]
+    where: str
+    #: host module path → the file's ``(lora_down, lora_up, alpha)`` for every module that matched.
+    file_hosts: dict[str, tuple]
+    #: kohya names of the file's modules the model has no layer for.
+    unknown: list[str]
+    total: int
+
+    def error(self) -> LoRAFileError:
+        """The refusal of a file with unmatched modules: the file, how many, and the model it was made for."""
+        if any(re.match(r"lora_unet_(input_blocks|middle_block|output_blocks)_", name) for name in self.unknown):
+            cause = ("It names modules LDM-style (lora_unet_input_blocks_…, kohya's SDXL convention); UniFL continues "
+                     "only LoRAs with diffusers-style names, such as its own exports.")
+        else:
+            cause = f"The LoRA was made for {made_for(self.meta)}, another model architecture (or other targets)."
+        if len(self.unknown) == self.total:
+            return LoRAFileError(f"{self.path}: none of its {self.total} LoRA modules matches a layer of {self.where}, e.g. {self.unknown[:3]}. {cause}")
+        return LoRAFileError(f"{self.path}: {len(self.unknown)} of {self.total} LoRA modules have no matching layer in {self.where}, e.g. {self.unknown[:3]}. {cause}")
+
+
+def match_lora_modules(path: Path, meta: Mapping[str, str], modules: Mapping[str, tuple], candidates: Mapping[str, nn.Module],
+                       name_map: Callable[[str], str] | None, where: str) -> LoRAMatch:
+    """Match a file's kohya modules (:func:`read_kohya_modules`) to a model's layers ``candidates`` (host module
+    path → ``nn.Linear``/``nn.Conv2d`` or their LoRA layers), and check the shapes of those that match.
+
+    ``name_map`` maps a host module path to its diffusers path (``KeyError``: none). Every loader of a UniFL LoRA
+    decides with this: :func:`load_kohya_lora` refuses any unmatched module, the ComfyUI node refuses a file none
+    of whose modules match and warns about a partial match. A matched module of the wrong shape raises
+    :class:`LoRAFileError`.
+    """
+    to_diffusers = name_map or _identity
+    host_of = {}
+    for host_path in candidates:
+        try:
+            host_of[kohya_name(to_diffusers(host_path))] = host_path
+        except KeyError:
+            continue  # a host module without a diffusers counterpart cannot carry a kohya key
+    file_hosts = {host_of[name]: tensors for name, tensors in modules.items() if name in host_of}
+    unknown = sorted(set(modules) - set(host_of))
+    _check_shapes(path, meta, file_hosts, candidates)
+    return LoRAMatch(Path(path), meta, where, file_hosts, unknown, len(modules))
+
+
 def _check_architecture(path: Path, meta: Mapping[str, str], architecture: str) -> None:
     if architecture not in BASE_MODEL_VERSIONS:
         raise ValueError(f"architecture must be one of {sorted(BASE_MODEL_VERSIONS)}, got {architecture!r}")
@@ -459,7 +498,7 @@ def _check_architecture(path: Path, meta: Mapping[str, str], architecture: str) 
         )
 
 
-def _read_kohya_modules(path: Path, state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor, float | None]]:
+def read_kohya_modules(path: Path, state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor, float | None]]:
     """kohya key groups → ``{lora name: (lora_down, lora_up, alpha or None)}``, refusing what we cannot load."""
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in state.items():
@@ -492,9 +531,10 @@ def _uniform_rank_and_alpha(path: Path, modules: Mapping[str, tuple]) -> tuple[i
     return int(rank), float(alpha)
 
 
-def _check_shapes(path: Path, file_hosts: Mapping[str, tuple], candidates: Mapping[str, nn.Module], rank: int) -> None:
+def _check_shapes(path: Path, meta: Mapping[str, str], file_hosts: Mapping[str, tuple], candidates: Mapping[str, nn.Module]) -> None:
     wrong = []
     for host_path, (down, up, _) in file_hosts.items():
+        rank = down.shape[0]
         layer = candidates[host_path]
         base = layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
         if isinstance(base, nn.Conv2d):
@@ -506,7 +546,7 @@ def _check_shapes(path: Path, file_hosts: Mapping[str, tuple], candidates: Mappi
     if wrong:
         raise LoRAFileError(
             f"{path}: {len(wrong)} LoRA modules do not fit this model's layers, e.g. {wrong[:2]}. "
-            "The LoRA was made for another model architecture."
+            f"The LoRA was made for {made_for(meta)}, another model architecture."
         )
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from ..data import DataError
 from ..feedback.rewards.clip_aspect import ClipAspectReward
 from ..feedback.rewards.files import save_reward_model
+from ..files import check_new_output
 from .preference_data import read_pairs, split
 from .reward_models import PreferencePairs, derive_alpha, pair_accuracy, train_reward_model
 
@@ -112,9 +113,7 @@ def train_aspect_models(
         jobs[GLOBAL] = PreferencePairs.concat(list(train_sets.values()))
         val_sets[GLOBAL] = PreferencePairs.concat([val_sets[a] for a in train_sets])
     targets = {aspect: out_dir / f"{aspect}.safetensors" for aspect in jobs}
-    taken = [str(p) for p in targets.values() if p.exists()]
-    if taken and not overwrite:
-        raise FileExistsError(f"reward model file(s) already exist: {', '.join(taken)}; pass --overwrite or another --out")
+    check_new_output(*targets.values(), overwrite=overwrite)
 
     results = []
     for aspect, train in jobs.items():

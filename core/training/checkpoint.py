@@ -18,16 +18,26 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..files import TextFileError, read_text
+from ..files import (
+    TextFileError,
+    atomic_write_text,
+    fsync_path,
+    new_temporary_folder,
+    read_text,
+    readable_as_umask_says,
+)
 
 MANIFEST = "manifest.json"
+#: Written into the checkpoint a run diverged right after: its next step fails the same way (data and
+#: noise are functions of the step), so ``--resume latest`` passes it over. Kept, not deleted: resuming
+#: it by name with a lower learning rate is the user's call.
+DIVERGED = "diverged.json"
 #: What every checkpoint holds (stage 2 adds the discriminator and its optimizer).
 REQUIRED_FILES = ("lora.safetensors", "optimizer.pt", "lr_scheduler.pt", "state.json")
 _STEP_FOLDER = re.compile(r"step-\d+")
@@ -62,19 +72,57 @@ def resolve_resume(run_dir: str | Path, resume: str) -> Path:
         found = list_checkpoints(run_dir)
         if not found:
             raise FileNotFoundError(f"--resume latest: no checkpoint in {Path(run_dir) / 'checkpoints'}; start without --resume")
+        skipped = []
         for path in reversed(found):
+            diverged = diverged_after(path)
+            if diverged is not None:
+                log.warning("UniFL: checkpoint %s is where a run diverged (%s); trying the one before it", path, diverged)
+                skipped.append("diverged")
+                continue
             problem = checkpoint_problem(path)
             if problem is None:
                 return path
             log.warning("UniFL: checkpoint %s is damaged (%s); trying the one before it", path, problem)
-        raise CheckpointError(f"--resume latest: every checkpoint in {Path(run_dir) / 'checkpoints'} is damaged; start again with --overwrite")
+            skipped.append("damaged")
+        why = {("damaged",): "is damaged", ("diverged",): "is where a run diverged"}.get(tuple(set(skipped)), "is damaged or where a run diverged")
+        raise CheckpointError(f"--resume latest: every checkpoint in {Path(run_dir) / 'checkpoints'} {why}; start again with --overwrite")
     path = Path(resume)
     if not (path / "state.json").is_file():
         raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no state.json)")
     problem = checkpoint_problem(path)
     if problem is not None:
         raise CheckpointError(f"--resume {resume}: the checkpoint is damaged ({problem}); resume from an earlier one, or with --resume latest")
+    diverged = diverged_after(path)
+    if diverged is not None:
+        log.warning("UniFL: resuming from %s, where a run diverged (%s): it will again unless the settings changed (a lower optim.learning_rate)", path, diverged)
     return path
+
+
+def check_model_family(path: str | Path, state: dict, architecture: str) -> None:
+    """Refuse checkpoint ``path`` (its ``state``) for a model of another family than it was trained on, by
+    name, before its LoRA is matched against the model's layers (which would blame the LoRA's targets)."""
+    model = state.get("config", {}).get("model", {}) if isinstance(state.get("config"), dict) else {}
+    trained_on = state.get("architecture") or (model.get("architecture") if isinstance(model, dict) else None)
+    if trained_on and trained_on != architecture:
+        raise CheckpointError(f"checkpoint {path} was trained on an {trained_on} model ({model.get('path') or 'its model.path'}), but this model is "
+                              f"{architecture}: give the {trained_on} model it was trained on, or start a new run in another folder")
+
+
+def mark_diverged(path: str | Path, what: str) -> None:
+    """Mark checkpoint ``path`` as the state a run diverged from (``what``: the failure), so that
+    ``--resume latest`` passes it over (:data:`DIVERGED`)."""
+    atomic_write_text(Path(path) / DIVERGED, json.dumps({"diverged": what}, indent=2) + "\n")
+
+
+def diverged_after(path: str | Path) -> str | None:
+    """What failed in the step after checkpoint ``path`` (:func:`mark_diverged`), or ``None``."""
+    marker = Path(path) / DIVERGED
+    if not marker.is_file():
+        return None
+    try:
+        return str(json.loads(read_text(marker, "divergence marker"))["diverged"])
+    except (ValueError, KeyError, TypeError):  # unreadable: still written by a run that diverged
+        return "the divergence marker is unreadable"
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
@@ -99,7 +147,7 @@ def save_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, dict[str,
     """
     final = checkpoint_dir(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    tmp = new_temporary_folder(final)  # readable like the user's other folders, not 0700 as mkdtemp makes it
     try:
         for name, sd in tensors.items():
             save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(tmp / f"{name}.safetensors"))
@@ -109,8 +157,9 @@ def save_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, dict[str,
         (tmp / MANIFEST).write_text(json.dumps({name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files}, indent=2), encoding="utf-8")
         (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
         for file in tmp.iterdir():
-            _fsync(file)
-        _fsync(tmp)
+            readable_as_umask_says(file, tmp)
+            fsync_path(file)
+        fsync_path(tmp)
         if final.exists():  # the same step saved again (a resumed run): the new one is complete by now
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -120,7 +169,7 @@ def save_checkpoint(run_dir: str | Path, step: int, tensors: dict[str, dict[str,
             raise CheckpointWriteError(f"could not write checkpoint {final} ({_first_line(err)}); the checkpoints before it are intact: "
                                        "free some space, then resume with --resume latest") from None
         raise
-    _fsync(final.parent)
+    fsync_path(final.parent)
     earlier = [p for p in list_checkpoints(run_dir) if _step_of(p) <= step]
     for old in earlier[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -229,17 +278,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or folder to disk (a folder so the names in it survive a power cut; not on Windows)."""
-    if path.is_dir() and os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _first_line(err: BaseException) -> str:

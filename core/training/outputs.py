@@ -1,9 +1,10 @@
 """What a training run gives back besides its weights: the sampler contract of its LoRA, the file's
 training metadata, validation images made the way the LoRA will be used, and the run description
-printed at start."""
+logged at start."""
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +15,11 @@ from ..config import TrainConfig
 from ..diffusion.denoiser import Denoiser
 from ..diffusion.sampling import generate
 from ..lora.kohya import SamplerContract
+
+#: Where the trainer writes the run description: the host's log (ComfyUI's console); the CLI shows it on stdout.
+#: A record goes out at once, where a print() to a host's redirected, buffered stdout came out after the run's
+#: end, or never for a cancelled run.
+RUN_LOG = logging.getLogger("unifl.run")
 
 
 def sampler_contract(config: TrainConfig) -> SamplerContract:
@@ -46,7 +52,7 @@ def validation_images(denoiser: Denoiser, config: TrainConfig, prompts: Sequence
 
 
 def describe_run(config: TrainConfig, *, architecture: str, device: torch.device, processes: int, terms: Sequence[str], real_images: int, prompts: int, lora_parameters: int) -> str:
-    """The derived batch and step math, printed at start (ddpo-pytorch does this; people need it)."""
+    """The derived batch and step math, logged at start (ddpo-pytorch does this; people need it)."""
     o = config.optim
     per_step = o.batch_size * o.gradient_accumulation_steps * processes
     return "\n".join([

@@ -40,6 +40,7 @@ from ..diffusion.loading import ModelLoadError, detect_architecture, empty_compo
 from ..feedback.discriminator import trainable_parameter_count
 from ..feedback.loading import DTYPES, load_perception_model, load_reward_model
 from ..feedback.registry import PERCEPTION_MODELS, REWARD_MODELS
+from ..files import check_output_file, check_output_folder
 from ..lora.kohya import LoRAFileError, check_lora_file
 from ..lora.peft import LORA_LAYER_TYPES, target_pattern
 from ..weight_files import WEIGHT_SUFFIXES
@@ -201,6 +202,7 @@ def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device 
         report.add("error", "config", str(err))
         return report
     device = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_outputs(config, report)
     model_parts = _check_base_model(config, denoiser, report)
     _check_lora_start(config, report)
     feedback = _check_feedback_models(config, report) if load_models else _check_feedback_files(config, report)
@@ -209,11 +211,27 @@ def preflight(config: TrainConfig, *, denoiser=None, device: str | torch.device 
     if model_parts is None and denoiser is None and config.model.architecture in ("sd15", "sdxl"):
         model_parts = empty_components(shipped_config_dir(config.model.architecture))  # the memory still says what a GPU needs
     if model_parts is not None:
-        report.memory = predict_memory(config, model_parts, feedback, device, held_by_host=denoiser is not None)
+        report.memory = predict_memory(config, model_parts, feedback, device, held_by_host=denoiser is not None,
+                                       unet_widths=getattr(denoiser, "unet_widths", None))
     return report
 
 
 # -- the parts ------------------------------------------------------------------------------------------
+
+
+def _check_outputs(config: TrainConfig, report: PreflightReport) -> None:
+    """The run folder is a folder (or can be made one) and the LoRA's name fits the file system, with the
+    temporary file it is written as first: found now, not when the trained LoRA is published."""
+    run_dir = Path(config.logging.output_dir)
+    try:
+        check_output_folder(run_dir, "")
+    except NotADirectoryError as err:
+        report.add("error", "logging.output_dir", str(err))
+        return
+    try:
+        check_output_file(run_dir / f"{config.logging.output_name}.safetensors", "")
+    except (OSError, ValueError) as err:
+        report.add("error", "logging.output_name", str(err))
 
 
 def _check_base_model(config: TrainConfig, denoiser, report: PreflightReport) -> dict[str, nn.Module] | None:
@@ -410,9 +428,11 @@ def lora_parameter_count(unet: nn.Module, rank: int, targets: str) -> int:
 
 
 def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedback: dict[str, LoadedFeedback] | None, device: str,
-                   held_by_host: bool = False) -> MemoryEstimate:
+                   held_by_host: bool = False, unet_widths: tuple[list[int], int | None] | None = None) -> MemoryEstimate:
     """The peak tensor memory of one optimizer step (see the module docstring). ``held_by_host``: the model parts
-    are a host's loaded model, so on the CPU their weights already sit in RAM and are no longer free."""
+    are a host's loaded model, so on the CPU their weights already sit in RAM and are no longer free.
+    ``unet_widths``: ``(block_out_channels, cross_attention_dim)`` of a UNet without a diffusers ``config``, as a
+    host's denoiser says them (``unet_widths``); they decide whether the activation figures apply."""
     weights_dtype, vae_dtype = DTYPES[config.model.dtype], DTYPES[config.model.vae_dtype]
     parts = {f"UNet ({config.model.dtype})": _stored_bytes(model_parts["unet"], weights_dtype)}
     if "vae" in model_parts:
@@ -427,7 +447,7 @@ def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedb
         trained = sum(f.discriminator_parameters or 0 for f in feedback.values())
         if trained:  # a head-only discriminator shares the frozen trunk: only what trains is extra
             parts[f"discriminator: its trainable part in fp32 + AdamW ({trained / 1e6:.1f} M)"] = trained * TRAINABLE_BYTES
-    calibrated = _calibrated_architecture(model_parts["unet"])
+    calibrated = _calibrated_architecture(unet_widths or _diffusers_widths(model_parts["unet"]))
     activations = None
     if calibrated is not None:
         fixed, per_pixel = ACTIVATIONS[(calibrated, config.stage)]
@@ -437,12 +457,20 @@ def predict_memory(config: TrainConfig, model_parts: dict[str, nn.Module], feedb
     return MemoryEstimate(device, parts, activations, _capacity(device, resident=list(model_parts.values()) if held_by_host else []))
 
 
-def _calibrated_architecture(unet: nn.Module) -> str | None:
-    """``"sd15"``/``"sdxl"`` when the UNet has that model's widths (what the activation figures were measured on)."""
+def _diffusers_widths(unet: nn.Module) -> tuple[list[int], int | None] | None:
+    """``(block_out_channels, cross_attention_dim)`` of a diffusers UNet (its ``config``); ``None`` for a UNet
+    without one (a host's: its denoiser says them as ``unet_widths``)."""
     config = getattr(unet, "config", None)
+    if config is None:
+        return None
+    return list(getattr(config, "block_out_channels", ())), getattr(config, "cross_attention_dim", None)
+
+
+def _calibrated_architecture(widths: tuple[list[int], int | None] | None) -> str | None:
+    """``"sd15"``/``"sdxl"`` when the UNet has that model's widths (what the activation figures were measured on)."""
     for architecture in ("sd15", "sdxl"):
         shipped = json.loads((shipped_config_dir(architecture) / "unet" / "config.json").read_text(encoding="utf-8"))
-        if config is not None and list(getattr(config, "block_out_channels", ())) == shipped["block_out_channels"] and getattr(config, "cross_attention_dim", None) == shipped["cross_attention_dim"]:
+        if widths is not None and (list(widths[0]), widths[1]) == (shipped["block_out_channels"], shipped["cross_attention_dim"]):
             return architecture
     return None
 

@@ -34,7 +34,7 @@ from ..lora.peft import add_lora, load_lora_state_dict, lora_state_dict, setting
 from ..progress import progress_bar
 from . import checkpoint as ckpt
 from .logs import RunLogger
-from .outputs import describe_run, sampler_contract, training_metadata, validation_images
+from .outputs import RUN_LOG, describe_run, sampler_contract, training_metadata, validation_images
 from .precision import DTYPES, MixedPrecision
 from .run_lock import owns_run_folder
 from .terms import loss_terms, needs_real_images
@@ -359,9 +359,14 @@ class UniFLTrainer:
     # -- the loop ------------------------------------------------------------------------------------
 
     def _diverged(self, what: str) -> str:
+        failed = ckpt.checkpoint_dir(self.run_dir, self.step)
+        marked = ""
+        if failed.is_dir() and self.accelerator.is_main_process:  # the state that just failed: --resume latest must not pick it
+            ckpt.mark_diverged(failed, f"{what} at step {self.step + 1}")
+            marked = f" ({failed.name}, the state that diverged, is marked so that --resume latest passes it over)"
         good = self.last_good_checkpoint(before_step=self.step)
-        last = f"the last good checkpoint is {good} (resume with --resume {good})" if good else "no good checkpoint was written yet"
-        return f"{what} at step {self.step + 1}; nothing of that step was applied and {last}. Lower optim.learning_rate, enable optim.max_grad_norm, or use fp32/bf16 instead of fp16."
+        last = f"the last good checkpoint is {good} (resume with --resume {good})" if good else "no good checkpoint exists to resume from (start again with --overwrite)"
+        return f"{what} at step {self.step + 1}; nothing of that step was applied and {last}{marked}. Lower optim.learning_rate, enable optim.max_grad_norm, or use fp32/bf16 instead of fp16."
 
     def last_good_checkpoint(self, before_step: int) -> Path | None:
         """The newest checkpoint older than ``before_step`` whose trained weights are all finite.
@@ -370,6 +375,8 @@ class UniFLTrainer:
         next step is exactly the one that failed (data and noise are functions of the step), so resuming
         from it would fail the same way."""
         for path in reversed([p for p in ckpt.list_checkpoints(self.run_dir) if int(p.name.split("-")[1]) < before_step]):
+            if ckpt.diverged_after(path) is not None:  # an earlier run diverged right after it
+                continue
             try:
                 tensors, _, _ = ckpt.load_checkpoint(path)
             except Exception:  # a damaged checkpoint is not a good one; look further back
@@ -484,13 +491,14 @@ class UniFLTrainer:
         broken = sorted(f"{group}:{key}" for group, sd in tensors.items() for key, t in sd.items() if not torch.isfinite(t).all())
         if broken:
             raise TrainingDiverged(self._diverged(f"{len(broken)} trained tensor(s) became non-finite (e.g. {broken[0]})").replace(" at step", " before the checkpoint of step"))
-        state = {"step": self.step, "stage": self.config.stage, "config": to_dict(self.config)}
+        state = {"step": self.step, "stage": self.config.stage, "architecture": self.denoiser.architecture, "config": to_dict(self.config)}
         return ckpt.save_checkpoint(self.run_dir, self.step, tensors, optimizers, state, self.config.logging.keep_checkpoints)
 
     def load_checkpoint(self, path: Path) -> None:
         tensors, optimizers, state = ckpt.load_checkpoint(path)
         if state.get("stage") != self.config.stage:
             raise ValueError(f"checkpoint {path} is from stage {state.get('stage')} but this run is stage {self.config.stage}")
+        ckpt.check_model_family(path, state, self.denoiser.architecture)
         load_lora_state_dict(self.denoiser.lora_target, tensors["lora"])
         self.optimizer.load_state_dict(optimizers["optimizer"])
         self.lr_schedule.load_state_dict(optimizers["lr_scheduler"])
@@ -527,7 +535,7 @@ class UniFLTrainer:
         elif overwrite and self.accelerator.is_main_process:
             shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)  # else "latest" could pick the old run's
         if self.accelerator.is_main_process:
-            print(self.describe())
+            RUN_LOG.info("%s", self.describe())
         logger = RunLogger(self.run_dir, c.logging.tensorboard and self.accelerator.is_main_process, resume_step=self.step if resume else None)
         self.denoiser.lora_target.train()
         bar = progress_bar(total=c.optim.max_steps, initial=self.step, desc=f"UniFL stage {c.stage}", disable=not self.accelerator.is_main_process, dynamic_ncols=True)

@@ -68,3 +68,44 @@ def captioned_folder(folder: Path, count: int = 2, size: int = 32) -> Path:
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
         (folder / f"{i}.txt").write_text("a red cat", encoding="utf-8")
     return folder
+
+
+class NaNGradientFromSecondCall(torch.nn.Module):
+    """A reward whose value stays finite but whose gradient is NaN from its second call on (√|x − x| has an
+    infinite slope at 0): the run's first step is finite and checkpointed, its second diverges."""
+
+    alpha = 1.0
+    calls = 0
+
+    def forward(self, images, prompts):
+        NaNGradientFromSecondCall.calls += 1
+        score = images.mean(dim=(1, 2, 3))
+        if NaNGradientFromSecondCall.calls >= 2:
+            score = score + (images - images.detach()).abs().sqrt().mean(dim=(1, 2, 3))
+        return score
+
+
+def nan_gradient_from_second_call():
+    """``kind = "module"`` factory of :class:`NaNGradientFromSecondCall`, counting from zero."""
+    NaNGradientFromSecondCall.calls = 0
+    return NaNGradientFromSecondCall()
+
+
+class Hung(BaseException):
+    """Raised by :func:`within` when a call blocks too long (not an ``Exception``: no handler swallows it)."""
+
+
+def within(seconds: int, call, *args):
+    """``call(*args)``, failed with :class:`Hung` after ``seconds`` (SIGALRM interrupts a blocking ``open``)."""
+    import signal
+
+    def hung(*_):
+        raise Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        return call(*args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

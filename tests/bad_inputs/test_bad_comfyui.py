@@ -173,3 +173,96 @@ def test_the_owner_can_allow_module_kinds(comfy, monkeypatch):
         confine_to_comfyui(config)
     monkeypatch.setenv("UNIFL_ALLOW_MODULE_KINDS", "1")
     assert confine_to_comfyui(config) is config  # allowed; nothing was imported or called here
+
+
+TINY_Q = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"  # a layer of the tiny SD1.5 UNet
+ELSEWHERE = "lora_unet_down_blocks_3_attentions_1_transformer_blocks_0_attn1_to_q"  # no such layer in it
+
+
+def unifl_lora(path: Path, names: list[str], architecture: str, step_counts: str = "2") -> Path:
+    """A UniFL LoRA (sampler contract, rank 4) on ``names`` of a model of ``architecture`` (SD1.5-shaped: ``sd_v1``)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name in names:
+        tensors |= {f"{name}.lora_down.weight": torch.full((4, 64), 0.01), f"{name}.lora_up.weight": torch.full((64, 4), 0.01), f"{name}.alpha": torch.tensor(4.0)}
+    save_file(tensors, str(path), metadata={"ss_network_dim": "4", "ss_network_alpha": "4.0", "unifl.architecture": architecture, "ss_base_model_version": "sd_v1",
+                                             "unifl.sampler.steps": "2", "unifl.sampler.scheduler": "ddim", "unifl.sampler.timestep_spacing": "trailing",
+                                             "unifl.sampler.cfg": "1.0", "unifl.sampler.step_counts": step_counts})
+    return path
+
+
+def test_the_lora_loader_node_refuses_a_lora_made_for_another_model(comfy, nodes, host):
+    """Its file metadata passes (an SD1.5-shaped model's LoRA says sd_v1), but none of its keys is a layer of this
+    MODEL: ComfyUI would apply nothing and the user would sample the unchanged base with the LoRA's settings."""
+    from comfy.sd import NOT_LOADED
+
+    base, _ = comfy
+    unifl_lora(base / "models" / "loras" / "for-pocket.safetensors", [ELSEWHERE], "pocket")
+    NOT_LOADED.clear()
+    refused(comfy, lambda: run(nodes["UniFLLoadLoRA"], model=host[0], lora_name="for-pocket.safetensors", strength=1.0), ValueError,
+            r"for-pocket.safetensors: none of its 1 LoRA modules matches a layer of this MODEL's UNet .* The LoRA was made for 'pocket'")
+    assert NOT_LOADED == []  # refused before ComfyUI's loader saw it
+
+
+def test_the_lora_loader_node_warns_when_only_part_of_a_lora_matches(comfy, nodes, host, caplog):
+    base, _ = comfy
+    unifl_lora(base / "models" / "loras" / "half.safetensors", [TINY_Q, ELSEWHERE], "pocket")
+    with caplog.at_level("WARNING", logger="unifl"):
+        model, *_, info = run(nodes["UniFLLoadLoRA"], model=host[0], lora_name="half.safetensors", strength=1.0).args
+    assert len(model.patches) == 1  # the matching module is applied
+    assert "WARNING:" in info and "1 of 2 LoRA modules have no matching layer" in info and "'pocket'" in info
+    assert any("1 of 2 LoRA modules have no matching layer" in r.getMessage() for r in caplog.records)
+
+
+def test_the_lora_loader_node_follows_the_users_step_count_within_the_trained_set(comfy, nodes, host):
+    base, _ = comfy
+    unifl_lora(base / "models" / "loras" / "general.safetensors", [TINY_Q], "sd15", step_counts="1,2,4")
+    load = nodes["UniFLLoadLoRA"]
+    *_, sigmas, _, steps, info = run(load, model=host[0], lora_name="general.safetensors", strength=1.0).args
+    assert steps == 2 and len(sigmas) == 3 and "WARNING" not in info  # no steps input: the LoRA's own count
+    *_, sigmas, _, steps, info = run(load, model=host[0], lora_name="general.safetensors", strength=1.0, steps=4).args
+    assert steps == 4 and len(sigmas) == 5 and "WARNING" not in info and "trained for 1, 2, 4" in info
+    *_, sigmas, _, steps, info = run(load, model=host[0], lora_name="general.safetensors", strength=1.0, steps=3).args
+    assert steps == 2 and len(sigmas) == 3  # the nearest trained count (ties go to the smaller)
+    assert "WARNING: general.safetensors: this LoRA was trained to sample at 1, 2, 4 steps, not 3: sampling at 2" in info
+
+
+@pytest.mark.parametrize(("node", "inputs", "pattern"), [
+    ("UniFLLoadRewardModel", {"model_name": "PickScore_v1/"}, r"^'PickScore_v1/' is not in \[.*rewards'\]; put it there \(docs/recipes.md says where"),
+    ("UniFLLoadRewardModel", {"model_name": "builtin/nonsense"}, r"^'builtin/nonsense' is not a model this pack ships; pick one of \["),
+    ("UniFLLoadPerceptionModel", {"model_name": "vgg16-397923af.pth"}, r"^'vgg16-397923af.pth' is not in \[.*perception'\]"),
+    ("UniFLLoadLoRA", {"lora_name": "unifl/recipe_stage1.safetensors"}, r"^LoRA 'unifl/recipe_stage1.safetensors' is not in \[.*loras'\]; put it there"),
+    ("UniFLTrainLoRA", {"image_folder": "unifl_coco", "init_lora": "unifl/none.safetensors"},
+     r"^image_folder: .*input/unifl_coco does not exist; .*; init_lora: LoRA 'unifl/none.safetensors' is not in"),
+    ("UniFLTrainLoRA", {"image_folder": "{outside}/images", "init_lora": "(none)"}, r"^image_folder: '.*/images' is outside ComfyUI's folders"),
+    ("UniFLTrainRewardModel", {"pairs": "no_pairs"}, r"^.*input/no_pairs does not exist"),
+])
+def test_a_queued_prompt_names_a_missing_file_before_anything_loads(comfy, nodes, node, inputs, pattern):
+    """ComfyUI calls validate_inputs when the prompt is queued; a string is the node's refusal (every node's at once)."""
+    base, outside = comfy
+    values = {k: v.format(outside=outside.as_posix()) for k, v in inputs.items()}
+    before = snapshot(base, outside)
+    message = nodes[node].validate_inputs(**values)
+    assert isinstance(message, str)
+    assert_one_line(message, pattern)
+    assert_untouched(before)
+
+
+def test_a_queued_prompt_with_its_files_in_place_passes_validation(comfy, nodes):
+    assert nodes["UniFLLoadRewardModel"].validate_inputs(model_name="builtin/colorfulness") is True
+    assert nodes["UniFLLoadLoRA"].validate_inputs(lora_name="nan.safetensors") is True  # there: its contents are checked when it loads
+    assert nodes["UniFLTrainLoRA"].validate_inputs(image_folder="data", init_lora="(none)") is True
+    assert nodes["UniFLTrainLoRA"].validate_inputs(image_folder="pocket", init_lora="(none)") is True
+
+
+def test_200k_prompt_lines_reach_step_1(comfy, nodes, host):
+    """Once every prompt was encoded before step 1 (12 minutes without reaching it); now only the first
+    UPFRONT_PROMPTS are, and the run trains and saves."""
+    from comfy.utils import PROGRESS
+
+    base, _ = comfy
+    progress_before = len(PROGRESS)
+    train(nodes, host, lora_name="unifl/many", prompts="\n".join(f"a red cat {i}" for i in range(200_000)))
+    assert [p[0] for p in PROGRESS[progress_before:] if p[2] is None] == [1]
+    assert (base / "models" / "loras" / "unifl" / "many.safetensors").is_file()

@@ -62,7 +62,10 @@ class BaseModel(nn.Module):
         self.model_sampling = ModelSamplingDiscreteEPS()
         self.latent_format = LatentFormat(scale_factor)
         keys = [k for k in unet.state_dict()]
-        self.model_config = SD15({"in_channels": 4, "_diffusers_keys": keys})
+        # The width keys of ComfyUI's detected unet_config (model_detection.detect_unet_config), in LDM terms.
+        widths = list(unet.config.block_out_channels)
+        self.model_config = SD15({"in_channels": 4, "_diffusers_keys": keys, "model_channels": widths[0],
+                                  "channel_mult": [w // widths[0] for w in widths], "context_dim": unet.config.cross_attention_dim})
 
     def get_dtype(self) -> torch.dtype:
         return self.diffusion_model.dtype

@@ -77,25 +77,20 @@ RECIPE_IMAGES = "unifl_coco"
 RECIPE_REWARDS = ("HPS_v2.1_compressed.pt", "PickScore_v1/", "ImageReward/", "laion-aesthetic/")
 RECIPE_PERCEPTION = ("vgg16-397923af.pth", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", "deeplabv3_resnet50_coco-cd0a2569.pth")
 RECIPES_DOC = "https://github.com/unifl-pack/unifl/blob/main/docs/recipes.md"
-#: Where the README says how the UniFL LoRAs are made (the frontend needs a URL for every model entry).
-HOW_TO_TRAIN = "https://github.com/unifl-pack/unifl#in-comfyui"
 
-#: (node class, widget, file) → (ComfyUI model folder, URL) of every model file the workflows select, written
-#: into the UI files as ``properties.models`` (frontend 1.27 format: name, url, directory). The frontend lists
-#: the ones missing when a workflow opens (offering a download from huggingface.co/civitai.com); the UniFL
-#: LoRAs have no download: their URL is the README section that says which workflows make them.
+#: (node class, widget, file) → (ComfyUI model folder, URL) of the model files a workflow selects that ComfyUI's
+#: missing-models dialog can download, written into the UI files as ``properties.models`` (frontend 1.27 format:
+#: name, url, directory). The dialog (frontend ``MissingModelsWarning``) downloads only a ``.safetensors``/``.sft``
+#: file from civitai.com or huggingface.co (:data:`DIALOG_SOURCES`, :data:`DIALOG_SUFFIXES`), and refuses every
+#: other entry with an error; so the rest (the motion module, the recipe's .pt/.pth and folder models, and the
+#: LoRAs the pack trains itself) are not listed: each workflow's note says how to get them.
 MODEL_FILES = {
     ("CheckpointLoaderSimple", "ckpt_name", CKPT): ("checkpoints", "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors"),
     ("ControlNetLoader", "control_net_name", CONTROLNET_FILE): ("controlnet", "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/control_v11p_sd15_canny_fp16.safetensors"),
-    ("ADE_AnimateDiffLoaderGen1", "model_name", MOTION_MODULE): ("animatediff_models", "https://huggingface.co/guoyww/animatediff/resolve/main/mm_sd_v15_v2.ckpt"),
-    ("UniFLLoadLoRA", "lora_name", S2 + ".safetensors"): ("loras", HOW_TO_TRAIN),
-    ("UniFLTrainLoRA", "init_lora", S1 + ".safetensors"): ("loras", HOW_TO_TRAIN),
-    ("UniFLTrainLoRA", "init_lora", R1 + ".safetensors"): ("loras", HOW_TO_TRAIN),
-    ("UniFLLoadRewardModel", "model_name", "HPS_v2.1_compressed.pt"): ("unifl_rewards", "https://huggingface.co/xswu/HPSv2/resolve/main/HPS_v2.1_compressed.pt"),
-    ("UniFLLoadPerceptionModel", "model_name", "vgg16-397923af.pth"): ("unifl_perception", "https://download.pytorch.org/models/vgg16-397923af.pth"),
-    ("UniFLLoadPerceptionModel", "model_name", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"): ("unifl_perception", "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"),
-    ("UniFLLoadPerceptionModel", "model_name", "deeplabv3_resnet50_coco-cd0a2569.pth"): ("unifl_perception", "https://download.pytorch.org/models/deeplabv3_resnet50_coco-cd0a2569.pth"),
 }
+#: What ComfyUI's missing-models dialog downloads (frontend 1.27.10 ``MissingModelsWarning``: allowedSources, allowedSuffixes).
+DIALOG_SOURCES = ("https://civitai.com/", "https://huggingface.co/")
+DIALOG_SUFFIXES = (".safetensors", ".sft")
 
 
 # -- node interfaces ----------------------------------------------------------------------------------
@@ -329,7 +324,7 @@ def definitions() -> dict[str, tuple[dict, str]]:
     }, "UniFL stage 2 (4-step acceleration), QUICK START against weight-free image statistics (the recipe with public models: 'UniFL 8'). NEEDS models/loras/unifl/unifl_stage1.safetensors: run 'UniFL 2 - Train stage 1' first (or set init_lora to (none) to train stage 2 alone). Adversarial feedback (the discriminator starts from the 'detail' reward model, here builtin/sharpness) + decoupled aesthetic feedback, continuing the stage-1 LoRA (init_lora), on the same real images as stage 1 (image_folder). Saved to models/loras/unifl/unifl_stage2.safetensors, then sampled in 4 steps without CFG with the UniFL sampler and sigmas (timesteps 999, 749, 499, 249).")
     out[FOUR_STEP] = ({
         "1": ckpt,
-        "2": {"class_type": "UniFLLoadLoRA", "inputs": {"model": ["1", 0], "lora_name": S2 + ".safetensors", "strength": 1.0}},
+        "2": {"class_type": "UniFLLoadLoRA", "inputs": {"model": ["1", 0], "lora_name": S2 + ".safetensors", "strength": 1.0, "steps": 0}},
         "3": _text(PROMPT), "4": _text(""), "5": latent,
         "6": sampler_custom(["2", 0], ["2", 3], ["2", 1], ["2", 2]),
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
@@ -346,7 +341,7 @@ def definitions() -> dict[str, tuple[dict, str]]:
     out[CONTROLNET][0]["6"]["inputs"]["negative"] = ["12", 1]
     out[ANIMATEDIFF] = ({
         "1": ckpt,
-        "2": {"class_type": "UniFLLoadLoRA", "inputs": {"model": ["1", 0], "lora_name": S2 + ".safetensors", "strength": 1.0}},
+        "2": {"class_type": "UniFLLoadLoRA", "inputs": {"model": ["1", 0], "lora_name": S2 + ".safetensors", "strength": 1.0, "steps": 0}},
         "3": _text(PROMPT), "4": _text(""),
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 16}},
         "10": {"class_type": "ADE_StandardUniformContextOptions", "inputs": {"context_length": 16, "context_stride": 1, "context_overlap": 4, "fuse_method": "pyramid", "use_on_equal_length": False, "start_percent": 0.0, "guarantee_steps": 1}},
@@ -355,11 +350,13 @@ def definitions() -> dict[str, tuple[dict, str]]:
         "6": sampler_custom(["11", 0], ["2", 3], ["2", 1], ["12", 0]),
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
         "8": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["7", 0], "filename_prefix": "unifl/animatediff", "fps": 8.0, "lossless": False, "quality": 85, "method": "default"}},
-    }, "4-step AnimateDiff with a UniFL LoRA. NEEDS models/loras/unifl/unifl_stage2.safetensors: run 'UniFL 2 - Train stage 1' and then 'UniFL 3 - Train stage 2' first (or pick another UniFL stage-2 LoRA in 'Load UniFL LoRA'). Also NEEDS the third-party pack ComfyUI-AnimateDiff-Evolved (Kosinkadink) and an SD1.5 motion module in its models folder. The sigmas are taken from the AnimateDiff-patched model (its beta schedule), 4 trailing steps, CFG from the LoRA (1.0).")
+    }, f"4-step AnimateDiff with a UniFL LoRA. NEEDS models/loras/unifl/unifl_stage2.safetensors: run 'UniFL 2 - Train stage 1' and then 'UniFL 3 - Train stage 2' first (or pick another UniFL stage-2 LoRA in 'Load UniFL LoRA'). Also NEEDS the third-party pack ComfyUI-AnimateDiff-Evolved (Kosinkadink) and an SD1.5 motion module in models/animatediff_models: {MOTION_MODULE} from huggingface.co/guoyww/animatediff (the missing-models dialog downloads .safetensors files only, so download it by hand). The sigmas are taken from the AnimateDiff-patched model (its beta schedule), 4 trailing steps, CFG from the LoRA (1.0).")
     recipe = dict(image_folder=RECIPE_IMAGES, prompts="", steps=2000, gradient_accumulation=4, mixed_precision="bf16")  # the sd15 preset's
     recipe_note = (f"Everything follows docs/recipes.md ({RECIPES_DOC}) and recipes/sd15-stage*.toml: the same public models, thresholds α, weights "
-                   "and settings. Files (the missing-models dialog offers those with a single URL) go to models/unifl/rewards and models/unifl/perception; "
-                   "three are folders, shown in the loaders as name/: PickScore_v1/ (huggingface.co/yuvalkirstain/PickScore_v1: config.json + model.safetensors), "
+                   "and settings. The missing-models dialog downloads only the checkpoint (it takes .safetensors files alone); get the feedback models by hand: "
+                   "HPS_v2.1_compressed.pt (huggingface.co/xswu/HPSv2) into models/unifl/rewards; vgg16-397923af.pth, maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth and "
+                   "deeplabv3_resnet50_coco-cd0a2569.pth (download.pytorch.org/models/, the torchvision weights) into models/unifl/perception; "
+                   "three are folders in models/unifl/rewards, shown in the loaders as name/: PickScore_v1/ (huggingface.co/yuvalkirstain/PickScore_v1: config.json + model.safetensors), "
                    "ImageReward/ (ImageReward.pt from huggingface.co/THUDM/ImageReward and the bert-base-uncased tokenizer files in ImageReward/bert-base-uncased/), "
                    "laion-aesthetic/ (sac+logos+ava1-l14-linearMSE.pth and openai/clip-vit-large-patch14 in laion-aesthetic/clip/). "
                    f"Real images: COCO with captions and masks, made once with `unifl coco-folder ... --out ComfyUI/input/{RECIPE_IMAGES}` (docs/recipes.md, step 3). "
@@ -395,6 +392,9 @@ def definitions() -> dict[str, tuple[dict, str]]:
 
 def write_all() -> list[Path]:
     info = node_info()
+    undownloadable = [name for (_, _, name), (_, url) in MODEL_FILES.items() if not (url.startswith(DIALOG_SOURCES) and name.endswith(DIALOG_SUFFIXES))]
+    if undownloadable:
+        raise ValueError(f"MODEL_FILES lists {undownloadable}, which the missing-models dialog refuses; say in the workflow's note how to get them instead")
     API.mkdir(parents=True, exist_ok=True)
     written = []
     for name, (graph, notes) in definitions().items():

@@ -175,6 +175,11 @@ class ComfyNode:
         raise NotImplementedError
 
     @classmethod
+    def validate_inputs(cls, **kwargs) -> bool | str:
+        """Placeholder, as in ComfyUI: a node that overrides it is validated when a prompt is queued (``execution.py``)."""
+        raise NotImplementedError
+
+    @classmethod
     def GET_SCHEMA(cls) -> Schema:
         schema = cls.define_schema()
         schema.validate()
