@@ -31,9 +31,6 @@ PERCEPTION_ASPECTS = ("style", "structure", "layout")
 #: Subfolders of the UniFL folder searched for model files whose metadata names their loader.
 MODEL_FOLDERS = {"rewards": "rewards", "perception": "perception"}
 _OUTPUT_NAME = re.compile(r"^[\w][\w.\- ]*$")
-#: The longest LoRA name, in UTF-8 bytes: a file name holds at most 255 bytes (ext4, APFS, NTFS), and the
-#: LoRA is written through a temporary ``.<name>.safetensors.XXXXXXXX.tmp`` beside it (26 bytes more), with room to spare.
-MAX_NAME_BYTES = 200
 
 
 @dataclass(frozen=True)
@@ -227,11 +224,7 @@ def _field_value(field: Field, value):
 
 
 def check_output_name(name: str) -> str:
-    """The LoRA name, stripped; :class:`FormError` for one that is no file name, or too long to be one."""
     name = (name or "").strip()
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise FormError(f"LoRA name {name[:24]!r}... is {len(name.encode())} bytes long: use at most {MAX_NAME_BYTES} "
-                        f"(it becomes <name>.safetensors, and a file name holds at most 255 bytes)")
     if not _OUTPUT_NAME.match(name):
         raise FormError(f"LoRA name {name!r}: use letters, digits, spaces, '-', '_' or '.', starting with a letter or digit (it becomes <name>.safetensors and <lora:name:1>)")
     return name

@@ -15,6 +15,7 @@ import gradio as gr
 
 from ..core.config import ConfigError, TrainConfig, load_config
 from ..core.diffusion.loading import ModelLoadError
+from ..core.files import FileNameTooLong, check_output_file
 from ..core.memory import release_freed_memory
 from ..core.training.checkpoint import list_checkpoints
 from ..core.training.preflight import PreflightError, check_before_training
@@ -25,8 +26,8 @@ from .host import RUNS_FOLDER, Host
 
 CONTINUE, START_OVER = "continue it", "start over"
 #: Errors of the form, of config validation and of the input check, shown in the status instead of starting.
-#: OSError: what the file system refuses (an unreadable folder, a name it cannot hold) is a refusal too, never a traceback.
-START_ERRORS = (form.FormError, PreflightError, jobs.JobBusy, *jobs.EXPECTED_ERRORS, OSError)
+#: OSError: what the file system refuses (an unreadable folder, a file where a folder should be) is a refusal too, never a traceback.
+START_ERRORS = (form.FormError, PreflightError, jobs.JobBusy, *jobs.EXPECTED_ERRORS, FileNameTooLong, OSError)
 
 
 def _slug(field: form.Field) -> str:
@@ -249,6 +250,7 @@ def checked_run(host: Host, checkpoint_label: str, preset_name: str, init_label:
     name = form.check_output_name(values[form.OUTPUT_NAME.key])
     values = {**values, form.OUTPUT_NAME.key: name}
     destination = host.lora_dir() / f"{name}.safetensors"
+    check_output_file(destination, "LoRA name:")  # a name the file system cannot hold, before anything is looked up by it
     if destination.exists() and not replace:
         raise form.FormError(f"{destination} already exists: choose another LoRA name, or tick 'Replace an existing LoRA file of this name'")
     init_from = form.lora_choices(host.lora_dir()).get(init_label)
@@ -258,7 +260,6 @@ def checked_run(host: Host, checkpoint_label: str, preset_name: str, init_label:
     config = form.build_config(preset=preset_name, model_path=_model_path(host, checkpoint_label), run_dir=run_dir, values=values, init_from=init_from,
                                rewards=reward_labels, perception=perception_labels, unifl_dir=host.unifl_dir(), extra=extra)
     form.confine_to_host(config, host)
-    form.check_output_name(config.logging.output_name)  # "Extra settings" may name the LoRA file too
     if not feedback_terms(config) and not without_feedback:
         raise form.FormError("these settings train no feedback term (every reward and perception dropdown is off, or its weight is 0), "
                              "so the LoRA would only learn to denoise the training images: pick reward or perception models, "
