@@ -133,7 +133,10 @@ def test_a_run_cancelled_before_it_started_releases_the_memory(monkeypatch, fast
 
 def test_a_refused_train_releases_what_its_check_read(monkeypatch, tmp_path):
     """The button's refusal path: the pre-run check read the form's files; nothing of them stays."""
-    from unifl.webui_extension import form, ui
+    from types import SimpleNamespace
+
+    from unifl.webui_extension import form, jobs, ui
+    from unifl.webui_extension.jobs import Snapshot
 
     released = []
     monkeypatch.setattr(ui, "release_freed_memory", lambda: released.append(True))
@@ -142,3 +145,7 @@ def test_a_refused_train_releases_what_its_check_read(monkeypatch, tmp_path):
     rewards, perception = form.feedback_values(config)
     status, _ = ui.train_clicked(_Host(tmp_path), "task(unifl-refused)", "pocket", "tiny", form.NO_LORA, True, False, "", values, rewards, perception)
     assert "missing does not exist" in status and released == [True]
+
+    monkeypatch.setattr(jobs, "_current", SimpleNamespace(snapshot=lambda: Snapshot("task(unifl-running)", "running", "training", 3, 10)))
+    status, _ = ui.train_clicked(_Host(tmp_path), "task(unifl-busy)", "pocket", "tiny", form.NO_LORA, True, False, "", values, rewards, perception)
+    assert "UniFL is already training" in status and released == [True], "a busy refusal trims nothing while a run uses the heap"

@@ -224,7 +224,8 @@ def train_clicked(host: Host, task_id: str, *args) -> tuple[str, str]:
         job = start_job(host, task_id, *args)
     except START_ERRORS as error:
         host.end_refused_task(task_id)
-        release_freed_memory()  # the check read files (a start-from LoRA's tensors, images): give that back too
+        if not isinstance(error, jobs.JobBusy):  # (a busy refusal read nothing, and a run is using the heap now)
+            release_freed_memory()  # the check read files (a start-from LoRA's tensors, images): give that back too
         return views.error_html(str(error)), ""
     return views.status_html(job.snapshot()), views.result_text(job.snapshot())
 
