@@ -115,13 +115,14 @@ def check_output_file(path: str | Path, what: str = "--out") -> None:
     ``what`` (the argument or setting the path comes from) starts the message; ``""`` leaves it out."""
     path = Path(path)
     target = f"{what} {path}".strip()
-    if path.is_dir():
-        raise IsADirectoryError(f"{target} is a folder; give a file name")
-    check_output_folder(path.parent, what, file=path)
+    # The length first: looking a name up that is longer than NAME_MAX (is_dir below) raises a bare ENAMETOOLONG.
     longest, size = longest_file_name(path.parent), len(os.fsencode(path.name))
     if size > longest:
         raise FileNameTooLong(f"{target}: the file name has {size} bytes, but this file system allows {longest} (its limit of {longest + TEMPORARY_NAME_EXTRA} "
                               f"less {TEMPORARY_NAME_EXTRA} for the temporary file written first): choose a shorter name")
+    if path.is_dir():
+        raise IsADirectoryError(f"{target} is a folder; give a file name")
+    check_output_folder(path.parent, what, file=path)
 
 
 def check_output_folder(folder: str | Path, what: str = "--out", *, file: Path | None = None) -> None:

@@ -130,6 +130,15 @@ def test_train_watch_stop_and_find_the_lora(server, sync_playwright):
         page.wait_for_timeout(3000)  # no poller overwrites the refusal
         expect(status(page)).to_contain_text("LoRA name '../outside'")
         fill(page, "unifl_logging_output_name", "browser-test")
+        images, prompts = (page.locator(f"#{box} textarea, #{box} input").first.input_value() for box in ("unifl_data_images", "unifl_data_prompts"))
+        fill(page, "unifl_data_images", "/elsewhere/images")
+        fill(page, "unifl_data_prompts", "/elsewhere/prompts.txt")
+        page.locator("#unifl_train").click()
+        expect(status(page)).to_contain_text("Prompt file (data.prompts) = '/elsewhere/prompts.txt' is outside", timeout=30_000)
+        refusal = status(page).inner_text().splitlines()  # a line each, as the page shows them
+        assert [line.split(" = ")[0] for line in refusal] == ["Training images (data.images)", "Prompt file (data.prompts)"], refusal
+        fill(page, "unifl_data_images", images)
+        fill(page, "unifl_data_prompts", prompts)
         fill(page, "unifl_optim_max_steps", "500")
         fill(page, "unifl_logging_validate_every", "1")
         fill(page, "unifl_data_resolution", "32")
@@ -146,6 +155,7 @@ def test_train_watch_stop_and_find_the_lora(server, sync_playwright):
         page.locator("#unifl_stop").click()
         expect(status(page)).to_have_attribute("data-unifl-state", "stopped", timeout=120_000)
         expect(page.locator("#unifl_result textarea, #unifl_result input").first).to_have_value(re.compile(r"<lora:browser-test:1>"), timeout=30_000)
+        expect(page.locator("#unifl_result textarea, #unifl_result input").first).to_have_value(re.compile(r"^Feedback: "))  # kept through every poll
         page.screenshot(path=str(server["tmp"] / "page.png"), full_page=True)
         browser.close()
 

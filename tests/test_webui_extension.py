@@ -293,9 +293,9 @@ def test_the_path_fields_say_where_the_tab_may_read(webui):
 
 
 def test_train_never_starts_without_a_feedback_term_unless_asked(webui):
-    from unifl.webui_extension import form, jobs
+    from unifl.webui_extension import form, jobs, views
     from unifl.webui_extension.host import WebuiHost
-    from unifl.webui_extension.ui import build_tab, train_clicked
+    from unifl.webui_extension.ui import _snapshot, build_tab, train_clicked
 
     # An SD1.5 checkpoint with the auto preset: the dropdowns start at the recipe, not at "off".
     blocks = build_tab(WebuiHost())
@@ -312,8 +312,10 @@ def test_train_never_starts_without_a_feedback_term_unless_asked(webui):
     status, result = train_clicked(WebuiHost(), "task(unifl-plain-asked)", *run.values(), True)
     job = jobs.current_job()
     assert "error" not in status and result.startswith("Feedback: none, as asked")
+    assert views.result_text(_snapshot()).startswith("Feedback: none, as asked")  # the Status poll keeps it (it vanished at the first)
     job.request_stop()
     _wait(job)
+    assert views.result_text(_snapshot()).startswith("Feedback: none, as asked")
 
 
 def test_a_cpu_forge_lets_its_model_go_while_unifl_trains(webui, monkeypatch):
@@ -368,3 +370,19 @@ def test_the_host_sees_webui_checkpoints_folders_and_settings(webui, tmp_path):
     assert [Path(p).name for p in host.checkpoints(refresh=True).values()] == ["new.safetensors"]
     webui.shared.opts.unifl_unload_model = False
     assert host.release_gpu()() is None and webui.sd_models.model_data.sd_model.device == "cuda"
+
+
+@pytest.mark.parametrize(("counts", "said"), [((), "Sample with 4 steps, DDIM sampler (trailing timestep spacing), CFG 1."),
+                                             ((1, 2, 8), "Sample with 4 steps (trained for 1, 2, 4, 8 steps: any of them works), DDIM sampler")])
+def test_the_result_says_every_step_count_the_lora_was_trained_for(tmp_path, counts, said):
+    import torch
+    from safetensors.torch import save_file
+    from unifl.core.lora.kohya import SamplerContract
+    from unifl.webui_extension import views
+    from unifl.webui_extension.jobs import Snapshot
+
+    lora = tmp_path / "fast.safetensors"
+    save_file({"x": torch.zeros(1)}, str(lora), metadata=SamplerContract(4, step_counts=counts).to_metadata())
+    text = views.result_text(Snapshot("task(unifl-x)", "fast", "finished", lora_path=lora, run_dir=tmp_path, feedback="Feedback: aesthetic (color colorfulness)."))
+    assert text.splitlines()[:3] == ["Feedback: aesthetic (color colorfulness).", f"LoRA: {lora}", "Prompt with <lora:fast:1>."]
+    assert text.splitlines()[3].startswith(said)

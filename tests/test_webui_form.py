@@ -55,7 +55,7 @@ def test_bad_values_are_refused_with_the_field_named(tmp_path):
         form.build_config(preset="tiny", model_path="m", run_dir=tmp_path, init_from="", unifl_dir=tmp_path, extra="", **_form_of("tiny") | {"values": shown["values"]})
     with pytest.raises(ConfigError, match="unknown config key 'optim.max_step'"):
         form.build_config(preset="tiny", model_path="m", run_dir=tmp_path, init_from="", unifl_dir=tmp_path, extra="optim.max_step=3", **_form_of("tiny"))
-    with pytest.raises(form.FormError, match="press 🔄 to refresh"):
+    with pytest.raises(form.FormError, match="press 🔄 Refresh lists, then pick one from the color reward list"):
         form.build_config(preset="tiny", model_path="m", run_dir=tmp_path, init_from="", unifl_dir=tmp_path, extra="",
                           **_form_of("tiny") | {"rewards": {"color": "vanished: reward.safetensors"}})
 

@@ -236,7 +236,7 @@ def feedback_tables(choices: dict[str, str], catalog: dict[str, dict], what: str
         if label in (None, "", OFF):
             continue
         if label not in catalog:
-            raise FormError(f"{what} model {label!r} for {aspect} is no longer available: press 🔄 to refresh the lists")
+            raise FormError(f"{what} model {label!r} for {aspect} is no longer available: press 🔄 Refresh lists, then pick one from the {aspect} {what} list")
         tables.append({"aspect": aspect, **catalog[label]})
     return tables
 
@@ -253,7 +253,7 @@ def confine_to_host(config: TrainConfig, host) -> TrainConfig:
     from ..core.training.confinement import ConfinementError, confine
 
     try:
-        confine(config, host.ui_confinement())
+        confine(config, host.ui_confinement(), names=FIELD_LABELS)
     except ConfinementError as error:
         raise FormError(str(error)) from None
     return config

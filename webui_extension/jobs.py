@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..core.config import TrainConfig
 from ..core.files import atomic_write_bytes
+from ..core.memory import release_freed_memory
 from .host import Host
 
 #: Job states in order; the first four are "active" (the page keeps polling).
@@ -50,6 +51,7 @@ class Snapshot:
     lora_path: Path | None = None
     run_dir: Path | None = None
     seconds_per_step: float | None = None
+    feedback: str = ""  # what the run learns from (feedback_summary): the Result box keeps it through every poll
 
     @property
     def active(self) -> bool:
@@ -68,7 +70,8 @@ class TrainingJob:
         self.config, self.host, self.destination, self.resume, self.replace = config, host, Path(destination), resume, replace
         self._lock = threading.Lock()
         self._snapshot = Snapshot(task_id, self.destination.stem, QUEUED, total=config.optim.max_steps,
-                                  message="waiting for the GPU (another webui job may be running)", run_dir=Path(config.logging.output_dir))
+                                  message="waiting for the GPU (another webui job may be running)", run_dir=Path(config.logging.output_dir),
+                                  feedback=feedback_summary(config))
         self._stop_requested = False
         self._first_step_time: tuple[int, float] | None = None
 
@@ -117,39 +120,44 @@ class TrainingJob:
     def run(self) -> str:
         """Called once on the host's worker thread; returns the final message (the webui logs it).
 
-        The final state is published only after the GPU is given back to the host, so a page (or a
-        test) that sees the run end also sees the webui's model back in place.
+        However the run ends (finished, stopped, cancelled, refused or failed), the process gives back
+        the memory it freed and the host gets its GPU back before the final state is published, so a
+        page (or a test) that sees the run end also sees the webui's model back in place and the
+        process at its size after the run.
         """
+        if self._stop_requested:
+            outcome = {"state": STOPPED, "message": "cancelled before it started"}
+        else:
+            self._update(state=LOADING, message=f"loading {self.config.model.path}")
+            give_back = self.host.release_gpu()
+            outcome = self._train()
+            gc.collect()  # the trainer was a local of _train: its reference cycles go now, and its CUDA tensors with them
+            _empty_cuda_cache()
+            try:
+                give_back()
+            except Exception as error:
+                traceback.print_exc()
+                outcome["message"] += f" (the webui's model could not be moved back to the GPU: {error}; it reloads when the next image is generated)"
+        release_freed_memory()  # nothing of the run is reachable any more: glibc can give its pages back
+        self._update(**outcome)
+        return outcome["message"]
+
+    def _train(self) -> dict:
+        """Train and publish the LoRA; returns the job's final state. Nothing of the run outlives this call:
+        the trainer is a local, and an exception is turned into its message here."""
         from ..core.training.trainer import TrainerCallbacks, UniFLTrainer
 
-        if self._stop_requested:
-            self._update(state=STOPPED, message="cancelled before it started")
-            return self._snapshot.message
-        self._update(state=LOADING, message=f"loading {self.config.model.path}")
-        give_back = self.host.release_gpu()
-        trainer = None
         try:
             callbacks = TrainerCallbacks(on_progress=self._on_progress, on_preview=self._on_preview, should_stop=self.should_stop)
             trainer = UniFLTrainer(self.config, callbacks=callbacks)
             if self._snapshot.state == LOADING:
                 self._update(state=TRAINING, message="training: the first step compiles and warms up")
             result = trainer.train(resume="latest" if self.resume else None, overwrite=not self.resume)
-            outcome = self._publish(result.lora_path, result.steps, result.stopped_early)
+            return self._publish(result.lora_path, result.steps, result.stopped_early)
         except Exception as error:  # everything reaches the page; unexpected ones also the console
             if not isinstance(error, EXPECTED_ERRORS):
                 traceback.print_exc()
-            outcome = {"state": FAILED, "message": explain_error(error, self.config)}
-        finally:
-            trainer = None
-            gc.collect()
-            _empty_cuda_cache()
-        try:
-            give_back()
-        except Exception as error:
-            traceback.print_exc()
-            outcome["message"] += f" (the webui's model could not be moved back to the GPU: {error}; it reloads when the next image is generated)"
-        self._update(**outcome)
-        return outcome["message"]
+            return {"state": FAILED, "message": explain_error(error, self.config)}
 
     def _publish(self, lora_path: Path | None, steps: int, stopped_early: bool) -> dict:
         """Copy the exported LoRA into the Lora folder; returns the job's final state."""
@@ -160,6 +168,17 @@ class TrainingJob:
         atomic_write_bytes(self.destination, Path(lora_path).read_bytes())
         done = f"stopped at step {steps}" if stopped_early else f"finished {steps} steps"
         return {"state": STOPPED if stopped_early else FINISHED, "step": steps, "lora_path": self.destination, "message": f"{done}; LoRA saved as {self.destination}"}
+
+
+def feedback_summary(config: TrainConfig) -> str:
+    """One line saying what the run learns from."""
+    from ..core.training.terms import feedback_terms
+
+    terms = feedback_terms(config)
+    if not terms:
+        return "Feedback: none, as asked (a denoising-only LoRA)."
+    models = [f"{spec.aspect} {spec.kind}" for spec in (*config.rewards, *config.perception)]
+    return f"Feedback: {', '.join(terms)} ({'; '.join(models)})."
 
 
 def contact_sheet(images: list[Image.Image]) -> Image.Image:
@@ -215,12 +234,17 @@ def current_job() -> TrainingJob | None:
     return _current
 
 
+def refuse_if_busy() -> None:
+    """Raise :class:`JobBusy` naming the active run, if there is one."""
+    if _current is not None and _current.snapshot().active:
+        running = _current.snapshot()
+        raise JobBusy(f"UniFL is already training {running.name!r} ({running.state}, step {running.step}/{running.total}); press Stop and wait for it to save, then Train again")
+
+
 def submit(job: TrainingJob, host: Host) -> None:
     """Make ``job`` the current run and hand it to the host's worker; refuses while another is active."""
     global _current
     with _board_lock:
-        if _current is not None and _current.snapshot().active:
-            running = _current.snapshot()
-            raise JobBusy(f"UniFL is already training {running.name!r} ({running.state}, step {running.step}/{running.total}); press Stop and wait for it to save, then Train again")
+        refuse_if_busy()
         _current = job
     host.run_in_background(job.snapshot().task_id, job.run)

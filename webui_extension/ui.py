@@ -9,11 +9,14 @@ by id). Handlers are thin: form values go through :mod:`.form` into a core confi
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import gradio as gr
 
 from ..core.config import ConfigError, TrainConfig, load_config
 from ..core.diffusion.loading import ModelLoadError
+from ..core.files import FileNameTooLong, check_output_file
+from ..core.memory import release_freed_memory
 from ..core.training.checkpoint import list_checkpoints
 from ..core.training.preflight import PreflightError, check_before_training
 from ..core.training.terms import feedback_terms
@@ -23,7 +26,8 @@ from .host import RUNS_FOLDER, Host
 
 CONTINUE, START_OVER = "continue it", "start over"
 #: Errors of the form, of config validation and of the input check, shown in the status instead of starting.
-START_ERRORS = (form.FormError, PreflightError, jobs.JobBusy, *jobs.EXPECTED_ERRORS)
+#: OSError: what the file system refuses (an unreadable folder, a file where a folder should be) is a refusal too, never a traceback.
+START_ERRORS = (form.FormError, PreflightError, jobs.JobBusy, *jobs.EXPECTED_ERRORS, FileNameTooLong, OSError)
 
 
 def _slug(field: form.Field) -> str:
@@ -206,7 +210,7 @@ def _model_path(host: Host, checkpoint_label: str | None) -> str:
     """The file of the chosen checkpoint; a file added since the list was read is found by re-reading it."""
     path = host.checkpoints().get(checkpoint_label or "") or host.checkpoints(refresh=True).get(checkpoint_label or "")
     if path is None:
-        raise form.FormError(f"checkpoint {checkpoint_label!r} is not in the checkpoint folder (any more): pick one from the list")
+        raise form.FormError(f"checkpoint {checkpoint_label!r} is not in the checkpoint folder (any more): press 🔄 Refresh lists, then pick one from the Checkpoint list")
     return path
 
 
@@ -220,22 +224,26 @@ def train_clicked(host: Host, task_id: str, *args) -> tuple[str, str]:
         job = start_job(host, task_id, *args)
     except START_ERRORS as error:
         host.end_refused_task(task_id)
+        if not isinstance(error, jobs.JobBusy):  # (a busy refusal read nothing, and a run is using the heap now)
+            release_freed_memory()  # the check read files (a start-from LoRA's tensors, images): give that back too
         return views.error_html(str(error)), ""
-    return views.status_html(job.snapshot()), f"{feedback_summary(job.config)}\n{views.result_text(job.snapshot())}"
+    return views.status_html(job.snapshot()), views.result_text(job.snapshot())
 
 
-def feedback_summary(config: TrainConfig) -> str:
-    """One line saying what the run learns from, shown when it starts."""
-    terms = feedback_terms(config)
-    if not terms:
-        return "Feedback: none, as asked (a denoising-only LoRA)."
-    models = [f"{spec.aspect} {spec.kind}" for spec in (*config.rewards, *config.perception)]
-    return f"Feedback: {', '.join(terms)} ({'; '.join(models)})."
+def start_job(host: Host, task_id: str, *args, **kwargs) -> jobs.TrainingJob:
+    """Check the form (arguments as :func:`checked_run`'s) and hand the run to the host; raises a START_ERRORS
+    on bad input, and :class:`~.jobs.JobBusy` at once while another run is active."""
+    jobs.refuse_if_busy()  # before the checks, which wait while a loading job builds its model (one build at a time)
+    config, destination, resume, replace = checked_run(host, *args, **kwargs)
+    job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
+    jobs.submit(job, host)
+    return job
 
 
-def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool,
-               extra: str, values: dict, reward_labels: dict, perception_labels: dict, without_feedback: bool = False) -> jobs.TrainingJob:
-    """Check the form, build the config, and hand the run to the host; raises a START_ERRORS on bad input.
+def checked_run(host: Host, checkpoint_label: str, preset_name: str, init_label: str, resume_wanted: bool, replace: bool, extra: str,
+                values: dict, reward_labels: dict, perception_labels: dict, without_feedback: bool = False) -> tuple[TrainConfig, Path, bool, bool]:
+    """The run the form asks for, checked before anything loads: its config, where its LoRA goes, whether it
+    resumes, whether it may replace that LoRA. Raises a START_ERRORS naming what to fix.
 
     A run with no feedback term (no PeFL, aesthetic or adversarial loss) is refused unless
     ``without_feedback`` says the user wants exactly that.
@@ -243,6 +251,7 @@ def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str,
     name = form.check_output_name(values[form.OUTPUT_NAME.key])
     values = {**values, form.OUTPUT_NAME.key: name}
     destination = host.lora_dir() / f"{name}.safetensors"
+    check_output_file(destination, "LoRA name:")  # a name the file system cannot hold, before anything is looked up by it
     if destination.exists() and not replace:
         raise form.FormError(f"{destination} already exists: choose another LoRA name, or tick 'Replace an existing LoRA file of this name'")
     init_from = form.lora_choices(host.lora_dir()).get(init_label)
@@ -258,6 +267,4 @@ def start_job(host: Host, task_id: str, checkpoint_label: str, preset_name: str,
                              "or tick 'Train without feedback (denoising only)'")
     check_before_training(config, names=form.FIELD_LABELS)  # in this request, before the model loads in the worker (10-15 s)
     resume = resume_wanted and bool(list_checkpoints(config.logging.output_dir))  # the folder the run will use, wherever it was set
-    job = jobs.TrainingJob(task_id, config, host, destination, resume=resume, replace=replace)
-    jobs.submit(job, host)
-    return job
+    return config, destination, resume, replace

@@ -35,8 +35,10 @@ def status_html(snapshot: Snapshot | None) -> str:
 
 
 def error_html(message: str) -> str:
-    """A refused start (bad form value, busy GPU): shown in place of the status, polling stops."""
-    return f'<div class="unifl-status" data-unifl-state="error" style="color:#dc2626">{html.escape(message)}</div>'
+    """A refused start (bad form value, busy GPU): shown in place of the status, polling stops. A refusal
+    naming several problems has a line each (HTML would run them together)."""
+    lines = "<br>".join(html.escape(line) for line in message.strip().splitlines())
+    return f'<div class="unifl-status" data-unifl-state="error" style="color:#dc2626">{lines}</div>'
 
 
 def _duration(seconds: float) -> str:
@@ -86,13 +88,20 @@ def gallery_items(snapshot: Snapshot | None) -> list[tuple[Image.Image, str]]:
 
 
 def result_text(snapshot: Snapshot | None) -> str:
-    """Where the LoRA went and how to use it (the sampler settings it was trained for)."""
+    """What the run learns from, where the LoRA went and how to sample with it (the sampler it was trained for)."""
     if snapshot is None:
         return ""
-    lines = [f"Run folder (checkpoints, logs.csv, samples): {snapshot.run_dir}"]
+    lines = [snapshot.feedback] if snapshot.feedback else []
     if snapshot.lora_path is not None:
+        lines += [f"LoRA: {snapshot.lora_path}", f"Prompt with <lora:{snapshot.name}:1>."]
         contract = SamplerContract.from_metadata(read_lora_metadata(snapshot.lora_path))
-        lines.insert(0, f"LoRA: {snapshot.lora_path}\nPrompt with <lora:{snapshot.name}:1>.")
         if contract is not None:
-            lines.insert(1, f"Sample with {contract.steps} steps, {contract.scheduler.upper()} sampler ({contract.timestep_spacing} timestep spacing), CFG {contract.cfg:g}.")
+            lines.append(sampler_advice(contract))
+    lines.append(f"Run folder (checkpoints, logs.csv, samples): {snapshot.run_dir}")
     return "\n".join(lines)
+
+
+def sampler_advice(contract: SamplerContract) -> str:
+    """How to sample with a LoRA of ``contract``: its default step count and every count it was trained for."""
+    trained = "" if len(contract.step_counts) == 1 else f" (trained for {', '.join(map(str, contract.step_counts))} steps: any of them works)"
+    return f"Sample with {contract.steps} steps{trained}, {contract.scheduler.upper()} sampler ({contract.timestep_spacing} timestep spacing), CFG {contract.cfg:g}."

@@ -13,6 +13,7 @@ Paths are checked as the loaders will read them (:func:`unifl.core.files.is_insi
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,20 +57,26 @@ class UIConfinement:
     where: str = "the UI"
 
 
-def confine(config: TrainConfig, confinement: UIConfinement) -> TrainConfig:
-    """Return ``config`` if everything it names is allowed; else raise :class:`ConfinementError`."""
+def confine(config: TrainConfig, confinement: UIConfinement, names: Mapping[str, str] | None = None) -> TrainConfig:
+    """Return ``config`` if everything it names is allowed; else raise :class:`ConfinementError` naming every
+    setting that is not, a line each, under the host's ``names`` for its config key where it has one (as
+    :meth:`~unifl.core.training.preflight.PreflightReport.raise_for_errors` does)."""
     c, rules = config, confinement
     shown = ", ".join(map(str, rules.readable))
+    problems: list[str] = []
+
+    def subject(key: str) -> str:
+        return f"{names[key]} ({key})" if names and key in names else key
 
     run_dir = c.logging.output_dir
     if not is_inside(run_dir, [rules.runs], strictly=True):
-        raise ConfinementError(f"logging.output_dir = {run_dir!r}: {rules.where} keeps run folders inside {rules.runs}; "
-                               "remove that setting (the run folder follows the LoRA name)")
+        problems.append(f"{subject('logging.output_dir')} = {run_dir!r}: {rules.where} keeps run folders inside {rules.runs}; "
+                        "remove that setting (the run folder follows the LoRA name)")
 
-    def check(key: str, value: str, names: tuple[str, ...] = ()) -> None:
-        if value and value not in names and not is_inside(value, rules.readable):
-            raise ConfinementError(f"{key} = {value!r} is outside the folders {rules.where} may read ({shown}); "
-                                   "move the file there and name it inside them")
+    def check(key: str, value: str, allowed_names: tuple[str, ...] = ()) -> None:
+        if value and value not in allowed_names and not is_inside(value, rules.readable):
+            problems.append(f"{subject(key)} = {value!r} is outside the folders {rules.where} may read ({shown}); "
+                            "move the file there and name it inside them")
 
     if c.model.path and c.model.path not in rules.models:
         check("model.path", c.model.path, tuple(MODEL_SOURCES))
@@ -79,11 +86,13 @@ def confine(config: TrainConfig, confinement: UIConfinement) -> TrainConfig:
     for section, specs in (("rewards", c.rewards), ("perception", c.perception)):
         for i, spec in enumerate(specs):
             if spec.kind == MODULE_KIND and not rules.allow_module_kinds:
-                raise ConfinementError(f"{section}[{i}].kind = 'module' imports and runs Python code ({spec.path!r}), which {rules.where} "
-                                       f"does not allow; {rules.how_to_allow_modules or 'use a registered kind'}")
+                problems.append(f"{section}[{i}].kind = 'module' imports and runs Python code ({spec.path!r}), which {rules.where} "
+                                f"does not allow; {rules.how_to_allow_modules or 'use a registered kind'}")
             if spec.kind != MODULE_KIND:
                 for value in _named_files(spec.path):
                     check(f"{section}[{i}].path", value)
+    if problems:
+        raise ConfinementError("\n".join(problems))
     return config
 
 

@@ -58,10 +58,10 @@ EXTRA_CASES = [
     ("logging.output_dir='{outside}'", r"logging.output_dir = '.*outside': the UniFL tab keeps run folders inside .*unifl/runs"),
     ("logging.output_dir='{unifl}/runs/../../outside'", r"logging.output_dir = .*: the UniFL tab keeps run folders inside"),
     ("logging.output_dir='{unifl}/runs'", r"logging.output_dir = '.*runs': the UniFL tab keeps run folders inside"),
-    ("data.images='{outside}'", r"data.images = '.*outside' is outside the folders the UniFL tab may read"),
-    ("data.prompts='{outside}/prompts.txt'", r"data.prompts = '.*prompts.txt' is outside the folders the UniFL tab may read"),
-    ("data.prompts='~/.ssh/id_rsa'", r"data.prompts = '~/.ssh/id_rsa' is outside the folders the UniFL tab may read"),
-    ("lora.init_from='{outside}/x.safetensors'", r"lora.init_from = '.*x.safetensors' is outside the folders the UniFL tab may read"),
+    ("data.images='{outside}'", r"Training images \(data.images\) = '.*outside' is outside the folders the UniFL tab may read"),
+    ("data.prompts='{outside}/prompts.txt'", r"Prompt file \(data.prompts\) = '.*prompts.txt' is outside the folders the UniFL tab may read"),
+    ("data.prompts='~/.ssh/id_rsa'", r"Prompt file \(data.prompts\) = '~/.ssh/id_rsa' is outside the folders the UniFL tab may read"),
+    ("lora.init_from='{outside}/x.safetensors'", r"Start from LoRA \(lora.init_from\) = '.*x.safetensors' is outside the folders the UniFL tab may read"),
     ("model.path='{outside}/model.safetensors'", r"model.path = '.*model.safetensors' is outside the folders the UniFL tab may read"),
     ('rewards=[{{aspect = "detail", kind = "module", path = "os:abort"}}]',
      r"rewards\[0\].kind = 'module' imports and runs Python code \('os:abort'\), which the UniFL tab does not allow; start `unifl webui` with --allow-module-kinds"),
@@ -82,8 +82,8 @@ def test_extra_settings_cannot_leave_the_hosts_folders_or_run_code(tab, line, pa
 
 
 @pytest.mark.parametrize(("key", "pattern"), [
-    ("data.images", r"data.images = '.*outside' is outside the folders the UniFL tab may read"),
-    ("data.prompts", r"data.prompts = '.*outside' is outside the folders the UniFL tab may read"),
+    ("data.images", r"^Training images \(data.images\) = '.*outside' is outside the folders the UniFL tab may read"),
+    ("data.prompts", r"^Prompt file \(data.prompts\) = '.*outside' is outside the folders the UniFL tab may read"),
 ])
 def test_the_path_fields_are_confined_like_extra_settings(tab, key, pattern):
     refused(tab, pattern, **form_inputs(**{key: str(tab[1])}))
@@ -156,3 +156,83 @@ def test_the_webui_owner_can_allow_module_kinds_in_settings(tmp_path, monkeypatc
     assert form.confine_to_host(config, host) is config  # allowed; nothing was imported or called here
     for name in [m for m in sys.modules if m == "modules" or m.startswith("modules.")]:
         del sys.modules[name]
+
+
+def test_every_field_outside_the_folders_is_named_by_its_label_on_a_line_of_its_own(tab):
+    """It named only the first offending field, by its config key; the page ran several reasons together on one line."""
+    from unifl.webui_extension import views
+    from unifl.webui_extension.ui import START_ERRORS, start_job, train_clicked
+
+    host, outside = tab
+    inputs = form_inputs(extra=f"lora.init_from='{outside.as_posix()}/x.safetensors'", **{"data.images": str(outside), "data.prompts": str(outside / "prompts.txt")})
+    before = snapshot(host.lora_dir(), host.unifl_dir(), outside)
+    with pytest.raises(START_ERRORS) as caught:
+        start_job(host, "task(unifl-bad)", **inputs)
+    lines = str(caught.value).splitlines()
+    patterns = [r"^Start from LoRA \(lora.init_from\) = '.*x.safetensors' is outside the folders the UniFL tab may read",
+                r"^Training images \(data.images\) = '.*outside' is outside the folders the UniFL tab may read",
+                r"^Prompt file \(data.prompts\) = '.*prompts.txt' is outside the folders the UniFL tab may read"]
+    assert len(lines) == len(patterns), lines
+    for line, pattern in zip(lines, patterns):
+        assert_one_line(line, pattern)
+    status, _ = train_clicked(host, "task(unifl-bad)", *inputs.values())  # what the page shows
+    assert status == views.error_html(str(caught.value)) and status.count("<br>") == len(patterns) - 1
+    assert_untouched(before)
+
+
+def test_a_checkpoint_gone_from_the_folder_names_the_refresh_button(tab):
+    refused(tab, r"checkpoint 'renamed.safetensors' is not in the checkpoint folder \(any more\): press 🔄 Refresh lists, then pick one from the Checkpoint list",
+            **form_inputs() | {"checkpoint_label": "renamed.safetensors"})
+
+
+@pytest.mark.parametrize(("name", "extra", "pattern"), [
+    ("n" * 300, "", r"^LoRA name: .*Lora/n{300}.safetensors: the file name has 312 bytes, but this file system allows \d+ .*: choose a shorter name"),
+    ("n" * 240, "", r"^LoRA name: .*Lora/n{240}.safetensors: the file name has 252 bytes, but this file system allows \d+ .*: choose a shorter name"),
+    ("ok", "logging.output_name='" + "n" * 240 + "'",
+     r"^LoRA name \(logging.output_name\): .*runs/ok/n{240}.safetensors: the file name has 252 bytes, but this file system allows \d+"),
+], ids=["300 characters", "240 characters", "240 characters in Extra settings"])
+def test_a_lora_name_too_long_for_a_file_is_refused_before_training(tab, name, extra, pattern):
+    """A 300-character name raised an unhandled OSError in the server; 240 characters trained every step and then
+    failed to publish the LoRA (its temporary file's name was too long)."""
+    from unifl.webui_extension.ui import train_clicked
+
+    refused(tab, pattern, **form_inputs(name=name, extra=extra))
+    status, _ = train_clicked(tab[0], "task(unifl-long)", *form_inputs(name=name, extra=extra).values())  # the button: a refusal, never a raise
+    assert 'data-unifl-state="error"' in status and "choose a shorter name" in status
+
+
+@pytest.mark.slow
+def test_train_again_while_the_first_job_loads_is_refused_and_the_first_job_finishes(tab, tiny_sd15_dir):
+    """The reported case: a second Train while the first job was loading was refused as busy, but its pre-run
+    check built modules on the meta device for the whole process, and the first job died ("expected device
+    meta"). Here second submissions, and the pre-run check they run, overlap each of five first jobs' model load."""
+    import shutil
+
+    from conftest import FAST
+    from unifl.webui_extension import jobs
+    from unifl.webui_extension.host import StandaloneHost
+    from unifl.webui_extension.ui import checked_run, start_job, train_clicked
+
+    _, outside = tab
+    models = outside.parent / "checkpoints"
+    shutil.copytree(tiny_sd15_dir, models / "tiny")
+    host = StandaloneHost([models], outside.parent / "Lora", outside.parent / "unifl")
+    fast = "\n".join(line for line in FAST if not line.startswith("optim.max_steps"))  # one step: the load is what matters here
+    overlaps = 0
+    for round_ in range(5):
+        first = start_job(host, f"task(unifl-first-{round_})", **form_inputs(name=f"first-{round_}", extra=fast, **{"optim.max_steps": 1})
+                          | {"checkpoint_label": "tiny", "resume_wanted": False})
+        second = form_inputs(name="second", extra=fast) | {"checkpoint_label": "tiny"}
+        while first.snapshot().state in (jobs.QUEUED, jobs.LOADING):
+            status, _ = train_clicked(host, "task(unifl-second)", *second.values())
+            assert 'data-unifl-state="error"' in status and f"UniFL is already training &#x27;first-{round_}&#x27;" in status, status
+            checked_run(host, **second)  # the second submission's pre-run check, as while no job was on the board
+            overlaps += first.snapshot().state == jobs.LOADING
+        deadline = time.time() + 300
+        while first.snapshot().active:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert first.snapshot().state == "finished", first.snapshot().message
+        assert (host.lora_dir() / f"first-{round_}.safetensors").is_file()
+    print(f"{overlaps} pre-run checks overlapped a model load")
+    assert overlaps >= 3, f"only {overlaps} checks overlapped a model load"
