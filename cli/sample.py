@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .arguments import number, whole
@@ -28,7 +29,9 @@ def run(args) -> int:
     if args.lora:
         contract = SamplerContract.from_metadata(read_lora_metadata(args.lora)) or contract
         load_kohya_lora(args.lora, denoiser.lora_target, architecture=denoiser.architecture)
-    steps = contract.steps if args.steps is None else args.steps
+    steps, warning = contract.steps_for(args.steps)
+    if warning:
+        print(f"unifl sample: {args.lora}: {warning}", file=sys.stderr)
     spacing = args.spacing or contract.timestep_spacing
     cfg = contract.cfg if args.cfg is None else args.cfg
     prompts = [p for p in args.prompt for _ in range(args.num_images)]
@@ -48,7 +51,7 @@ def add_command(subparsers) -> None:
     p.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--num-images", type=whole(1), default=1, help="images per prompt")
-    p.add_argument("--steps", type=whole(1), help="DDIM steps (default: the LoRA's contract, else 20)")
+    p.add_argument("--steps", type=whole(1), help="DDIM steps (default: the LoRA's contract, else 20); a few-step LoRA samples at the nearest count it was trained for")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], help="timestep spacing (default: the LoRA's contract)")
     p.add_argument("--cfg", type=number(1.0), help="CFG scale; 1 disables CFG (one UNet call per step)")
     p.add_argument("--seed", type=whole(0), default=0)

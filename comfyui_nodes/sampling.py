@@ -77,7 +77,7 @@ def apply_unifl_lora(model, lora_name: str, strength: float, steps: int | None =
         log.warning("UniFL: %s", warning)
     patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0)
     settings = contract.comfyui_settings()
-    trained = "" if len(contract.step_counts) == 1 else f" (trained for {', '.join(map(str, contract.step_counts))})"
+    trained = "" if len(contract.step_counts) <= 1 else f" (trained for {', '.join(map(str, contract.step_counts))})"
     info = (f"{lora_name}: stage {meta.get('unifl.stage', '?')}, {steps} steps{trained}, {contract.scheduler} "
             f"({contract.timestep_spacing} spacing), CFG {contract.cfg:g}. KSampler equivalent: sampler {settings['sampler_name']}, scheduler {settings['scheduler']}."
             + "".join(f" WARNING: {w}" for w in warnings))

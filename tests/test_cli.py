@@ -27,6 +27,10 @@ def test_train_sample_export_round_trip(tiny_sd15_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 DDIM steps, trailing spacing, CFG 1.0" in out  # the stage-2 LoRA's own contract
     assert len(list((tmp_path / "samples").glob("*-seed*.png"))) == 2 and (tmp_path / "samples" / "grid.png").is_file()
+    # a step count the few-step LoRA was not trained for: the nearest it was, said on stderr
+    assert main(["sample", "--model", str(tiny_sd15_dir), "--lora", str(lora), "--prompt", "a red cat", "--steps", "3", "--height", "32", "--width", "32", "--out", str(tmp_path / "samples3")]) == 0
+    captured = capsys.readouterr()
+    assert "trained to sample at 2 steps, not 3: sampling at 2" in captured.err and "2 DDIM steps" in captured.out
 
     exported = tmp_path / "exported.safetensors"
     assert main(["export", "latest", "--run-dir", str(tmp_path / "run"), "--out", str(exported)]) == 0

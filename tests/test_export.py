@@ -147,7 +147,7 @@ def test_metadata_round_trip(sd15_file):
     assert meta["unifl.stage"] == "2"
     assert meta["unifl.version"]
     assert "4 steps" in meta["ss_training_comment"]
-    assert SamplerContract.from_metadata(meta) == SamplerContract()
+    assert SamplerContract.from_metadata(meta) == SamplerContract(step_counts=(4,))  # a stage-2 file: trained for its one count
 
 
 def test_sdxl_metadata_marks_the_file_for_sdxl(tmp_path):
@@ -298,8 +298,13 @@ def test_the_contract_names_every_step_count_a_lora_was_trained_for():
     steps, warning = general.steps_for(6)
     assert steps == 4 and "trained to sample at 1, 2, 4, 8 steps, not 6" in warning
     assert general.steps_for(30)[0] == 8
-    # a file written before step counts were recorded was trained for its one count
-    older = {k: v for k, v in SamplerContract(steps=4).to_metadata().items() if k != "unifl.sampler.step_counts"}
-    assert SamplerContract.from_metadata(older).step_counts == (4,)
+    # a stage-2 file written before step counts were recorded was trained for its one count
+    older = {k: v for k, v in SamplerContract(steps=4, step_counts=(4,)).to_metadata().items() if k != "unifl.sampler.step_counts"}
+    assert SamplerContract.from_metadata(older | {"unifl.stage": "2"}).step_counts == (4,)
+    assert SamplerContract.from_metadata(older | {"unifl.stage": "2"}).steps_for(8)[0] == 4
+    # a stage-1 (quality) LoRA was trained for no particular count: a user's count is followed as it is
+    quality = SamplerContract(steps=20, timestep_spacing="leading", cfg=7.5)
+    assert quality.step_counts == () and "unifl.sampler.step_counts" not in quality.to_metadata()
+    assert SamplerContract.from_metadata(quality.to_metadata() | {"unifl.stage": "1"}).steps_for(30) == (30, None)
     with pytest.raises(ValueError, match="step counts"):
         SamplerContract(step_counts=(0,))

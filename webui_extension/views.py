@@ -103,5 +103,5 @@ def result_text(snapshot: Snapshot | None) -> str:
 
 def sampler_advice(contract: SamplerContract) -> str:
     """How to sample with a LoRA of ``contract``: its default step count and every count it was trained for."""
-    trained = "" if len(contract.step_counts) == 1 else f" (trained for {', '.join(map(str, contract.step_counts))} steps: any of them works)"
+    trained = "" if len(contract.step_counts) <= 1 else f" (trained for {', '.join(map(str, contract.step_counts))} steps: any of them works)"
     return f"Sample with {contract.steps} steps{trained}, {contract.scheduler.upper()} sampler ({contract.timestep_spacing} timestep spacing), CFG {contract.cfg:g}."

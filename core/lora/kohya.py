@@ -62,8 +62,8 @@ SCHEDULERS = {"ddim": ("DDIMScheduler", "ddim"), "euler": ("EulerDiscreteSchedul
 COMFYUI_SCHEDULERS = {"trailing": "simple", "leading": "ddim_uniform", "linspace": "normal"}
 
 SAMPLER_KEYS = ("unifl.sampler.steps", "unifl.sampler.scheduler", "unifl.sampler.timestep_spacing", "unifl.sampler.cfg")
-#: Optional beside :data:`SAMPLER_KEYS`: the step counts a LoRA was trained for, ``"1,2,4,8"`` (files from
-#: before it was written were trained for ``unifl.sampler.steps`` alone).
+#: Optional beside :data:`SAMPLER_KEYS`: the step counts a few-step LoRA was trained for, ``"1,2,4,8"`` (a stage-2
+#: file from before it was written was trained for ``unifl.sampler.steps`` alone; a stage-1 LoRA has none).
 STEP_COUNTS_KEY = "unifl.sampler.step_counts"
 
 
@@ -80,8 +80,9 @@ class SamplerContract:
         scheduler: ``"ddim"`` or ``"euler"`` (deterministic; identical updates for these models).
         timestep_spacing: ``"trailing"``, ``"leading"`` or ``"linspace"`` (see :mod:`unifl.core.diffusion.schedule`).
         cfg: classifier-free guidance scale; 1.0 means no guidance (one UNet call per step).
-        step_counts: every step count the LoRA was trained to sample at (a stage-2 LoRA trained over several
-            deployment schedules); empty means ``steps`` alone. ``steps`` is the default among them.
+        step_counts: the step counts a few-step LoRA was trained to sample at (stage 2: its deployment schedules),
+            ``steps`` among them as the default; empty for a LoRA trained for no particular count (stage 1, a
+            quality LoRA, works at whatever count a user picks).
     """
 
     steps: int = 4
@@ -100,15 +101,14 @@ class SamplerContract:
         if not self.cfg >= 1.0:
             raise ValueError(f"cfg must be >= 1.0 (1.0 = no guidance), got {self.cfg!r}")
         self.cfg = float(self.cfg)
-        counts = tuple(sorted(set(self.step_counts) | {self.steps}))
-        if not all(isinstance(n, int) and n >= 1 for n in counts):
+        if not all(isinstance(n, int) and n >= 1 for n in self.step_counts):
             raise ValueError(f"sampler step counts must be positive integers, got {self.step_counts!r}")
-        self.step_counts = counts
+        self.step_counts = tuple(sorted(set(self.step_counts) | {self.steps})) if self.step_counts else ()
 
     def steps_for(self, requested: int | None) -> tuple[int, str | None]:
         """The step count to sample with when a user asks for ``requested`` (``None``: the default), and a
-        warning when the LoRA was not trained for that count (then the nearest count it was trained for)."""
-        if requested is None or requested in self.step_counts:
+        warning when a few-step LoRA was not trained for that count (then the nearest count it was trained for)."""
+        if requested is None or not self.step_counts or requested in self.step_counts:
             return (self.steps if requested is None else requested), None
         nearest = min(self.step_counts, key=lambda n: (abs(n - requested), n))
         trained = ", ".join(map(str, self.step_counts))
@@ -120,7 +120,7 @@ class SamplerContract:
             "unifl.sampler.scheduler": self.scheduler,
             "unifl.sampler.timestep_spacing": self.timestep_spacing,
             "unifl.sampler.cfg": repr(self.cfg),
-            STEP_COUNTS_KEY: ",".join(map(str, self.step_counts)),
+            **({STEP_COUNTS_KEY: ",".join(map(str, self.step_counts))} if self.step_counts else {}),
         }
 
     @classmethod
@@ -134,9 +134,11 @@ class SamplerContract:
             raise ValueError(f"LoRA metadata has an incomplete UniFL sampler contract: {missing} missing")
         try:
             steps, cfg = int(meta["unifl.sampler.steps"]), float(meta["unifl.sampler.cfg"])
-            counts = tuple(int(n) for n in meta.get(STEP_COUNTS_KEY, "").split(",") if n.strip())
+            counts = tuple(int(n) for n in meta[STEP_COUNTS_KEY].split(",") if n.strip()) if STEP_COUNTS_KEY in meta else None
         except ValueError as error:
             raise ValueError(f"LoRA metadata has an unreadable UniFL sampler contract: {error}") from None
+        if counts is None:  # written before step counts were: a stage-2 LoRA was trained for its one count
+            counts = (steps,) if meta.get("unifl.stage") == "2" else ()
         return cls(steps, meta["unifl.sampler.scheduler"], meta["unifl.sampler.timestep_spacing"], cfg, counts)
 
     def diffusers_kwargs(self) -> dict:

@@ -25,10 +25,11 @@ RUN_LOG = logging.getLogger("unifl.run")
 def sampler_contract(config: TrainConfig) -> SamplerContract:
     """How a LoRA of this stage is meant to be sampled: stage 2 is the few-step model, without CFG, at
     ``adversarial.inference_steps`` by default and at every count it trained (``adversarial.step_counts``
-    with ``schedule = "step-counts"``; the 'few-step' and 'trajectory' schedules train for the one count)."""
+    with ``schedule = "step-counts"``; the 'few-step' and 'trajectory' schedules train for the one count).
+    Stage 1 trains for no particular count: its contract's default is the PeFL rollout's, and any count works."""
     if config.stage == "2":
         adv = config.adversarial
-        counts = tuple(adv.step_counts) if adv.schedule == "step-counts" else ()
+        counts = tuple(adv.step_counts) if adv.schedule == "step-counts" else (adv.inference_steps,)
         return SamplerContract(steps=adv.inference_steps, scheduler="ddim", timestep_spacing=adv.timestep_spacing, cfg=1.0, step_counts=counts)
     return SamplerContract(steps=config.pefl.inference_steps, scheduler="ddim", timestep_spacing="leading", cfg=config.logging.validation_cfg)
 
