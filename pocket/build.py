@@ -45,7 +45,7 @@ def build(only: list[str] | None = None, quick: bool = False, out: Path = WEIGHT
     wanted = list(only or PARTS)
     progress_path = Path(out) / PROGRESS_FILE
     if progress_path.is_file() and not resume:
-        raise FileExistsError(f"{progress_path}: an unfinished pocket build is recorded there; add --resume to continue it, or delete the file to start over")
+        raise ValueError(f"{progress_path}: an unfinished pocket build is recorded there; add --resume to continue it, or delete the file to start over")
     progress = json.loads(progress_path.read_text()) if resume and progress_path.is_file() else {"parts": wanted, "done": []}
     if progress["parts"] != wanted:
         raise ValueError(f"{progress_path}: the unfinished build was of {', '.join(progress['parts'])}; resume it with the same --only")
@@ -73,11 +73,7 @@ def build(only: list[str] | None = None, quick: bool = False, out: Path = WEIGHT
 
 
 def _run(args) -> int:
-    try:
-        build(args.only.split(",") if args.only else None, quick=args.quick, out=Path(args.out), resume=args.resume, part_hours=args.part_hours)
-    except (FileExistsError, ValueError) as refusal:
-        print(f"unifl pocket build: {refusal}")
-        return 2
+    build(args.only.split(",") if args.only else None, quick=args.quick, out=Path(args.out), resume=args.resume, part_hours=args.part_hours)
     return 0
 
 

@@ -142,7 +142,7 @@ def test_pocket_build_resume_skips_finished_parts_and_refuses_a_silent_restart(t
     assert pocket_build.build(["ldm"], out=tmp_path, part_hours=1.5) is None
     assert "--part-hours" in calls[0] and "1.5" in calls[0] and "--resume" not in calls[0]
     assert "unifl pocket build --resume" in capsys.readouterr().out
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(ValueError, match="--resume"):
         pocket_build.build(["ldm"], out=tmp_path)
     assert pocket_build.build(["ldm"], out=tmp_path, resume=True) is not None
     assert "--resume" in calls[1]
