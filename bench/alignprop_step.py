@@ -1,7 +1,7 @@
 """TRL's AlignProp step (``trl==0.23.1``, the last release with ``AlignPropTrainer``) on the benchmark's model.
 
 Imported by ``bench/real_size.py`` in a Python that has trl 0.23.1 (its own venv; trl is no dependency
-of UniFL). The glue follows /work/shared/notes/peers.md: a ``DefaultDDPOStableDiffusionPipeline``
+of UniFL). The glue follows the team's peer notes (shared/notes/peers.md): a ``DefaultDDPOStableDiffusionPipeline``
 subclass that takes our pipeline instead of downloading one and adds the same LoRA as UniFL (rank 16
 on the attention projections, fp32), ``accelerate.PartialState()`` first, no checkpoint saving.
 AlignProp's own settings are kept (CFG 5, its per-step UNet checkpointing, the VAE decode and the

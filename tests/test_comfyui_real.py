@@ -15,7 +15,7 @@ third-party pack: it must refuse the graph naming the missing node), the templat
 reward-model training run and its Cancel, the latency of Cancel during LoRA training, ComfyUI's own
 LoraLoader on the trained file, and the SDXL path of the seam.
 
-    COMFYUI_PATH=/work/comfyui COMFYUI_PYTHON=/work/comfy-venv/bin/python \\
+    COMFYUI_PATH=$HOME/comfyui COMFYUI_PYTHON=$HOME/comfy-venv/bin/python \\
         nice -n 19 .venv/bin/python -m pytest tests/test_comfyui_real.py -v -m comfyui
 """
 

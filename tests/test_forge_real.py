@@ -8,8 +8,8 @@ pack as ``extensions/unifl`` and a random-weight full-size SD1.5 checkpoint (bui
 gradio's queue API (``/queue/join``), with the inputs the page would send; images come from
 ``/sdapi/v1/txt2img``. Tests run in file order and share the server; each prints what it measured.
 
-    tests/host_stacks/setup_forge.sh /work/forge     # once
-    FORGE_PATH=/work/forge nice -n 19 .venv/bin/python -m pytest tests/test_forge_real.py -v -s
+    tests/host_stacks/setup_forge.sh $HOME/forge     # once
+    FORGE_PATH=$HOME/forge nice -n 19 .venv/bin/python -m pytest tests/test_forge_real.py -v -s
 """
 
 from __future__ import annotations

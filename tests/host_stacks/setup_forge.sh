@@ -3,7 +3,7 @@
 # public repository, and a venv with Forge's own pins, torch 2.14.1 + torchvision 0.29.1 (the pair that
 # imports together) and UniFL's install.py run as Forge runs it.
 #
-#   FORGE_SOURCE=/path/to/stable-diffusion-webui-forge tests/host_stacks/setup_forge.sh [/work/forge]
+#   FORGE_SOURCE=/path/to/stable-diffusion-webui-forge tests/host_stacks/setup_forge.sh [TARGET, default .host-stacks/forge]
 #
 # FORGE_SOURCE is a clone (or a bare git directory) of lllyasviel/stable-diffusion-webui-forge; the
 # commit used is FORGE_COMMIT (default: its HEAD; tested at dfdcbab6, f2.0.1v1.10.1). Forge's start-up
@@ -12,7 +12,7 @@
 # Rerunning reuses a finished venv. About 8 min from scratch on a 2-core machine (pip's downloads).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET=${1:-/work/forge}
+TARGET=${1:-.host-stacks/forge}
 SOURCE=${FORGE_SOURCE:?set FORGE_SOURCE to a clone of lllyasviel/stable-diffusion-webui-forge}
 COMMIT=${FORGE_COMMIT:-HEAD}
 PYTHON=${PYTHON:-python3.11}
