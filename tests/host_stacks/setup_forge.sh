@@ -12,7 +12,7 @@
 # Rerunning reuses a finished venv. About 8 min from scratch on a 2-core machine (pip's downloads).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-TARGET=${1:-.host-stacks/forge}
+TARGET=${1:-$ROOT/.host-stacks/forge}
 SOURCE=${FORGE_SOURCE:?set FORGE_SOURCE to a clone of lllyasviel/stable-diffusion-webui-forge}
 COMMIT=${FORGE_COMMIT:-HEAD}
 PYTHON=${PYTHON:-python3.11}
