@@ -5,7 +5,7 @@ this module trains them the AnimateDiff way (Guo et al., 2024): temporal transfo
 block of the *frozen* image UNet, attending across frames at each latent pixel, trained alone with the
 plain ε-prediction MSE on short clips (one timestep per clip, independent noise per frame).
 
-**The adapter's config matches the pocket UNet** (:data:`MOTION_ADAPTER_CONFIG`), as
+**The adapter's config matches the pocket UNet** (:func:`motion_adapter_config` of the UNet it is built beside), as
 ``UNetMotionModel.from_unet2d`` requires: the same ``block_out_channels`` and one motion layer per block
 (its ``layers_per_block``; up blocks get one more, as the UNet's do). ``UNetMotionModel`` builds its temporal
 layers with the UNet's ``norm_num_groups`` whatever the adapter says, so the adapter declares the same 8
@@ -56,15 +56,22 @@ FRAMES = 8
 """Frames per training clip, and per clip the build measures."""
 SPEED_PX = (0.5, 1.5)
 """Object speed range in pixels per frame at 64 px: 3.5–10.5 px over a clip, a third of the smallest object to a large one's radius."""
-MOTION_ADAPTER_CONFIG = dict(
-    block_out_channels=UNET_CONFIG["block_out_channels"],
-    motion_layers_per_block=UNET_CONFIG["layers_per_block"],
-    motion_transformer_layers_per_block=1,
-    motion_norm_num_groups=UNET_CONFIG["norm_num_groups"],
-    motion_num_attention_heads=tuple(width // 32 for width in UNET_CONFIG["block_out_channels"]),
-    motion_max_seq_length=16,  # trained on 8-frame clips; the sinusoidal frame positions go to 16 (AnimateDiffPipeline's default)
-    use_motion_mid_block=False,
-)
+def motion_adapter_config(unet_config) -> dict:
+    """The adapter of a pocket UNet of ``unet_config`` (a dict or a diffusers config): its widths, layers and groups,
+    so an adapter built beside a rebuilt base with other widths still fits it."""
+    return dict(
+        block_out_channels=tuple(unet_config["block_out_channels"]),
+        motion_layers_per_block=unet_config["layers_per_block"],
+        motion_transformer_layers_per_block=1,
+        motion_norm_num_groups=unet_config["norm_num_groups"],
+        motion_num_attention_heads=tuple(width // 32 for width in unet_config["block_out_channels"]),
+        motion_max_seq_length=16,  # trained on 8-frame clips; the sinusoidal frame positions go to 16 (AnimateDiffPipeline's default)
+        use_motion_mid_block=False,
+    )
+
+
+MOTION_ADAPTER_CONFIG = motion_adapter_config(UNET_CONFIG)
+"""The adapter of the v1 pocket UNet (the shipped one)."""
 SAMPLERS = ((20, "leading", GRID_CFG), (4, "trailing", 1.0))
 """(steps, spacing, CFG) measured: the pocket model's usual sampler, and stage 2's 4-step contract."""
 
@@ -105,12 +112,13 @@ def load_pocket_motion_adapter(path: str | Path | None = None):
     return MotionAdapter.from_pretrained(str(folder)).eval()
 
 
-def new_motion_adapter(seed: int = 0):
-    """An untrained adapter of :data:`MOTION_ADAPTER_CONFIG` whose motion modules are exact no-ops (zero ``proj_out``)."""
+def new_motion_adapter(seed: int = 0, unet_config=None):
+    """An untrained adapter for a UNet of ``unet_config`` (default: the v1 pocket UNet, :data:`MOTION_ADAPTER_CONFIG`)
+    whose motion modules are exact no-ops (zero ``proj_out``)."""
     from diffusers import MotionAdapter
 
     torch.manual_seed(seed)
-    adapter = MotionAdapter(**MOTION_ADAPTER_CONFIG)
+    adapter = MotionAdapter(**(MOTION_ADAPTER_CONFIG if unet_config is None else motion_adapter_config(unet_config)))
     with torch.no_grad():
         for name, module in adapter.named_modules():
             if name.endswith("proj_out"):
@@ -173,7 +181,7 @@ def train_motion_adapter(pipe, latents: torch.Tensor, embeddings: torch.Tensor, 
     """
     from diffusers import UNetMotionModel
 
-    adapter = new_motion_adapter(seed)
+    adapter = new_motion_adapter(seed, pipe.unet.config)
     model = UNetMotionModel.from_unet2d(pipe.unet, adapter)
     model.freeze_unet2d_params()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -260,7 +268,7 @@ def measure(pipe, adapter, real_clips: torch.Tensor, captions: list[str]) -> tup
     generated, seeds = {}, list(range(len(captions)))
     for steps, spacing, cfg in progress_bar(SAMPLERS, desc="measure", dynamic_ncols=True):
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing=spacing)
-        for name, candidate in (("without", new_motion_adapter()), ("with", adapter)):
+        for name, candidate in (("without", new_motion_adapter(unet_config=pipe.unet.config)), ("with", adapter)):
             key = f"{name}_{steps}_{spacing}"
             generated[key] = generate_clips(animatediff_pipeline(pipe, candidate, scheduler), captions, seeds, steps=steps, cfg=cfg, frames=real.shape[1])
             numbers[key] = {"difference": consecutive_difference(generated[key]), "object_iou": consecutive_object_iou(generated[key], evaluator)}
@@ -329,7 +337,7 @@ def build_report(*, settings, seed, quick, clock, adapter, folder_mb, trained_be
             rows.append(f"| {label}, {steps}-step DDIM {spacing}, CFG {cfg:g} | {name} | {m['difference']:.4f} | {m['object_iou']:.3f} |")
     prompt_list = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(grid_prompts))
     sampler_rows = ", ".join(f"{name} the adapter at {steps}-step DDIM {spacing} CFG {cfg:g}" for steps, spacing, cfg in SAMPLERS for name in ("without", "with"))
-    config = ", ".join(f"{k}={v}" for k, v in MOTION_ADAPTER_CONFIG.items())
+    config = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in adapter.config.items() if k in MOTION_ADAPTER_CONFIG)
     return f"""# Pocket motion adapter build
 
 Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''}

@@ -162,3 +162,16 @@ def test_quick_build_runs_end_to_end(build, tmp_path):
     assert {"config.json", "diffusion_pytorch_model.safetensors", "BUILD.md", "samples.png"} <= {p.name for p in out.iterdir()}
     assert "--quick" in (out / "BUILD.md").read_text()
     assert not list(tmp_path.glob(".addon*"))  # no temporary or replaced folder left behind
+
+
+def test_a_motion_adapter_fits_a_rebuilt_base_of_other_widths():
+    """The adapter is made for the UNet it is trained beside, not for v1's widths: a rebuilt base may differ."""
+    from diffusers import UNet2DConditionModel, UNetMotionModel
+
+    from unifl.pocket import ldm
+
+    unet = UNet2DConditionModel(**ldm.unet_config((64, 128), latent_factor=2))
+    adapter = motion.new_motion_adapter(unet_config=unet.config)
+    assert tuple(adapter.config.block_out_channels) == (64, 128)
+    model = UNetMotionModel.from_unet2d(unet, adapter)
+    assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in unet.parameters())
