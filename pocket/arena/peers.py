@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,22 +70,36 @@ def missing_reason(method: str) -> str:
 
 def fetch(repository: str, run=subprocess.run) -> Path:
     """``repository`` at its pinned commit in its folder: a shallow fetch of that one commit (GitHub serves a commit
-    by its hash), checked out detached. A folder already at the commit is left as it is."""
+    by its hash), checked out detached, in a temporary folder beside the target that is renamed into place only
+    when whole (a failed fetch, offline say, leaves nothing that looks like a copy). A folder already at the
+    commit is left as it is."""
     spec, target = REPOSITORIES[repository], source_path(repository)
-    git = lambda *args, **kw: run(["git", "-C", str(target), *args], check=True, capture_output=True, text=True, **kw)  # noqa: E731
-    if (target / ".git").exists():
-        head = git("rev-parse", "HEAD").stdout.strip()
+
+    def git(folder: Path, *args):
+        return run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True)
+
+    if target.exists():
+        try:
+            head = git(target, "rev-parse", "HEAD").stdout.strip()
+        except subprocess.CalledProcessError:
+            head = ""
         if head == spec.commit:
             return target
-        raise RuntimeError(f"{target} is at {head[:12]}, not the pinned {spec.commit[:12]}: check it out there (git -C {target} checkout {spec.commit}) or delete the folder")
-    target.mkdir(parents=True, exist_ok=True)
+        raise RuntimeError(f"{target} is {'at ' + head[:12] if head else 'not a git checkout with a commit'}, not the pinned {spec.commit[:12]}: "
+                           f"check it out there (git -C {target} checkout {spec.commit}) or move the folder away")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        git("init", "-q")
-        git("fetch", "-q", "--depth", "1", spec.url, spec.commit)
-        git("checkout", "-q", "--detach", "FETCH_HEAD")
+        git(partial, "init", "-q")
+        git(partial, "fetch", "-q", "--depth", "1", spec.url, spec.commit)
+        git(partial, "checkout", "-q", "--detach", "FETCH_HEAD")
+        os.replace(partial, target)
     except subprocess.CalledProcessError as error:
-        raise RuntimeError(f"could not fetch {spec.url} at {spec.commit[:12]} ({(error.stderr or '').strip().splitlines()[-1:] or 'git failed'}); "
-                           f"offline? clone it at that commit elsewhere, copy it here and set {spec.variable}=<that folder>") from error
+        said = (error.stderr or "").strip().splitlines()
+        raise RuntimeError(f"could not fetch {spec.url} at {spec.commit[:12]} ({said[-1] if said else 'git failed'}); "
+                           f"offline? clone it at that commit elsewhere and set {spec.variable}=<that folder>") from error
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # our own temporary folder; gone already when the rename happened
     return target
 
 
