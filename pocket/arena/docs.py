@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--docs", type=Path, default=DOCS, help="the docs folder (default: this checkout's)")
     parser.add_argument("--curves", type=Path, default=None, help="the budget curve's folder (make arena-curves: its metrics.json and curves.png)")
     args = parser.parse_args(argv)
+    for given in (args.metrics, *([args.curves / "metrics.json"] if args.curves else [])):
+        if not given.is_file():
+            parser.error(f"{given}: no such file; run `make arena` (and `make arena-curves` for --curves) first")
     for path in write_docs(args.metrics, args.docs, curves_dir=args.curves):
         print(f"wrote {path}")
 
