@@ -11,6 +11,7 @@ from unifl.pocket.arena.stats import (
     MeanAbsoluteGap,
     Comparison,
     WeightedSet,
+    centred_interval,
     bootstrap,
     bootstrap_weights,
     holm,
@@ -132,3 +133,17 @@ def test_the_spectrum_gap_equals_the_judges_spectrum_distance_where_the_judges_h
     shares = spectrum.log_band_shares(images).double().numpy().reshape(2, 4, 3, -1)
     gap = MeanAbsoluteGap(shares, spectrum.log_band_shares(real).double().numpy(), 1)(np.ones((1, 2, 4)))
     assert gap[0] == pytest.approx(spectrum.spectrum_distance(images, real), rel=1e-5)
+
+
+def test_the_interval_of_a_set_statistic_holds_its_point():
+    """A draw repeats some images and drops others, which makes FD larger: percentiles of the draws can leave out the
+    point estimate itself; the interval is their spread placed about it."""
+    rng = np.random.default_rng(1)
+    real = rng.normal(size=(400, 32))
+    images = rng.normal(0.3, 1.0, size=(1, 24, 32))  # one seed, 24 prompts of one image each, 32-d features
+    draws = bootstrap(FrechetToReal(images, real, 1), bootstrap_weights(1, 24, 400, seed=0))
+    low, high = np.quantile(draws[1:], [0.025, 0.975])
+    assert low > draws[0]  # the percentile interval misses the point here
+    interval = centred_interval(draws, 0.95)
+    assert interval[0] <= draws[0] <= interval[1]
+    assert interval[1] - interval[0] == pytest.approx(high - low)  # as wide as the draws' spread

@@ -18,7 +18,7 @@ from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, REALISM, aggregate, decide
 from .counting import training_compute
 from .measure import load_images, load_per_image, load_tensor, prompt_judge_version, write_json
 from .plan import SPLITS, ArenaSettings, tuning_of
-from .stats import FrechetToReal, ImageMean, KernelDistanceToReal, MeanAbsoluteGap, bootstrap, bootstrap_weights
+from .stats import FrechetToReal, ImageMean, KernelDistanceToReal, MeanAbsoluteGap, centred_interval, bootstrap, bootstrap_weights
 
 BOOTSTRAP_METRICS = ("prompt_accuracy", "all_correct", "prompt_accuracy_v1", "all_correct_v1", *REALISM, "aspect_shortfall")
 """The metrics with bootstrap intervals (per-image values or sets resampled); the others show mean [min, max] over seeds."""
@@ -118,9 +118,7 @@ def row_bootstraps(out: Path, settings: ArenaSettings, rows: list[str]) -> dict[
 
 
 def _interval(draws: np.ndarray, confidence: float) -> dict:
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(draws[1:], [tail, 1 - tail])
-    return {"point": float(draws[0]), "interval": [float(low), float(high)]}
+    return {"point": float(draws[0]), "interval": list(centred_interval(draws, confidence))}
 
 
 def _row_compute(compute: dict, rows: dict, row: str) -> dict:
