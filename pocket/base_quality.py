@@ -62,6 +62,14 @@ def sample(pipe, prompts: list[str], seeds: list[int], steps: int, spacing: str,
     return torch.cat(chunks)
 
 
+@torch.no_grad()
+def vae_round_trip(vae, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Real renders encoded to the latent mode and decoded: the best any denoiser on this VAE can draw, so a
+    check this row fails is the VAE's (e.g. too few latents for the world's stripes), not the UNet's."""
+    chunks = [vae.decode(vae.encode(images[i : i + batch] * 2 - 1).latent_dist.mode()).sample for i in range(0, len(images), batch)]
+    return ((torch.cat(chunks) + 1) / 2).float().clamp(0, 1)
+
+
 def measure_base(model: str | Path | None, split_name: str = "validation", num_prompts: int = 128, replicates: int = 3, num_real: int = 1024) -> dict:
     """Per sampler and replicate: every prompt check, the detail gap to real renders, FD/KID; and the references."""
     pipe = frozen_pocket_pipeline(model)
@@ -76,7 +84,8 @@ def measure_base(model: str | Path | None, split_name: str = "validation", num_p
         scenes, prompts, seeds = split_prompts(split_name, num_prompts, replicate)
         same = torch.stack([render(scene, WorldConfig(resolution=RESOLUTION)).image for scene in scenes])
         real_detail = aspects(same, prompts)["detail"]
-        rows = {"real renders": same} | {label: sample(pipe, prompts, seeds, steps, spacing) for label, steps, spacing in SAMPLERS}
+        rows = {"real renders": same, "VAE round trip": vae_round_trip(pipe.vae, same)}
+        rows |= {label: sample(pipe, prompts, seeds, steps, spacing) for label, steps, spacing in SAMPLERS}
         for label, images in rows.items():
             readings = read_scenes(judge, images)
             scores = prompt_accuracy_from_readings(readings, scenes)  # the bars are set in version 1's terms
@@ -87,6 +96,20 @@ def measure_base(model: str | Path | None, split_name: str = "validation", num_p
             scores["spectrum"] = spectrum_distance(images, real)
             result["rows"].setdefault(label, []).append(scores)
     return result
+
+
+def measure_vae_ceiling(vae_folder: str | Path, split_name: str = "validation", num_prompts: int = 256) -> dict[str, dict[str, float]]:
+    """The prompt judge's checks on real renders and on their round trip through the VAE in ``vae_folder`` (an
+    ``AutoencoderKL`` folder, e.g. a build's ``parts/vae``): whether a VAE can carry the bars, before any
+    denoiser hours are spent on it."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(vae_folder)).eval()
+    judge = load_prompt_judge()
+    scenes, _, _ = split_prompts(split_name, num_prompts, replicate=0)
+    real = torch.stack([render(scene, WorldConfig(resolution=RESOLUTION)).image for scene in scenes])
+    rows = {"real renders": real, "VAE round trip": vae_round_trip(vae, real)}
+    return {label: {key: float(value) for key, value in prompt_accuracy_from_readings(read_scenes(judge, images), scenes).items()} for label, images in rows.items()}
 
 
 def summary(result: dict) -> dict[str, dict[str, tuple[float, float]]]:
@@ -126,8 +149,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--replicates", type=int, default=3, help="sampling seeds (default 3)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument("--vae-only", type=Path, metavar="VAE_FOLDER",
+                        help="measure only what a VAE folder (e.g. a build's parts/vae) lets a denoiser reach: the judge on real renders round-tripped through it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.vae_only:
+        ceiling = measure_vae_ceiling(args.vae_only, args.split, 2 * args.prompts)
+        for label, scores in ceiling.items():
+            print(f"{label}: " + ", ".join(f"{key} {value:.3f}" for key, value in scores.items()))
+        if args.json:
+            args.json.write_text(json.dumps(ceiling, indent=1))
+        return ceiling
     register()  # the pocket world's kinds: the held-out evaluators are loaded as registered reward models
     result = measure_base(args.model, args.split, args.prompts, args.replicates)
     result["machine"] = f"{torch.get_num_threads()} thread(s) on {cpu_name()}"

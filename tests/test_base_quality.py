@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from unifl.pocket import base_quality
 from unifl.pocket.arena.plan import SPLITS
 
@@ -16,9 +18,30 @@ def test_the_yardstick_draws_the_arenas_prompts_and_noise():
 def test_the_shipped_base_is_measured_against_real_renders_of_the_same_scenes():
     result = base_quality.measure_base(None, "validation", num_prompts=4, replicates=1, num_real=16)
     rows = base_quality.summary(result)
-    assert set(rows) == {"real renders", "20 steps", "4 steps"}
+    assert set(rows) == {"real renders", "VAE round trip", "20 steps", "4 steps"}
     real = {key: mean for key, (mean, _) in rows["real renders"].items()}
     assert real["detail_gap"] == 0 and real["colour"] == 1.0 and real["light"] == 1.0
     table = base_quality.markdown(result, "the shipped pocket model")
     assert "| 20 steps |" in table and "Targets:" in table
     assert set(base_quality.targets_met(result)) >= {"colour ≥ 0.9", "light ≥ 0.6", "prompt_accuracy ≥ 0.7", "4 steps clearly worse (FD)"}
+
+
+def test_the_vae_round_trip_is_the_real_renders_through_the_vae_close_but_not_equal():
+    from unifl.pocket.addons import frozen_pocket_pipeline
+    from unifl.pocket.world import WorldConfig, render
+
+    scenes, _, _ = base_quality.split_prompts("validation", 4, replicate=0)
+    real = torch.stack([render(scene, WorldConfig(resolution=base_quality.RESOLUTION)).image for scene in scenes])
+    round_trip = base_quality.vae_round_trip(frozen_pocket_pipeline(None).vae, real)
+    assert round_trip.shape == real.shape and 0.0 <= round_trip.min() and round_trip.max() <= 1.0
+    error = (round_trip - real).abs().mean().item()
+    assert 0.0 < error < 0.08, error  # the VAE loses detail (it is the ceiling being measured) but keeps the scene
+
+
+def test_the_vae_ceiling_reads_a_vae_folder_alone(tmp_path):
+    from unifl.pocket.addons import frozen_pocket_pipeline
+
+    frozen_pocket_pipeline(None).vae.save_pretrained(str(tmp_path / "vae"))
+    ceiling = base_quality.main(["--vae-only", str(tmp_path / "vae"), "--prompts", "4"])
+    assert set(ceiling) == {"real renders", "VAE round trip"}
+    assert ceiling["real renders"]["tone"] == 1.0 and 0.0 <= ceiling["VAE round trip"]["shape"] <= 1.0
