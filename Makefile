@@ -13,7 +13,7 @@ VENVTV ?= .venv-torchvision
 STAMPTV := $(VENVTV)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-host-stacks test-torchvision demo arena arena-curves peers peer-venvs bench bench-real-size clean browser comfy-validate
+.PHONY: setup test test-fast test-host-stacks test-torchvision demo arena-tune arena arena-ablations arena-curves peers peer-venvs bench bench-real-size clean browser comfy-validate
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -71,11 +71,23 @@ test-torchvision: $(STAMPTV)
 demo: setup
 	$(PY) -m unifl demo
 
-# UniFL, its ablations, the peers (`make peers peer-venvs` first) and every row's post-filter control on the test
-# split, five training seeds; resumable job by job (rerun to continue); prints its predicted wall time first;
-# out/arena/report.md and metrics.json. Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs.
-arena: setup
+# The tuning run (once per change of the code or the base model): every learning-rate and discriminator-rate sweep
+# of UniFL's stages and of each peer with both LoRA variants, on the validation split, first training seed;
+# out/arena-tune/report.md shows every candidate. Resumable job by job; prints its predicted wall time first.
+arena-tune: setup
+	$(PY) -m unifl arena --tune
+
+# The standard run: UniFL, the peers (`make peers peer-venvs` first) with the tuning run's choices (each peer's better
+# LoRA variant) and every row's post-filter control on the test split, five training seeds; resumable job by job
+# (rerun to continue); prints its predicted wall time first; out/arena/report.md and metrics.json. Then
+# `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs.
+arena: arena-tune
 	$(PY) -m unifl arena --split test
+
+# UniFL's ablations (stage 1 without PeFL, with one global reward; stage 2 without the adversarial term) beside its
+# stages, five seeds on the test split, with the tuning run's choices; out/arena-ablations.
+arena-ablations: arena-tune
+	$(PY) -m unifl arena --split test --ablations --peers '' --out out/arena-ablations
 
 # The budget curve: ×1 (the standard run in out/arena), ×4 and ×16 (seed 0 only) of the training budget, the
 # standard run's chosen hyperparameters; resumable, its cost printed before it starts; out/arena-curves/curves.png.

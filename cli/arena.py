@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
+
+TUNING_OUT = "out/arena-tune"
+"""Where ``make arena-tune`` sweeps and ``make arena`` takes its choices from."""
+
 
 def run(args) -> int:
     from ..pocket.arena.plan import ArenaSettings
     from ..pocket.arena.run import run_arena
 
-    settings = ArenaSettings.smoke() if args.quick else ArenaSettings(split=args.split)
+    if args.quick:
+        settings = ArenaSettings.smoke()
+    elif args.tune:
+        settings = ArenaSettings.tuning()
+    elif args.split == "test":
+        settings = ArenaSettings.standard(tuning_from=TUNING_OUT if args.tuning_from is None else args.tuning_from)
+        if not settings.tuning_from:  # sweeping in this run: both LoRA variants are trained and reported
+            settings = settings.with_(lora_variants=("unifl", "own"))
+    else:
+        settings = ArenaSettings(split=args.split, tuning_from=args.tuning_from or "")
     changes = {"workers": args.workers, "threads": args.threads}
+    if args.ablations is not None:
+        changes["ablations"] = args.ablations
     if args.seeds:
         changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.num_prompts:
@@ -21,18 +37,24 @@ def run(args) -> int:
         changes["stage2_overrides"] = tuple(args.stage2_set)
     if args.lora_variants:
         changes["lora_variants"] = tuple(v for v in args.lora_variants.split(",") if v)
-    run_arena(out_dir=args.out, settings=settings.with_(**changes))
+    run_arena(out_dir=args.out or (TUNING_OUT if args.tune else "out/arena"), settings=settings.with_(**changes))
     return 0
 
 
 def add_command(subparsers) -> None:
     p = subparsers.add_parser("arena", help="UniFL, its ablations and LCM-LoRA/PCM/AlignProp on the pocket world, five seeds, judged by the world's truth")
     p.add_argument("--quick", action="store_true", help="smoke run: one seed, a few steps and images, validation split only")
-    p.add_argument("--split", choices=("validation", "test"), default="test", help="validation: for tuning; test: the report (default)")
-    p.add_argument("--out", default="out/arena", help="output folder; a rerun skips every job whose outputs are there")
+    p.add_argument("--tune", action="store_true", help="the tuning run (`make arena-tune`): every sweep, both LoRA variants of each peer, first seed, validation split")
+    p.add_argument("--split", choices=("validation", "test"), default="test",
+                   help="test (default): the standard run, five seeds with the tuning run's choices; validation: a whole arena on the validation split")
+    p.add_argument("--tuning-from", default=None, metavar="FOLDER",
+                   help=f"take the sweeps' choices from this arena (default for the test split: {TUNING_OUT}; '' sweeps in this run)")
+    p.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
+                   help="also train UniFL's ablations (`make arena-ablations`; default: off in the standard and tuning runs, on otherwise)")
+    p.add_argument("--out", default=None, help=f"output folder (default out/arena, {TUNING_OUT} with --tune); a rerun skips every job whose outputs are there")
     p.add_argument("--seeds", default="", help="comma-separated training seeds (default 0,1,2,3,4)")
     p.add_argument("--peers", default=None, help="comma-separated peers to run: lcm_lora,pcm,pcm_adv,alignprop (default all present; '' for none)")
-    p.add_argument("--lora-variants", default="", help="each peer's LoRA: unifl,own (default both; 'unifl' alone saves a third of the time)")
+    p.add_argument("--lora-variants", default="", help="each peer's LoRA: unifl,own (two trainings each) or best (the better of the two in the tuning run: the standard run's default)")
     p.add_argument("--num-prompts", type=int, default=0, help="prompts per model and seed, 4 images each (default 52: 208 images, 1040 over the five seeds, which realism is measured on pooled)")
     p.add_argument("--unifl-set", action="append", default=[], metavar="KEY=VALUE", help="a config change for every UniFL training (repeatable): the validation runs that choose a default")
     p.add_argument("--stage2-set", action="append", default=[], metavar="KEY=VALUE", help="a config change for UniFL's stage-2 trainings only (repeatable), e.g. adversarial.schedule=step-counts")

@@ -165,6 +165,7 @@ def test_the_budget_curve_has_its_levels_and_one_figure(tmp_path):
     x4, x16 = plan[4][1], plan[16][1]
     assert x4.steps == (400, 400) and len(x4.seeds) == 5 and x16.steps == (1600, 1600) and x16.seeds == (0,)
     assert x16.tuning_from == str((tmp_path / "standard").resolve()) and not x16.controls and x16.lora_variants == ("unifl",)
+    assert levels(ArenaSettings.standard(), tmp_path / "standard", tmp_path / "curves")[16][1].lora_variants == ("best",)  # the standard run's variant
 
     def row(seconds, value):
         return {"compute": {"training": {"seconds": seconds, "unet_evaluations": seconds * 80}}, "intervals": {m: {"point": value, "interval": [value - 0.1, value + 0.1]} for m in ("prompt_accuracy", "kid")}}
@@ -186,3 +187,88 @@ def test_the_judges_post_filters_choose_a_sharpen_for_blurred_real_renders_where
     choice = filters.choose(blurred, real)
     assert choice["filter"] != "none" and choice["strength"] > 0 and len(choice["candidates"]) > 3
     assert torch.equal(filters.apply(blurred, choice), apply_post_filter(choice["filter"], blurred, choice["strength"]))
+
+
+def _choice(name: str, row: str, metric: str, lr: float, scores: dict[float, float]) -> dict:
+    candidates = {f"{v:g}": {"learning_rate": v, "hyperparameters": {"learning_rate": v}, "steps": 10, "fd": s if metric == "fd" else 99.0,
+                             "prompt_accuracy": s if metric != "fd" else 0.5} for v, s in scores.items()}
+    axis = {"axis": "learning_rate", "row": row, "metric": metric, "candidates": candidates, "hyperparameters": {"learning_rate": lr}, "widened": 0, "at_edge": False}
+    return {"training": name, "row": row, "metric": metric, "seed": 0, "images": 16, "hyperparameters": {"learning_rate": lr}, "run": f"/tuning/{name}/lr{lr:g}", "axes": [axis]}
+
+
+def test_the_standard_run_takes_each_peers_better_lora_variant_from_the_tuning_run(tmp_path, monkeypatch):
+    """The tuning run sweeps both LoRA variants of a peer; the standard run trains the one whose chosen candidate
+    judged better on validation (lower FD here: its own LoRA), with that variant's rate, and says so in its report."""
+    from unifl.pocket.arena import run
+    from unifl.pocket.arena.report import tuning_table
+    from unifl.pocket.arena.run import adopt_tuning, write_json
+
+    monkeypatch.setattr(run, "missing_reason", lambda method: "")
+    tuned, out = tmp_path / "tune", tmp_path / "standard"
+    for name, row, metric, lr, scores in [("stage1", "stage1_20", "prompt_accuracy", 2e-4, {1e-4: 0.4, 2e-4: 0.5}),
+                                          ("stage2", "stage2_4", "fd", 2e-4, {2e-4: 110.0, 5e-4: 120.0}),
+                                          ("stage2_from_base", "stage2_from_base_4", "fd", 2e-4, {2e-4: 115.0}),
+                                          ("lcm_lora", "lcm_lora_lcm_4", "fd", 1e-3, {1e-3: 130.0, 5e-4: 140.0}),
+                                          ("lcm_lora_own", "lcm_lora_own_lcm_4", "fd", 5e-4, {5e-4: 125.0, 1e-3: 128.0})]:
+        write_json(tuned / "tuning" / name / "choice.json", _choice(name, row, metric, lr, scores))
+    settings = ArenaSettings.standard(tuning_from=str(tuned), peers=("lcm_lora",))
+    assert set(trainings(settings)) == {"stage1", "stage2", "stage2_from_base", "lcm_lora"} and trainings(settings)["lcm_lora"].lora == "best"
+    adopt_tuning(tuned, out, settings)
+    lcm = __import__("json").loads((out / "tuning" / "lcm_lora" / "choice.json").read_text())
+    assert lcm["lora"] == "own" and lcm["hyperparameters"] == {"learning_rate": 5e-4} and lcm["lora_scores"] == {"unifl": 130.0, "own": 125.0}
+    assert lcm["run"] == "" and lcm["from"].endswith("lcm_lora/choice.json")  # the candidate trained on validation is not adopted
+    assert any("| LoRA | own |" in line and "unifl: 130.000, own: 125.000" in line for line in tuning_table({"lcm_lora": lcm}))
+
+    trained = {}
+    monkeypatch.setattr(run, "train_peer", lambda *args: trained.setdefault("call", args) and {})
+    for stage in ("stage1", "stage2"):
+        write_json(out / "trainings" / stage / "seed3" / "result.json", {"seconds": 100.0})
+    run._training_job(str(out), "lcm_lora", trainings(settings)["lcm_lora"], 3, settings, str(tmp_path / "data"))
+    assert trained["call"][-2:] == ({"learning_rate": 5e-4}, "own") and trained["call"][4] == 200.0  # its LoRA, its rate, stage 1 + 2's time
+
+    with pytest.raises(ValueError, match="tuning run.*--tuning-from"):
+        run.run_arena(tmp_path / "elsewhere", ArenaSettings(lora_variants=("best",)))
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_tuning_run_without_a_peers_own_variant_is_named(tmp_path, monkeypatch):
+    from unifl.pocket.arena import run
+    from unifl.pocket.arena.run import adopt_tuning, write_json
+
+    monkeypatch.setattr(run, "missing_reason", lambda method: "")
+    for name, row in [("stage1", "stage1_20"), ("stage2", "stage2_4"), ("stage2_from_base", "stage2_from_base_4"), ("pcm", "pcm_4")]:
+        write_json(tmp_path / "tune" / "tuning" / name / "choice.json", _choice(name, row, "fd", 1e-3, {1e-3: 100.0}))
+    with pytest.raises(FileNotFoundError, match=r"pcm_own/choice.json.*both LoRA variants"):
+        adopt_tuning(tmp_path / "tune", tmp_path / "out", ArenaSettings.standard(tuning_from=str(tmp_path / "tune"), peers=("pcm",)))
+    with pytest.raises(FileNotFoundError, match=r"make arena-tune"):
+        adopt_tuning(tmp_path / "nothing", tmp_path / "out2", ArenaSettings.standard(tuning_from=str(tmp_path / "nothing"), peers=()))
+
+
+def test_the_standard_run_fits_three_hours_as_priced_and_the_tuning_run_sweeps_what_it_adopts():
+    """Issue 18: the standard run (five seeds, ×1, every control) within 3 hours on 2 cores, priced with the costs
+    measured on this kind of machine; the sweeps live in the tuning run, which trains both LoRA variants."""
+    from unifl.pocket.arena.estimate import MEASURED_COSTS, estimate
+    from unifl.pocket.arena.plan import tuning_spec
+
+    standard, tuning = ArenaSettings.standard(), ArenaSettings.tuning()
+    assert standard.split == "test" and len(standard.seeds) == 5 and standard.controls and standard.budget == 1
+    assert estimate(standard, MEASURED_COSTS)["wall"] <= 3 * 3600
+    assert tuning.split == "validation" and tuning.seeds == (0,) and not tuning.tuning_from
+    tuned = {name for name in trainings(tuning) if tuning_spec(name)}
+    assert {name for name in trainings(standard) if tuning_spec(name)} <= tuned and {"lcm_lora_own", "pcm_adv_own", "alignprop_time_own"} <= tuned
+    assert len(ArenaSettings.tuning().learning_rates) >= 4
+
+
+def test_the_cli_runs_the_tuning_the_standard_and_the_ablations_arenas(monkeypatch):
+    from unifl.cli import main
+    from unifl.pocket.arena import run
+
+    runs = []
+    monkeypatch.setattr(run, "run_arena", lambda out_dir, settings: runs.append((out_dir, settings)))
+    for argv in (["arena", "--tune"], ["arena"], ["arena", "--ablations", "--peers", "", "--out", "out/arena-ablations"], ["arena", "--tuning-from", ""]):
+        assert main(argv) == 0
+    (tune_out, tune), (out, standard), (ablation_out, ablations), (_, sweeping) = runs
+    assert (tune_out, tune) == ("out/arena-tune", ArenaSettings.tuning())
+    assert (out, standard) == ("out/arena", ArenaSettings.standard(tuning_from="out/arena-tune"))
+    assert ablation_out == "out/arena-ablations" and ablations.ablations and ablations.peers == () and ablations.tuning_from == "out/arena-tune"
+    assert sweeping.tuning_from == "" and sweeping.lora_variants == ("unifl", "own")

@@ -2,8 +2,8 @@
 
 ×1 is the standard run (``make arena``'s folder); ×4 and ×16 are arenas of their own in ``<out>/x<budget>``: UniFL's
 stages at 400 and 1600 steps, the peers at the matching wall time, the hyperparameters the standard run chose
-(``ArenaSettings.tuning_from``: sweeping at ×16 would cost more than the run), no ablations, controls or own-LoRA
-variants, five seeds at ×4 and seed 0 only at ×16 (:func:`curve_settings`). Each level is resumable job by job,
+(``ArenaSettings.tuning_from``: sweeping at ×16 would cost more than the run), each peer with the one LoRA variant
+the standard run trained, no ablations or controls, five seeds at ×4 and seed 0 only at ×16 (:func:`curve_settings`). Each level is resumable job by job,
 and the predicted cost of every level is printed before anything starts. The figure (``curves.png``) plots prompt
 accuracy, KID and every further realism column the rows carry against training wall time and against UNet
 evaluations, one line per method through its budgets, with the bootstrap interval of each point.
@@ -28,7 +28,8 @@ def curve_settings(standard: ArenaSettings, budget: int, standard_out: Path) -> 
     if budget == 1:
         return standard
     seeds = standard.seeds if SEEDS_AT[budget] is None else standard.seeds[: SEEDS_AT[budget]]
-    return standard.with_(budget=budget, seeds=seeds, ablations=False, controls=False, lora_variants=("unifl",), tuning_from=str(standard_out.resolve()))
+    return standard.with_(budget=budget, seeds=seeds, ablations=False, controls=False,
+                          lora_variants=("best",) if "best" in standard.lora_variants else ("unifl",), tuning_from=str(standard_out.resolve()))
 
 
 def levels(standard: ArenaSettings, standard_out: Path, out: Path, budgets=BUDGETS) -> dict[int, tuple[Path, ArenaSettings]]:
@@ -80,9 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--standard", type=Path, default=Path("out/arena"), help="the standard run's folder (×1; made if missing)")
     parser.add_argument("--out", type=Path, default=Path("out/arena-curves"))
     parser.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    parser.add_argument("--tuning-from", default="out/arena-tune", help="the tuning run's folder the standard run adopts (`make arena-tune`)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    standard = ArenaSettings(workers=args.workers)
+    standard = ArenaSettings.standard(tuning_from=args.tuning_from, workers=args.workers)
     plan = levels(standard, args.standard, args.out, tuple(int(b) for b in args.budgets.split(",")))
     total = 0.0
     for budget, (folder, settings) in plan.items():

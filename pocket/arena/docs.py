@@ -59,14 +59,18 @@ def pocket_world_section(metrics: dict) -> list[str]:
 def peers_page(metrics: dict) -> list[str]:
     rows = {name: row for name, row in metrics["rows"].items() if row["group"] == "peer" or name.split("+")[0] in ("stage1_20", "stage2_4", "stage2_2", "stage2_1", "stage2_from_base_4")}
     labels = {name: f"{name} ({row['label']})" for name, row in metrics["rows"].items()}
+    variants = ("with the better on validation of UniFL's LoRA (rank 16, alpha 16, attention + feed-forward) and its script's own "
+                "(both swept in the tuning run; the hyperparameter table names the one trained)"
+                if "best" in metrics["settings"].get("lora_variants", ()) else
+                "twice: with UniFL's LoRA (rank 16, alpha 16, attention + feed-forward) and with its script's own (the rows marked "
+                "*its script's own LoRA*)")
     lines = [
         "# Peers in the pocket arena: LCM-LoRA, PCM, AlignProp beside UniFL",
         "",
         provenance(metrics),
         "",
         "Each peer ran its own training code (never copied into this repository) through our glue in `bench/peers/`, on the "
-        "same pocket model, data stream, batch and precision as UniFL, one torch thread, twice: with UniFL's LoRA (rank 16, "
-        "alpha 16, attention + feed-forward) and with its script's own (the rows marked *its script's own LoRA*). The "
+        f"same pocket model, data stream, batch and precision as UniFL, one torch thread, {variants}. The "
         "distillation peers train for UniFL's stage 1 + stage 2 wall time (UniFL's 4-step LoRA went through both); "
         "`stage2_from_base_4` is stage 2 trained from the base model in stage 2's time alone. AlignProp has stage 1's step "
         "count and stage 1's time. Each ran at the hyperparameters its validation sweep chose (below). Every model was "

@@ -78,7 +78,8 @@ class Training:
     """Peers: the UniFL training whose step count this run takes instead of a time budget."""
     group: str = "unifl"  # "unifl" | "ablation" | "peer"
     lora: str = "unifl"
-    """Peers: ``"unifl"`` (UniFL's rank 16, alpha 16, attention + feed-forward) or ``"own"`` (its script's defaults)."""
+    """Peers: ``"unifl"`` (UniFL's rank 16, alpha 16, attention + feed-forward), ``"own"`` (its script's defaults) or
+    ``"best"`` (the one of the two its tuning chose, :func:`~.run.adopt_tuning`)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def control_name(row: str) -> str:
 
 @dataclass(frozen=True)
 class ArenaSettings:
-    """Sizes of an arena run. The default is the standard run (``make arena``); :meth:`smoke` the smoke run."""
+    """Sizes of an arena run. The defaults are the whole plan in one folder (every sweep, ablation and LoRA variant);
+    :meth:`tuning` is ``make arena-tune``'s run, :meth:`standard` ``make arena``'s, :meth:`smoke` the smoke run."""
 
     split: str = "test"
     seeds: tuple[int, ...] = TRAINING_SEEDS
@@ -125,7 +127,9 @@ class ArenaSettings:
     peers: tuple[str, ...] = ("lcm_lora", "pcm", "pcm_adv", "alignprop")
     """Peers to run; one whose code is not on the machine is one loud line and a "not run" row in the report."""
     lora_variants: tuple[str, ...] = ("unifl", "own")
-    """Each peer with UniFL's LoRA and with its script's own (rank, alpha, targets): two trainings, two rows."""
+    """Each peer with UniFL's LoRA and with its script's own (rank, alpha, targets): two trainings, two rows; or
+    ``("best",)``: one training per peer with whichever of the two scored better in the tuning run (``tuning_from``),
+    each variant swept as itself there, so every peer gets its best configuration at half the training time."""
     controls: bool = True
     """A "+ best post-filter" control row for every row (:mod:`.controls`)."""
     learning_rates: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3)
@@ -161,6 +165,19 @@ class ArenaSettings:
         """One seed, a few steps and images, validation split: the whole path in minutes, no claims to read."""
         return cls(split=split, seeds=(0,), stage1_steps=2, stage2_steps=2, num_prompts=16, images_per_prompt=1, num_real=32, peer_min_steps=2, quick=True,
                    learning_rates=(2e-4, 1e-3), discriminator_rates=(3e-4,), widen_limit=0, bootstrap_draws=50, lora_variants=("unifl",))
+
+    @classmethod
+    def tuning(cls, **changes) -> "ArenaSettings":
+        """``make arena-tune``: every sweep (UniFL's stages, each peer with both LoRA variants) on the validation split
+        at the first training seed, and that seed's rows on validation; its choices are what :meth:`standard` adopts.
+        Run once per change of the code or the base model (the ablations and controls wait for the standard run)."""
+        return cls(split="validation", seeds=TRAINING_SEEDS[:1], ablations=False, controls=False, lora_variants=("unifl", "own")).with_(**changes)
+
+    @classmethod
+    def standard(cls, tuning_from: str = "out/arena-tune", **changes) -> "ArenaSettings":
+        """``make arena``: five seeds on the test split with every post-filter control, UniFL's stages and each peer
+        with the hyperparameters and LoRA variant :meth:`tuning` chose (``make arena-ablations`` adds the ablations)."""
+        return cls(split="test", tuning_from=tuning_from, ablations=False, lora_variants=("best",)).with_(**changes)
 
     @property
     def images(self) -> int:
@@ -215,7 +232,7 @@ def trainings(settings: ArenaSettings) -> dict[str, Training]:
             continue
         depends = tuple(spec.get("budget_of", ())) or (spec["steps_of"],)
         for variant in settings.lora_variants:
-            full = name if variant == "unifl" else own_lora(name)
+            full = own_lora(name) if variant == "own" else name
             plan[full] = Training(full, after=depends, group="peer", lora=variant, **spec)
     return plan
 

@@ -170,6 +170,9 @@ def tuning_table(tuning: dict) -> list[str]:
     for name, choice in tuning.items():
         if choice.get("from"):
             lines.append(f"| {name} | {choice['row']} | {choice['metric']} | all | {_hyperparameters(choice['hyperparameters'])} | | | | ✓ (taken from {choice['from']}) |")
+            if choice.get("lora_scores"):
+                scores = ", ".join(f"{variant}: {score:.3f}" for variant, score in choice["lora_scores"].items())
+                lines.append(f"| {name} | {choice['row']} | {choice['metric']} | LoRA | {choice['lora']} | | | | ✓ (each variant's tuned validation {choice['metric']}: {scores}) |")
             continue
         for axis in choice.get("axes", []):
             for key, c in axis["candidates"].items():
@@ -193,7 +196,9 @@ TUNING_NOTE = ("The hyperparameters of each UniFL stage and each peer were picke
                "spaced ×2–×2.5, widened by ×2.5 while the best value sat at an edge, then, for UniFL's stage 2 and PCM's adversarial "
                "variant, the discriminator's learning rate the same way. Stage 2 and the few-step peers are picked on FD, stage 1 "
                "and AlignProp on prompt accuracy (`pocket/arena/plan.py`, `TUNING`); the chosen candidate's run is that seed's "
-               "training, an ablation takes its stage's values, and each peer's own-LoRA variant is swept as itself.")
+               "training, an ablation takes its stage's values, and each peer's own-LoRA variant is swept as itself. The standard "
+               "run takes these choices from the tuning run (`make arena-tune`; rows *taken from*), each peer with the LoRA "
+               "variant that scored better there.")
 
 
 def cell(row: dict, metric: str) -> str:
@@ -376,7 +381,7 @@ JUDGE_NOTES = {
 FAMILY_NOTE = ("Each claim is decided by code (`pocket/arena/claims.py`, the family fixed before the run): per metric and opponent, "
                "A − B with its interval and the Holm-adjusted one-sided p-value; a claim holds when every test does. A realism claim "
                "is tested against B *and* B's post-filter control, a claim against a peer against the peer with UniFL's LoRA *and* "
-               "with its script's own. \"No worse\" allows {margin:.0%} of B's value, declared in advance. Each claim states the "
+               "with its script's own where both were trained (the standard run trains the one that won on validation). \"No worse\" allows {margin:.0%} of B's value, declared in advance. Each claim states the "
                "compute of both sides: training wall time, UNet and feedback-model evaluations and images seen (mean over seeds, "
                "summed over the trainings a LoRA continues), and sampling UNet calls per image.")
 

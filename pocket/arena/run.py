@@ -39,7 +39,7 @@ from .counting import count_feedback_models, count_unet, new_counter
 from .estimate import MEASURED_COSTS, estimate
 from .measure import Judges, load_images, load_tensor, prompt_set, real_images, sample_row, save_images, save_tensor, write_json
 from .peers import missing_reason, peer_sources
-from .plan import DATA_STREAM, SPLITS, WIDEN_FACTOR, ArenaSettings, Training, rows, trainings, tuning_of, tuning_spec
+from .plan import DATA_STREAM, SPLITS, WIDEN_FACTOR, ArenaSettings, Training, own_lora, rows, trainings, tuning_of, tuning_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PEER_GLUE = REPO_ROOT / "bench" / "peers"
@@ -257,7 +257,8 @@ def _candidate_job(out: str, name: str, axis_index: int, value: float, settings:
     return _train(out_dir, name, training, settings.seeds[0], settings, str(out_dir / "peer_data"), hyperparameters, run_dir)
 
 
-def _train(out_dir: Path, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str, hyperparameters: dict, target: Path) -> dict:
+def _train(out_dir: Path, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str, hyperparameters: dict, target: Path,
+           lora: str = "") -> dict:
     if training.method == "unifl":
         init = str(out_dir / "trainings" / training.init_from / f"seed{seed}" / f"unifl-{training.init_from}.safetensors") if training.init_from else ""
         flags = {"learning_rate": "optim.learning_rate", "discriminator_rate": "adversarial.discriminator_lr"}
@@ -267,7 +268,7 @@ def _train(out_dir: Path, name: str, training: Training, seed: int, settings: Ar
     else:
         budget = sum(json.loads((out_dir / "trainings" / b / f"seed{seed}" / "result.json").read_text())["seconds"] for b in training.budget_of)
         max_steps = settings.peer_min_steps
-    return train_peer(str(target), name, training.method, seed, budget, max_steps, data_dir, settings.threads, hyperparameters, training.lora)
+    return train_peer(str(target), name, training.method, seed, budget, max_steps, data_dir, settings.threads, hyperparameters, lora or training.lora)
 
 
 def _training_job(out: str, name: str, training: Training, seed: int, settings: ArenaSettings, data_dir: str) -> dict:
@@ -280,7 +281,7 @@ def _training_job(out: str, name: str, training: Training, seed: int, settings: 
     choice = json.loads(choice_path.read_text()) if choice_path.is_file() else {"hyperparameters": {}}
     if name == tuned and seed == choice.get("seed") and choice.get("run"):
         return _adopt_candidate(Path(choice["run"]), target)
-    return _train(out_dir, name, training, seed, settings, data_dir, choice["hyperparameters"], target)
+    return _train(out_dir, name, training, seed, settings, data_dir, choice["hyperparameters"], target, lora=choice.get("lora", ""))
 
 
 def _adopt_candidate(candidate: Path, target: Path) -> dict:
@@ -458,10 +459,13 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     settings = settings or ArenaSettings()
     if settings.quick and settings.split != "validation":
         raise ValueError("a quick (smoke) arena runs on the validation split only: the test split is for the full, frozen run")
+    if "best" in settings.lora_variants and not settings.tuning_from:
+        raise ValueError("LoRA variant 'best' takes each peer's better variant from a tuning run: give --tuning-from (`make arena-tune` makes out/arena-tune)")
     out = Path(out_dir).resolve()  # absolute: each peer runs in its own folder, where a relative path means another place
     _check_settings(out, settings)
     if settings.tuning_from:
         adopt_tuning(Path(settings.tuning_from).resolve(), out, settings)
+
     started = time.time()
     jobs, plan = plan_jobs(out, settings, judge_path)
     for method, reason in plan["missing"].items():
@@ -488,19 +492,42 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
 
 
 def adopt_tuning(source: Path, out: Path, settings: ArenaSettings) -> None:
-    """Take another arena's chosen hyperparameters (the budget curve's ×4 and ×16 take the standard run's): each
-    ``choice.json`` is copied without its candidate run, which trained at another budget."""
-    for name in trainings(settings):
-        if tuning_spec(name) is None:
-            continue
+    """Take another arena's chosen hyperparameters (the standard run the tuning run's, the budget curve's ×4 and ×16
+    the standard run's): each ``choice.json`` is copied without its candidate run, which trained on another split
+    or budget. A peer whose LoRA is ``"best"`` takes the variant whose chosen candidate scored better there."""
+    planned = trainings(settings)
+    for name, training in planned.items():
+        if tuning_spec(name) is None or (training.method != "unifl" and missing_reason(training.method)):
+            continue  # a peer that is not on this machine is a "not run" row, whatever was tuned
         target = tuning_dir(out, name) / "choice.json"
         if target.is_file():
             continue
         path = tuning_dir(source, name) / "choice.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run the standard arena (`make arena`) into {source} first, or give --tuning-from another folder")
+            raise FileNotFoundError(f"{path} is missing: run the tuning arena (`make arena-tune`, `unifl arena --tune --out {source}`) first, "
+                                    f"or give --tuning-from another folder")
         choice = json.loads(path.read_text())
+        if training.lora == "best" and "lora" not in choice:
+            choice = better_lora_variant(choice, tuning_dir(source, own_lora(name)) / "choice.json")
         write_json(target, {**choice, "run": "", "from": str(path)})
+
+
+def chosen_score(choice: dict) -> float:
+    """The judge number (``choice["metric"]``) of a sweep's chosen candidate on the validation split."""
+    last = choice["axes"][-1]
+    return float(last["candidates"][f"{choice['hyperparameters'][last['axis']]:g}"][choice["metric"]])
+
+
+def better_lora_variant(unifl_choice: dict, own_path: Path) -> dict:
+    """Of a peer's two tuned variants (UniFL's LoRA, its script's own), the choice that scored better on the tuning
+    metric, with ``lora`` naming it and both scores kept for the report."""
+    if not own_path.is_file():
+        raise FileNotFoundError(f"{own_path} is missing: the tuning run must sweep both LoRA variants (`unifl arena --tune` does)")
+    choices = {"unifl": unifl_choice, "own": json.loads(own_path.read_text())}
+    scores = {variant: chosen_score(choice) for variant, choice in choices.items()}
+    pick = min if unifl_choice["metric"] == "fd" else max
+    variant = pick(scores, key=scores.get)
+    return {**choices[variant], "lora": variant, "lora_scores": scores}
 
 
 def _add_elapsed(out: Path, seconds: float) -> float:
