@@ -55,7 +55,7 @@ def alignprop_step(out: Path, steps: int = 5) -> float | None:
 def sampling_cost(out: Path, images: int = 64) -> float:
     from unifl.pocket.arena.measure import sample_row
     from unifl.pocket.arena.plan import Sampler
-    from unifl.pocket.world import sample_prompts
+    from unifl.pocket.world.world import sample_prompts
 
     sampler = Sampler("ddim", 4, 1.0, "trailing")
     started = time.perf_counter()

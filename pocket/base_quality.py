@@ -30,7 +30,7 @@ from .evaluate import AspectJudges
 from .plugin import register
 from .judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
 from .spectrum import spectrum_distance
-from .world import PocketDataset, WorldConfig, caption, render
+from .world.world import PocketDataset, WorldConfig, caption, render
 
 RESOLUTION = 64
 #: (label, steps, DDIM timestep spacing): the arena's base rows at CFG :data:`BASE_CFG`.

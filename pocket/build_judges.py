@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from ..core.files import atomic_write_text
 from .build_perception import RenderedSet, render_set
-from .degrade import degradation
+from .world.degrade import degradation
 from .judges import (
     CHECKS,
     CHECKS_V2,
@@ -58,7 +58,7 @@ from .judges import (
     realism,
 )
 from .perception import save_weights
-from .world import (
+from .world.world import (
     PocketDataset,
     Scene,
     WorldConfig,

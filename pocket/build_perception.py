@@ -32,7 +32,7 @@ from torch import nn
 
 from ..core.feedback.losses.pefl import instance_segmentation_loss
 from ..core.progress import progress_bar
-from .degrade import degradation
+from .world.degrade import degradation
 from .evaluators import (
     EmbeddingEvaluator,
     StructureEvaluator,
@@ -60,7 +60,7 @@ from .perception import (
     reading_targets,
     save_weights,
 )
-from .world import PocketDataset, Scene, WorldConfig
+from .world.world import PocketDataset, Scene, WorldConfig
 
 PERCEPTION_SEEDS = (1, 2)  # (train, validation) of the models UniFL trains against
 EVALUATOR_SEEDS = (101, 102)  # (train, validation) of the held-out judges

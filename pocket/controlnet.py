@@ -39,7 +39,7 @@ from ..core.progress import progress_bar
 from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
-from .world import SHAPES, PocketDataset, WorldConfig
+from .world.world import SHAPES, PocketDataset, WorldConfig
 
 CONTROL_PALETTE = torch.tensor([
     (0.0, 0.0, 0.0),  # background

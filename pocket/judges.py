@@ -51,7 +51,7 @@ from .perception import (
     shipped_weights,
     upsample_to,
 )
-from .world import (
+from .world.world import (
     BACKGROUND_TONES,
     LIGHT_DIRECTIONS,
     OPPOSITE_DIRECTION,

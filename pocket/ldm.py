@@ -49,7 +49,7 @@ from ..core.images import grid, save_png
 from ..core.machine import cpu_name
 from ..core.progress import progress_bar
 from .resumable import PartClock, PartFinished, load_training_state, save_training_state
-from .world import VOCABULARY, PocketDataset, WorldConfig
+from .world.world import VOCABULARY, PocketDataset, WorldConfig
 
 RESOLUTION = 64
 MAX_TOKENS = 40

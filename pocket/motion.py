@@ -50,7 +50,7 @@ from ..core.progress import progress_bar
 from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, UNET_CONFIG, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
-from .world import PocketDataset, Scene, WorldConfig, caption, render
+from .world.world import PocketDataset, Scene, WorldConfig, caption, render
 
 FRAMES = 8
 """Frames per training clip, and per clip the build measures."""

@@ -53,7 +53,7 @@ from torch import nn
 from ..core.feedback.perception import InstancePrediction
 from ..core.feedback.registry import register_perception_model
 from . import WEIGHTS_DIR
-from .world import (
+from .world.world import (
     BACKGROUND_COLOURS,
     BACKGROUND_PATTERNS,
     BACKGROUND_TONES,

@@ -58,7 +58,7 @@ def register() -> None:
     from ..core.lora.kohya import register_architecture
     from ..core.training.aspect_rewards import register_reward_backbone
     from . import perception as _perception  # noqa: F401  (pocket-features, pocket-instance, pocket-semantic)
-    from .data import PocketImages
+    from .world.data import PocketImages
     from .rewards import MODEL_RESOLUTION, AspectReward
 
     register_preset("pocket", PRESETS["pocket"])

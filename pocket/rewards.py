@@ -50,8 +50,8 @@ from ..core.files import atomic_write_text
 from ..core.progress import progress_bar
 from ..core.training.reward_models import PreferencePairs, derive_alpha, pair_accuracy, score_pairs, train_reward_model
 from . import WEIGHTS_DIR
-from .degrade import ASPECTS, degradation
-from .world import VOCABULARY, WorldConfig, render, sample_scene
+from .world.degrade import ASPECTS, degradation
+from .world.world import VOCABULARY, WorldConfig, render, sample_scene
 
 GLOBAL = "global"
 REWARD_SEED, HELD_OUT_SEED = 1, 2

@@ -25,7 +25,7 @@ from unifl.pocket.judges import (
     mirror,
     prompt_checks,
 )
-from unifl.pocket.world import PocketDataset, relation
+from unifl.pocket.world.world import PocketDataset, relation
 
 REPO = Path(unifl.__file__).resolve().parent
 

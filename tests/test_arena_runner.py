@@ -126,7 +126,7 @@ def test_per_image_values_agree_with_the_judges_own_summary():
     from unifl.pocket.arena.plan import SPLITS
     from unifl.pocket.judges import prompt_accuracy
     from unifl.pocket.plugin import register
-    from unifl.pocket.world import WorldConfig, render
+    from unifl.pocket.world.world import WorldConfig, render
 
     register()
     prompts = prompt_set(SPLITS["validation"], ArenaSettings(num_prompts=6, images_per_prompt=1), 0)

@@ -28,7 +28,7 @@ def test_the_shipped_base_is_measured_against_real_renders_of_the_same_scenes():
 
 def test_the_vae_round_trip_is_the_real_renders_through_the_vae_close_but_not_equal():
     from unifl.pocket.addons import frozen_pocket_pipeline
-    from unifl.pocket.world import WorldConfig, render
+    from unifl.pocket.world.world import WorldConfig, render
 
     scenes, _, _ = base_quality.split_prompts("validation", 4, replicate=0)
     real = torch.stack([render(scene, WorldConfig(resolution=base_quality.RESOLUTION)).image for scene in scenes])

@@ -31,7 +31,7 @@ from unifl.pocket.judges import (
     read_scenes,
 )
 from unifl.pocket.perception import shipped_weights
-from unifl.pocket.world import PocketDataset, relation, render
+from unifl.pocket.world.world import PocketDataset, relation, render
 
 PROMPTS = 32
 

@@ -52,6 +52,6 @@ def test_cli_entry_points():
 def test_the_wheel_maps_the_root_to_unifl_and_ships_the_model_configs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)], check=True)
     names = zipfile.ZipFile(next(tmp_path.glob("unifl-*.whl"))).namelist()
-    assert "unifl/__init__.py" in names and "unifl/core/training/trainer.py" in names and "unifl/pocket/world.py" in names
+    assert "unifl/__init__.py" in names and "unifl/core/training/trainer.py" in names and "unifl/pocket/world/world.py" in names
     assert "unifl/core/diffusion/model_configs/sd15/unet/config.json" in names and "unifl/core/diffusion/model_configs/clip_tokenizer/vocab.json" in names
     assert not any(n.startswith(("tests/", "unifl/tests/", "core/")) for n in names)

@@ -10,7 +10,7 @@ import torch
 from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser
 from unifl.core.diffusion.loading import load_denoiser
 from unifl.pocket import ldm
-from unifl.pocket.world import VOCABULARY, PocketDataset, WorldConfig, sample_prompts
+from unifl.pocket.world.world import VOCABULARY, PocketDataset, WorldConfig, sample_prompts
 
 SHIPPED = ldm.pocket_model_dir()
 

@@ -15,7 +15,7 @@ from unifl.core.feedback.perception import (
     pefl_structure_loss,
     pefl_style_loss,
 )
-from unifl.pocket.degrade import degradation
+from unifl.pocket.world.degrade import degradation
 from unifl.pocket.evaluators import (
     EmbeddingEvaluator,
     StructureEvaluator,
@@ -40,7 +40,7 @@ from unifl.pocket.perception import (
     sample_instance_targets,
     save_weights,
 )
-from unifl.pocket.world import NUM_CLASSES, SHAPES, PocketDataset, WorldConfig, render
+from unifl.pocket.world.world import NUM_CLASSES, SHAPES, PocketDataset, WorldConfig, render
 
 KINDS = ("pocket-features", "pocket-instance", "pocket-semantic")
 

@@ -12,8 +12,8 @@ from unifl.core.feedback.losses import discriminator_loss
 from unifl.core.feedback.rewards.files import load_reward_file
 from unifl.core.training.reward_models import PreferencePairs, derive_alpha, pair_accuracy, score_pairs
 from unifl.pocket import rewards as pocket
-from unifl.pocket.degrade import ASPECTS, preference_pair
-from unifl.pocket.world import WorldConfig
+from unifl.pocket.world.degrade import ASPECTS, preference_pair
+from unifl.pocket.world.world import WorldConfig
 
 CONFIG = WorldConfig(resolution=64)
 FRESH_PAIRS = 48

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from unifl.pocket.degrade import ASPECTS, VARIANTS, degradation, degrade, preference_pair
-from unifl.pocket.world import (
+from unifl.pocket.world.degrade import ASPECTS, VARIANTS, degradation, degrade, preference_pair
+from unifl.pocket.world.world import (
     NUM_CLASSES,
     PALETTE,
     SHAPES,

@@ -17,7 +17,7 @@ its few most contrasted scenes, and in that first form noise of std 0.01 scored 
 
 import pytest
 import torch
-from unifl.pocket.degrade import _blur
+from unifl.pocket.world.degrade import _blur
 from unifl.pocket.judges import JUDGE_SEEDS, embed, load_prompt_judge, realism
 from unifl.pocket.post_filters import (
     NO_FILTER,
@@ -34,7 +34,7 @@ from unifl.pocket.spectrum import (
     shares_distance,
     spectrum_distance,
 )
-from unifl.pocket.world import PocketDataset
+from unifl.pocket.world.world import PocketDataset
 
 REFERENCE, HELD_OUT = 256, 64
 

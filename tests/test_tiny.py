@@ -14,7 +14,7 @@ def test_clip_tokenizer_with_and_without_whole_words(tmp_path):
 def test_every_pocket_word_is_one_token_in_the_slow_and_fast_tokenizer(tmp_path):
     """Words sharing letter pairs ("right", "triangle") once split into pieces, pushing captions past the limit."""
     from transformers import CLIPTokenizerFast
-    from unifl.pocket.world import VOCABULARY
+    from unifl.pocket.world.world import VOCABULARY
 
     slow = write_clip_tokenizer(tmp_path, VOCABULARY)
     fast = CLIPTokenizerFast.from_pretrained(str(tmp_path))

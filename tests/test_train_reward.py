@@ -12,8 +12,8 @@ from unifl.core.feedback.loading import load_reward_model
 from unifl.core.feedback.rewards.files import load_reward_file
 from unifl.core.training.aspect_rewards import train_aspect_models
 from unifl.core.training.preference_data import read_pairs
-from unifl.pocket.degrade import preference_pair
-from unifl.pocket.world import WorldConfig
+from unifl.pocket.world.degrade import preference_pair
+from unifl.pocket.world.world import WorldConfig
 
 
 def save_png(tensor, path):

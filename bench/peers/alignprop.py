@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     from unifl.core.feedback.loading import load_reward_model
     from unifl.pocket.arena.counting import count_feedback_models
     from unifl.pocket.plugin import register
-    from unifl.pocket.world import sample_prompts
+    from unifl.pocket.world.world import sample_prompts
 
     accelerate.PartialState()
     register()

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from ...core.files import atomic_write_bytes
 from ..evaluate import AspectJudges
 from ..judges import CHECKS, aspect_shortfall, embed, load_prompt_judge, prompt_checks, read_scenes, realism
-from ..world import PocketDataset, Scene, WorldConfig, caption, render
+from ..world.world import PocketDataset, Scene, WorldConfig, caption, render
 from .plan import ArenaSettings, Sampler, Split
 
 RESOLUTION = 64

@@ -122,7 +122,7 @@ def train_peer(out: str, training: str, method: str, seed: int, budget_seconds: 
 
 def write_peer_data(out: str, count: int) -> str:
     """The training stream as files for the peers' own loaders: png + txt pairs and webdataset shards."""
-    from ..world import PocketDataset, WorldConfig
+    from ..world.world import PocketDataset, WorldConfig
 
     folder = Path(out)
     sys.path.insert(0, str(PEER_GLUE))

@@ -76,7 +76,7 @@ def _jpeg(card: Image.Image, path: Path) -> Path:
 
 
 def _real_images(count: int) -> tuple[torch.Tensor, list[str]]:
-    from unifl.pocket.world import PocketDataset, WorldConfig
+    from unifl.pocket.world.world import PocketDataset, WorldConfig
 
     world = PocketDataset(count, seed=SEED + 101, config=WorldConfig(resolution=64))  # not a training stream
     samples = [world[i] for i in range(count)]
