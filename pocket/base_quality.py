@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..core.machine import cpu_name
-from .addons import frozen_pocket_pipeline, seeded
+from .models.addons import frozen_pocket_pipeline, seeded
 from .arena.plan import BASE_CFG, SPLITS
 from .evaluate import AspectJudges
 from .plugin import register

@@ -27,11 +27,11 @@ PROGRESS_FILE = ".pocket-build.json"
 
 #: part → (module with a ``main(argv)``, its ``--out`` relative to the weights folder)
 PARTS = {
-    "ldm": ("unifl.pocket.ldm", "ldm"),
-    "perception": ("unifl.pocket.build_perception", "."),
-    "rewards": ("unifl.pocket.rewards", "."),
-    "controlnet": ("unifl.pocket.controlnet", "controlnet"),
-    "motion": ("unifl.pocket.motion", "motion_adapter"),
+    "ldm": ("unifl.pocket.models.ldm", "ldm"),
+    "perception": ("unifl.pocket.models.build_perception", "."),
+    "rewards": ("unifl.pocket.models.rewards", "."),
+    "controlnet": ("unifl.pocket.models.controlnet", "controlnet"),
+    "motion": ("unifl.pocket.models.motion", "motion_adapter"),
     "judges": ("unifl.pocket.build_judges", "judges"),
 }
 

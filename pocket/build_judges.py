@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from ..core.files import atomic_write_text
-from .build_perception import RenderedSet, render_set
+from .models.build_perception import RenderedSet, render_set
 from .world.degrade import degradation
 from .judges import (
     CHECKS,
@@ -57,7 +57,7 @@ from .judges import (
     read_scenes,
     realism,
 )
-from .perception import save_weights
+from .models.perception import save_weights
 from .world.world import (
     PocketDataset,
     Scene,

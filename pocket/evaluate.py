@@ -19,7 +19,7 @@ import torch
 
 from ..core.feedback.loading import load_reward_model
 from .world.degrade import ASPECTS
-from .evaluators import embed_images, frechet_distance, structure_iou
+from .models.evaluators import embed_images, frechet_distance, structure_iou
 from .judges import (
     embed,
     load_prompt_judge,

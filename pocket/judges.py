@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .evaluators import ResidualBlock, frechet_distance
-from .perception import (
+from .models.evaluators import ResidualBlock, frechet_distance
+from .models.perception import (
     conv_bn_relu,
     load_weights,
     mean_max_pool,

@@ -57,9 +57,9 @@ def register() -> None:
     from ..core.diffusion.loading import register_model_source
     from ..core.lora.kohya import register_architecture
     from ..core.training.aspect_rewards import register_reward_backbone
-    from . import perception as _perception  # noqa: F401  (pocket-features, pocket-instance, pocket-semantic)
+    from .models import perception as _perception  # noqa: F401  (pocket-features, pocket-instance, pocket-semantic)
     from .world.data import PocketImages
-    from .rewards import MODEL_RESOLUTION, AspectReward
+    from .models.rewards import MODEL_RESOLUTION, AspectReward
 
     register_preset("pocket", PRESETS["pocket"])
     register_preset("tiny", PRESETS["tiny"])

@@ -80,7 +80,7 @@ def test_no_worse_uses_its_declared_margin_and_lower_is_better_is_oriented():
 
 
 def test_the_closed_forms_equal_the_judges_fd_and_kid_on_the_unweighted_set_and_on_a_repeated_one():
-    from unifl.pocket.evaluators import frechet_distance
+    from unifl.pocket.models.evaluators import frechet_distance
     from unifl.pocket.judges import kernel_inception_distance
 
     rng = np.random.default_rng(8)

@@ -27,7 +27,7 @@ def test_the_shipped_base_is_measured_against_real_renders_of_the_same_scenes():
 
 
 def test_the_vae_round_trip_is_the_real_renders_through_the_vae_close_but_not_equal():
-    from unifl.pocket.addons import frozen_pocket_pipeline
+    from unifl.pocket.models.addons import frozen_pocket_pipeline
     from unifl.pocket.world.world import WorldConfig, render
 
     scenes, _, _ = base_quality.split_prompts("validation", 4, replicate=0)
@@ -39,7 +39,7 @@ def test_the_vae_round_trip_is_the_real_renders_through_the_vae_close_but_not_eq
 
 
 def test_the_vae_ceiling_reads_a_vae_folder_alone(tmp_path):
-    from unifl.pocket.addons import frozen_pocket_pipeline
+    from unifl.pocket.models.addons import frozen_pocket_pipeline
 
     frozen_pocket_pipeline(None).vae.save_pretrained(str(tmp_path / "vae"))
     ceiling = base_quality.main(["--vae-only", str(tmp_path / "vae"), "--prompts", "4"])

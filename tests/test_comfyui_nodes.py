@@ -329,7 +329,7 @@ def test_reward_training_registers_the_pocket_backbone_itself(nodes, comfy_base,
 def test_cancel_stops_reward_training_within_a_step(nodes, comfy_base, pair_folder):
     """ComfyUI's Cancel during the first optimizer step: the node stops after that step and saves nothing."""
     from unifl.core.training.aspect_rewards import REWARD_BACKBONES, register_reward_backbone
-    from unifl.pocket.rewards import MODEL_RESOLUTION, AspectReward
+    from unifl.pocket.models.rewards import MODEL_RESOLUTION, AspectReward
 
     steps_run = []
 
@@ -399,7 +399,7 @@ def memory_releases(monkeypatch):
 
     from unifl.core import memory
     from unifl.core.training import trainer as trainer_module
-    from unifl.pocket.rewards import AspectReward
+    from unifl.pocket.models.rewards import AspectReward
 
     trainers, calls = [], []
 

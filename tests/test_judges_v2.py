@@ -30,7 +30,7 @@ from unifl.pocket.judges import (
     prompt_scores_v2,
     read_scenes,
 )
-from unifl.pocket.perception import shipped_weights
+from unifl.pocket.models.perception import shipped_weights
 from unifl.pocket.world.world import PocketDataset, relation, render
 
 PROMPTS = 32

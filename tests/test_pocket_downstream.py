@@ -12,9 +12,10 @@ import safetensors.torch
 import torch
 from unifl.core.lora.kohya import SamplerContract, kohya_name, save_kohya_lora
 from unifl.core.lora.peft import LoRASettings, add_lora
-from unifl.pocket import controlnet, downstream, motion
-from unifl.pocket.addons import frozen_pocket_pipeline, trailing_ddim, unet_fingerprint
-from unifl.pocket.ldm import HOLDOUT_SEED, pocket_model_dir
+from unifl.pocket import downstream
+from unifl.pocket.models import controlnet, motion
+from unifl.pocket.models.addons import frozen_pocket_pipeline, trailing_ddim, unet_fingerprint
+from unifl.pocket.models.ldm import HOLDOUT_SEED, pocket_model_dir
 
 PROMPT = "a large red striped circle left of a small blue square on a dark grey tiled background lit from the left"
 
@@ -168,7 +169,7 @@ def test_a_motion_adapter_fits_a_rebuilt_base_of_other_widths():
     """The adapter is made for the UNet it is trained beside, not for v1's widths: a rebuilt base may differ."""
     from diffusers import UNet2DConditionModel, UNetMotionModel
 
-    from unifl.pocket import ldm
+    from unifl.pocket.models import ldm
 
     unet = UNet2DConditionModel(**ldm.unet_config((64, 128), latent_factor=2))
     adapter = motion.new_motion_adapter(unet_config=unet.config)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from unifl.core.diffusion.diffusers_denoiser import DiffusersDenoiser
 from unifl.core.diffusion.loading import load_denoiser
-from unifl.pocket import ldm
+from unifl.pocket.models import ldm
 from unifl.pocket.world.world import VOCABULARY, PocketDataset, WorldConfig, sample_prompts
 
 SHIPPED = ldm.pocket_model_dir()
@@ -18,7 +18,7 @@ SHIPPED = ldm.pocket_model_dir()
 @pytest.fixture(scope="module")
 def shipped_denoiser() -> DiffusersDenoiser:
     if not (SHIPPED / "model_index.json").is_file():
-        pytest.fail(f"{SHIPPED} has no pipeline; build it with `python -m unifl.pocket.ldm --out {SHIPPED}`")
+        pytest.fail(f"{SHIPPED} has no pipeline; build it with `python -m unifl.pocket.models.ldm --out {SHIPPED}`")
     return load_denoiser(SHIPPED)
 
 
@@ -105,7 +105,7 @@ def test_a_build_in_parts_gives_the_weights_of_one_uninterrupted_build(tmp_path)
     """A part that runs out of time saves the whole training state; ``resume`` continues bit for bit."""
     from safetensors.torch import load_file
 
-    from unifl.pocket.resumable import PartFinished
+    from unifl.pocket.models.resumable import PartFinished
 
     whole = ldm.build_pocket_pipeline(tmp_path / "whole" / "ldm", quick=True)
     target = tmp_path / "parts" / "ldm"

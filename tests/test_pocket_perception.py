@@ -16,7 +16,7 @@ from unifl.core.feedback.perception import (
     pefl_style_loss,
 )
 from unifl.pocket.world.degrade import degradation
-from unifl.pocket.evaluators import (
+from unifl.pocket.models.evaluators import (
     EmbeddingEvaluator,
     StructureEvaluator,
     _template_iou,
@@ -27,7 +27,7 @@ from unifl.pocket.evaluators import (
     object_structure_scores,
     structure_iou,
 )
-from unifl.pocket.perception import (
+from unifl.pocket.models.perception import (
     GRID,
     PocketFeatureNet,
     PocketInstanceSegmenter,
@@ -295,7 +295,7 @@ def test_weights_files_say_what_is_wrong(tmp_path):
 
 
 def test_quick_build_trains_saves_and_reports(tmp_path):
-    from unifl.pocket.build_perception import QUICK, build
+    from unifl.pocket.models.build_perception import QUICK, build
 
     report = build(tmp_path, QUICK, log=lambda line: None)
     assert set(report["files"]) == {"features", "semantic", "instance", "structure", "embedding"}

@@ -11,7 +11,7 @@ from unifl.core.feedback.loading import load_reward_model
 from unifl.core.feedback.losses import discriminator_loss
 from unifl.core.feedback.rewards.files import load_reward_file
 from unifl.core.training.reward_models import PreferencePairs, derive_alpha, pair_accuracy, score_pairs
-from unifl.pocket import rewards as pocket
+from unifl.pocket.models import rewards as pocket
 from unifl.pocket.world.degrade import ASPECTS, preference_pair
 from unifl.pocket.world.world import WorldConfig
 

@@ -77,7 +77,7 @@ def arena_pipeline(sampler: Sampler, lora: dict | None):
     """The pocket model in a plain diffusers pipeline with ``sampler``'s scheduler and ``lora`` loaded."""
     from diffusers import DDIMScheduler, LCMScheduler, TCDScheduler
 
-    from ..addons import frozen_pocket_pipeline
+    from ..models.addons import frozen_pocket_pipeline
 
     pipe = frozen_pocket_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -113,7 +113,7 @@ def load_row_lora(pipe, lora: dict) -> None:
 
 def sample_row(sampler: Sampler, lora: dict | None, prompts: list[str], seeds: list[int], out_path: str, batch: int = 64) -> str:
     """Sample (in a worker) and write ``out_path`` (uint8 images, safetensors): the job's proof of work."""
-    from ..addons import seeded
+    from ..models.addons import seeded
 
     pipe = arena_pipeline(sampler, lora)
     chunks = []

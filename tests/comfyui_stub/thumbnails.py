@@ -117,9 +117,9 @@ class PocketSampler:
     """The pocket model's diffusers pipelines (plain, ControlNet, AnimateDiff), built once."""
 
     def __init__(self):
-        from unifl.pocket.addons import frozen_pocket_pipeline, trailing_ddim
-        from unifl.pocket.controlnet import controlnet_pipeline, load_pocket_controlnet, plain_pipeline
-        from unifl.pocket.motion import animatediff_pipeline, load_pocket_motion_adapter
+        from unifl.pocket.models.addons import frozen_pocket_pipeline, trailing_ddim
+        from unifl.pocket.models.controlnet import controlnet_pipeline, load_pocket_controlnet, plain_pipeline
+        from unifl.pocket.models.motion import animatediff_pipeline, load_pocket_motion_adapter
 
         self.pipe = frozen_pocket_pipeline()
         trailing = trailing_ddim(self.pipe)
@@ -129,7 +129,7 @@ class PocketSampler:
         self.animated = animatediff_pipeline(self.pipe, load_pocket_motion_adapter(), trailing)
 
     def images(self, prompts: list[str], steps: int) -> torch.Tensor:
-        from unifl.pocket.controlnet import generate_images
+        from unifl.pocket.models.controlnet import generate_images
 
         pipe = self.plain_20 if steps == 20 else self.plain_4
         return generate_images(pipe, prompts, list(range(SEED, SEED + len(prompts))), steps=steps, cfg=3.0)
@@ -152,7 +152,7 @@ def four_step_card(sampler: PocketSampler) -> Image.Image:
 
 
 def controlnet_card(sampler: PocketSampler) -> Image.Image:
-    from unifl.pocket.controlnet import control_images, generate_images, render_scenes
+    from unifl.pocket.models.controlnet import control_images, generate_images, render_scenes
 
     _, masks, captions = render_scenes(3, SEED + 101, "thumbnail scenes")
     controls = control_images(masks)
@@ -161,7 +161,7 @@ def controlnet_card(sampler: PocketSampler) -> Image.Image:
 
 
 def animatediff_card(sampler: PocketSampler) -> Image.Image:
-    from unifl.pocket.motion import generate_clips
+    from unifl.pocket.models.motion import generate_clips
 
     _, captions = _real_images(2)
     clips = generate_clips(sampler.animated, captions, [SEED, SEED + 1], steps=4, cfg=3.0)

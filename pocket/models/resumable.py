@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from ..core.files import atomic_write_bytes, atomic_write_text
+from ...core.files import atomic_write_bytes, atomic_write_text
 
 
 class PartFinished(Exception):

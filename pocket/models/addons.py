@@ -17,10 +17,10 @@ from typing import Callable
 
 import torch
 
-from ..core.diffusion import schedule as sched
-from ..core.diffusion.diffusers_denoiser import alphas_cumprod_from_config
-from ..core.diffusion.tiny import SD15_SCHEDULER
-from ..core.machine import cpu_name
+from ...core.diffusion import schedule as sched
+from ...core.diffusion.diffusers_denoiser import alphas_cumprod_from_config
+from ...core.diffusion.tiny import SD15_SCHEDULER
+from ...core.machine import cpu_name
 from .ldm import build_arguments, display_path, load_pocket_pipeline, pocket_model_dir
 
 TRAINING_ALPHAS_CUMPROD = alphas_cumprod_from_config(SD15_SCHEDULER)

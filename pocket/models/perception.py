@@ -50,10 +50,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..core.feedback.perception import InstancePrediction
-from ..core.feedback.registry import register_perception_model
-from . import WEIGHTS_DIR
-from .world.world import (
+from ...core.feedback.perception import InstancePrediction
+from ...core.feedback.registry import register_perception_model
+from .. import WEIGHTS_DIR
+from ..world.world import (
     BACKGROUND_COLOURS,
     BACKGROUND_PATTERNS,
     BACKGROUND_TONES,
@@ -71,7 +71,7 @@ MODEL_RESOLUTION = 64
 GRID = 8
 """SOLO's S: instance slots per image side (8 px cells at 64 px, about one cell per small object)."""
 NUM_SHAPES = len(SHAPES)
-BUILD_COMMAND = "python -m unifl.pocket.build_perception --out pocket/weights"
+BUILD_COMMAND = "python -m unifl.pocket.models.build_perception --out pocket/weights"
 
 # Fixed input centring: pocket images have mean ≈ 0.5 and spread ≈ 0.25 per channel.
 _INPUT_MEAN, _INPUT_SCALE = 0.5, 0.25

@@ -17,7 +17,7 @@ evaluator predicts (:mod:`.evaluators`), so whether an image follows its control
 control map, on held-out scenes (stream 2), with and without the ControlNet, same prompts and seeds.
 
 The result is saved as a plain diffusers folder (``ControlNetModel.from_pretrained(folder)`` offline) with
-``BUILD.md`` and ``samples.png``. Build it with ``python -m unifl.pocket.controlnet --out
+``BUILD.md`` and ``samples.png``. Build it with ``python -m unifl.pocket.models.controlnet --out
 pocket/weights/controlnet`` (``--quick`` for a seconds-long smoke build), or ``unifl pocket build
 --only controlnet``.
 """
@@ -33,13 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.files import atomic_write_text
-from ..core.images import grid, save_png
-from ..core.progress import progress_bar
+from ...core.files import atomic_write_text
+from ...core.images import grid, save_png
+from ...core.progress import progress_bar
 from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
-from .world.world import SHAPES, PocketDataset, WorldConfig
+from .. import WEIGHTS_DIR
+from ..world.world import SHAPES, PocketDataset, WorldConfig
 
 CONTROL_PALETTE = torch.tensor([
     (0.0, 0.0, 0.0),  # background
@@ -77,8 +78,8 @@ GRID_COLUMNS = 8
 
 
 def pocket_controlnet_dir() -> Path:
-    """The shipped ControlNet folder, ``pocket/weights/controlnet`` next to this module."""
-    return Path(__file__).resolve().parent / "weights" / "controlnet"
+    """The shipped ControlNet folder, ``pocket/weights/controlnet``."""
+    return WEIGHTS_DIR / "controlnet"
 
 
 def load_pocket_controlnet(path: str | Path | None = None):
@@ -87,7 +88,7 @@ def load_pocket_controlnet(path: str | Path | None = None):
 
     folder = Path(path) if path is not None else pocket_controlnet_dir()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no pocket ControlNet there. Build it with `python -m unifl.pocket.controlnet --out {folder}`.")
+        raise FileNotFoundError(f"{folder}: no pocket ControlNet there. Build it with `python -m unifl.pocket.models.controlnet --out {folder}`.")
     return ControlNetModel.from_pretrained(str(folder)).eval()
 
 
@@ -275,7 +276,7 @@ def build_pocket_controlnet(out_dir: str | Path, *, seed: int = 0, quick: bool =
 
 def build_report(*, settings, seed, quick, clock, pipe, controlnet, folder_mb, trained_beside, curve, numbers, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the ControlNet was made and how well generated images follow their control."""
-    command = f"python -m unifl.pocket.controlnet --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
+    command = f"python -m unifl.pocket.models.controlnet --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
     rows = [f"| real renders of the scenes (ceiling) | – | {numbers['real']['class_iou']:.3f} | {numbers['real']['foreground_iou']:.3f} |"]
     for steps, spacing, cfg in SAMPLERS:
         for name, label in (("without", "pocket LDM alone"), ("with", "pocket LDM + ControlNet")):

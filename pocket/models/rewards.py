@@ -22,7 +22,7 @@ keeps every pair true (relations, light direction) and doubles the data, and a t
 are emptied, so the models also score prompt-less images (an unconditioned stage-2 discriminator).
 
 Seeds: rewards train on pair stream 1 (α_d and accuracy from held-out stream 2); evaluators on 101
-(validation 102). ``python -m unifl.pocket.rewards --out pocket/weights`` rebuilds every file
+(validation 102). ``python -m unifl.pocket.models.rewards --out pocket/weights`` rebuilds every file
 and ``rewards/BUILD.md``; ``--quick`` is the minutes-free version the tests run.
 """
 
@@ -44,14 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.feedback.registry import register_reward_model
-from ..core.feedback.rewards.files import load_reward_file, save_reward_model
-from ..core.files import atomic_write_text
-from ..core.progress import progress_bar
-from ..core.training.reward_models import PreferencePairs, derive_alpha, pair_accuracy, score_pairs, train_reward_model
-from . import WEIGHTS_DIR
-from .world.degrade import ASPECTS, degradation
-from .world.world import VOCABULARY, WorldConfig, render, sample_scene
+from ...core.feedback.registry import register_reward_model
+from ...core.feedback.rewards.files import load_reward_file, save_reward_model
+from ...core.files import atomic_write_text
+from ...core.progress import progress_bar
+from ...core.training.reward_models import PreferencePairs, derive_alpha, pair_accuracy, score_pairs, train_reward_model
+from .. import WEIGHTS_DIR
+from ..world.degrade import ASPECTS, degradation
+from ..world.world import VOCABULARY, WorldConfig, render, sample_scene
 
 GLOBAL = "global"
 REWARD_SEED, HELD_OUT_SEED = 1, 2
@@ -431,7 +431,7 @@ def _build_markdown(report: dict, command: str) -> str:
     lines = [
         "# Pocket-world aspect reward models",
         "",
-        "Written by `python -m unifl.pocket.rewards`; every number below was measured by that run.",
+        "Written by `python -m unifl.pocket.models.rewards`; every number below was measured by that run.",
         "",
         f"- command: `{command or 'build()'}`",
         f"- machine: {platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores shared with other jobs, "
@@ -497,7 +497,7 @@ def _parse_quantile(text: str) -> tuple[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m unifl.pocket.rewards", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m unifl.pocket.models.rewards", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights folder (writes rewards/ and evaluators/ under it)")
     parser.add_argument("--quick", action="store_true", help="tiny pair sets and few steps: a smoke build, not usable weights")
     parser.add_argument("--alpha-quantile", type=_parse_quantile, action="append", default=[], metavar="NAME=Q",
@@ -506,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = replace(BuildSettings.quick() if args.quick else BuildSettings(), alpha_quantiles=tuple(args.alpha_quantile))
-    command = "python -m unifl.pocket.rewards " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m unifl.pocket.models.rewards " + " ".join(argv if argv is not None else sys.argv[1:])
     report = build(args.out, settings, command=command.strip())
     print(f"wrote {args.out}/rewards and {args.out}/evaluators in {report['wall_seconds']:.0f} s")
     for family in ("rewards", "evaluators"):

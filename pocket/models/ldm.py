@@ -17,7 +17,7 @@ read offline. It is deliberately small and briefly trained: layouts and colours 
 caption, shapes and textures are often wrong, and few-step sampling is visibly blurry, which is what
 UniFL's feedback learning is meant to improve.
 
-Build it with ``python -m unifl.pocket.ldm --out pocket/weights/ldm`` (``--quick`` for a
+Build it with ``python -m unifl.pocket.models.ldm --out pocket/weights/ldm`` (``--quick`` for a
 seconds-long smoke build). The shipped folder also holds ``BUILD.md`` and a ``samples.png`` grid.
 """
 
@@ -39,17 +39,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..core.diffusion import schedule as sched
-from ..core.diffusion.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
-from ..core.diffusion.loading import load_pipeline, prefer_torchvision_free_processors
-from ..core.diffusion.sampling import generate
-from ..core.diffusion.tiny import SD15_SCHEDULER, write_clip_tokenizer
-from ..core.files import atomic_write_text
-from ..core.images import grid, save_png
-from ..core.machine import cpu_name
-from ..core.progress import progress_bar
+from ...core.diffusion import schedule as sched
+from ...core.diffusion.diffusers_denoiser import DiffusersDenoiser, alphas_cumprod_from_config
+from ...core.diffusion.loading import load_pipeline, prefer_torchvision_free_processors
+from ...core.diffusion.sampling import generate
+from ...core.diffusion.tiny import SD15_SCHEDULER, write_clip_tokenizer
+from ...core.files import atomic_write_text
+from ...core.images import grid, save_png
+from ...core.machine import cpu_name
+from ...core.progress import progress_bar
 from .resumable import PartClock, PartFinished, load_training_state, save_training_state
-from .world.world import VOCABULARY, PocketDataset, WorldConfig
+from .. import WEIGHTS_DIR
+from ..world.world import VOCABULARY, PocketDataset, WorldConfig
 
 RESOLUTION = 64
 MAX_TOKENS = 40
@@ -166,8 +167,8 @@ GRID_SAMPLERS = ((20, "leading"), (4, "trailing"))
 
 
 def pocket_model_dir() -> Path:
-    """The shipped pipeline folder, ``pocket/weights/ldm`` next to this module."""
-    return Path(__file__).resolve().parent / "weights" / "ldm"
+    """The shipped pipeline folder, ``pocket/weights/ldm``."""
+    return WEIGHTS_DIR / "ldm"
 
 
 def load_pocket_pipeline(path: str | Path | None = None, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
@@ -176,7 +177,7 @@ def load_pocket_pipeline(path: str | Path | None = None, *, dtype: torch.dtype =
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(
             f"{folder}: no pocket LDM there (model_index.json is missing). Build it with "
-            f"`python -m unifl.pocket.ldm --out {folder}` (about half an hour on 2 CPU cores)."
+            f"`python -m unifl.pocket.models.ldm --out {folder}` (about half an hour on 2 CPU cores)."
         )
     return load_pipeline(folder, dtype=dtype, device=device)
 
@@ -591,7 +592,7 @@ def display_path(path: Path) -> str:
 def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, scaling_factor, vae_curve, unet_stats, quality, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the model was made and what it measured, in enough detail to rebuild it."""
     preset = next((name for name, value in PRESETS.items() if value == settings), "custom settings")
-    command = f"python -m unifl.pocket.ldm --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else f" --preset {preset}")
+    command = f"python -m unifl.pocket.models.ldm --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else f" --preset {preset}")
     minutes = {k: f"{v / 60:.1f} min" for k, v in times.items() if k != "parts"}
     parts = times.get("parts", 1)
     in_parts = f" — in {parts} parts, each run again with `--resume` (the times below are their sums)" if parts > 1 else ""
@@ -647,7 +648,7 @@ spacing), 4-step DDIM (trailing spacing), sampled with `unifl.core.diffusion.sam
 
 def build_arguments(module: str, doc: str, default_out: Path, what: str) -> argparse.ArgumentParser:
     """The options every pocket build shares (``--out``, ``--seed``, ``--quick``, ``--threads``)."""
-    parser = argparse.ArgumentParser(prog=f"python -m unifl.pocket.{module}", description=doc.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m unifl.pocket.models.{module}", description=doc.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=default_out, help=f"{what} folder to write (replaced when the build finishes)")
     parser.add_argument("--seed", type=int, default=0, help=f"training-data stream and initialisation seed (the shipped {what}: 0)")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke build with tiny step counts (not a usable model)")

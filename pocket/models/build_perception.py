@@ -1,6 +1,6 @@
 """Train the pocket perception models and the held-out evaluators, reproducibly, on a CPU.
 
-``python -m unifl.pocket.build_perception --out pocket/weights [--quick]`` writes
+``python -m unifl.pocket.models.build_perception --out pocket/weights [--quick]`` writes
 
 * ``perception/{features,instance,semantic}.safetensors`` – the PeFL experts (:mod:`.perception`),
   trained on pocket dataset seed 1 and validated on seed 2;
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.feedback.losses.pefl import instance_segmentation_loss
-from ..core.progress import progress_bar
-from .world.degrade import degradation
+from ...core.feedback.losses.pefl import instance_segmentation_loss
+from ...core.progress import progress_bar
+from ..world.degrade import degradation
 from .evaluators import (
     EmbeddingEvaluator,
     StructureEvaluator,
@@ -60,7 +60,7 @@ from .perception import (
     reading_targets,
     save_weights,
 )
-from .world.world import PocketDataset, Scene, WorldConfig
+from ..world.world import PocketDataset, Scene, WorldConfig
 
 PERCEPTION_SEEDS = (1, 2)  # (train, validation) of the models UniFL trains against
 EVALUATOR_SEEDS = (101, 102)  # (train, validation) of the held-out judges
@@ -313,7 +313,7 @@ def write_build_notes(path: Path, plan: BuildPlan, report: dict) -> None:
     lines = [
         "# Pocket perception models and held-out evaluators",
         "",
-        f"Built with `python -m unifl.pocket.build_perception --out pocket/weights{quick}` "
+        f"Built with `python -m unifl.pocket.models.build_perception --out pocket/weights{quick}` "
         f"in {report['wall_seconds']:.0f} s wall time ({report['render_seconds']:.0f} s of it rendering), "
         f"single-threaded torch {torch.__version__} on {platform.machine()} {platform.processor() or platform.system()} "
         f"({os.cpu_count()} cores, shared), Python {platform.python_version()}.",

@@ -64,7 +64,7 @@ from .perception import (
     shipped_weights,
     upsample_to,
 )
-from .world.world import NUM_CLASSES, SHAPES, UNIT_AREA, UNIT_EXTENT, Scene, unit_sdf
+from ..world.world import NUM_CLASSES, SHAPES, UNIT_AREA, UNIT_EXTENT, Scene, unit_sdf
 
 MIN_COMPONENT_PIXELS = 8
 """At 64 px: the world's ``min_visible_pixels``, so a smaller blob is noise, not an object."""

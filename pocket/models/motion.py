@@ -28,7 +28,7 @@ masks as read by the held-out structure evaluator (objects that stay themselves 
 
 The result is a plain diffusers folder (``MotionAdapter.from_pretrained(folder)`` offline; use it with
 ``AnimateDiffPipeline(**pocket_pipeline.components, motion_adapter=adapter)``) with ``BUILD.md`` and
-``samples.png``. Build it with ``python -m unifl.pocket.motion --out pocket/weights/motion_adapter``
+``samples.png``. Build it with ``python -m unifl.pocket.models.motion --out pocket/weights/motion_adapter``
 (``--quick`` for a seconds-long smoke build), or ``unifl pocket build --only motion``.
 """
 
@@ -44,13 +44,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.files import atomic_write_text
-from ..core.images import grid, save_png
-from ..core.progress import progress_bar
+from ...core.files import atomic_write_text
+from ...core.images import grid, save_png
+from ...core.progress import progress_bar
 from .addons import PhaseClock, addon_main, caption_embeddings, encode_latents, frozen_pocket_pipeline, noised, seeded, trained_beside_line
 from .evaluators import load_structure_evaluator
 from .ldm import GRID_CFG, HOLDOUT_SEED, RESOLUTION, UNET_CONFIG, LossLog, display_path, folder_megabytes, make_readable, millions, replace_folder, warmup_cosine
-from .world.world import PocketDataset, Scene, WorldConfig, caption, render
+from .. import WEIGHTS_DIR
+from ..world.world import PocketDataset, Scene, WorldConfig, caption, render
 
 FRAMES = 8
 """Frames per training clip, and per clip the build measures."""
@@ -98,8 +99,8 @@ GRID_CLIPS = 3
 
 
 def pocket_motion_adapter_dir() -> Path:
-    """The shipped adapter folder, ``pocket/weights/motion_adapter`` next to this module."""
-    return Path(__file__).resolve().parent / "weights" / "motion_adapter"
+    """The shipped adapter folder, ``pocket/weights/motion_adapter``."""
+    return WEIGHTS_DIR / "motion_adapter"
 
 
 def load_pocket_motion_adapter(path: str | Path | None = None):
@@ -108,7 +109,7 @@ def load_pocket_motion_adapter(path: str | Path | None = None):
 
     folder = Path(path) if path is not None else pocket_motion_adapter_dir()
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no pocket motion adapter there. Build it with `python -m unifl.pocket.motion --out {folder}`.")
+        raise FileNotFoundError(f"{folder}: no pocket motion adapter there. Build it with `python -m unifl.pocket.models.motion --out {folder}`.")
     return MotionAdapter.from_pretrained(str(folder)).eval()
 
 
@@ -329,7 +330,7 @@ def build_pocket_motion_adapter(out_dir: str | Path, *, seed: int = 0, quick: bo
 
 def build_report(*, settings, seed, quick, clock, adapter, folder_mb, trained_beside, curve, numbers, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the adapter was made and how consistent the clips it generates are."""
-    command = f"python -m unifl.pocket.motion --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
+    command = f"python -m unifl.pocket.models.motion --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else "")
     rows = [f"| real clips of the captions' scenes | – | {numbers['real']['difference']:.4f} | {numbers['real']['object_iou']:.3f} |"]
     for steps, spacing, cfg in SAMPLERS:
         for name, label in (("without", "zero adapter (frames independent)"), ("with", "trained adapter")):
