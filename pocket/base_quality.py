@@ -26,10 +26,10 @@ import torch
 from ..core.machine import cpu_name
 from .models.addons import frozen_pocket_pipeline, seeded
 from .arena.plan import BASE_CFG, SPLITS
-from .evaluate import AspectJudges
+from .judges.evaluate import AspectJudges
 from .plugin import register
-from .judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
-from .spectrum import spectrum_distance
+from .judges.judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
+from .judges.spectrum import spectrum_distance
 from .world.world import PocketDataset, WorldConfig, caption, render
 
 RESOLUTION = 64

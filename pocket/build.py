@@ -32,7 +32,7 @@ PARTS = {
     "rewards": ("unifl.pocket.models.rewards", "."),
     "controlnet": ("unifl.pocket.models.controlnet", "controlnet"),
     "motion": ("unifl.pocket.models.motion", "motion_adapter"),
-    "judges": ("unifl.pocket.build_judges", "judges"),
+    "judges": ("unifl.pocket.judges.build_judges", "judges"),
 }
 
 

@@ -5,7 +5,7 @@
 3. The ablations: stage 1 without PeFL, stage 1 with one global reward model instead of the four
    decoupled ones, stage 2 without the adversarial term.
 4. Every model sampled on the same held-out prompts and seeds and measured by judges that training never
-   touches (:mod:`unifl.pocket.evaluate`); then ``report.md`` (tables, grids, curves, the claims
+   touches (:mod:`unifl.pocket.judges.evaluate`); then ``report.md`` (tables, grids, curves, the claims
    checked plainly), ``metrics.json`` and the LoRA files.
 
 The runs are independent except that stage 2 starts from stage 1, so they go through a small pool of
@@ -230,7 +230,7 @@ def pocket_world_missing() -> list[str]:
 
 def run_demo(quick: bool = False, out_dir: str | Path = "out/demo", settings: DemoSettings | None = None) -> dict:
     """Train, sample and measure everything (see the module docstring); returns ``metrics.json``'s content."""
-    from .evaluate import AspectJudges, evaluation_set, measure, measure_real
+    from .judges.evaluate import AspectJudges, evaluation_set, measure, measure_real
 
     register()
 

@@ -15,7 +15,7 @@ import unifl
 from unifl.pocket.arena import claims as arena_claims
 from unifl.pocket.arena.docs import BEGIN, END, write_docs
 from unifl.pocket.arena.plan import SPLITS, TRAINING_SEEDS, ArenaSettings, rows, trainings
-from unifl.pocket.judges import (
+from unifl.pocket.judges.judges import (
     JUDGE_SEEDS,
     FoundObject,
     Reading,
@@ -268,7 +268,7 @@ def test_every_glue_patch_matches_the_peers_script_exactly_once(method, tmp_path
 def test_smoke_arena_runs_end_to_end_and_a_second_run_redoes_nothing(tmp_path, capsys):
     from unifl.pocket.arena.measure import prompt_judge_version
     from unifl.pocket.arena.run import run_arena
-    from unifl.pocket.build_judges import QUICK, build
+    from unifl.pocket.judges.build_judges import QUICK, build
 
     judge = tmp_path / "judge"
     build(judge, QUICK, log=lambda line: None)

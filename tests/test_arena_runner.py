@@ -124,7 +124,7 @@ def test_a_control_row_filters_its_rows_test_images_with_the_filter_chosen_on_va
 def test_per_image_values_agree_with_the_judges_own_summary():
     from unifl.pocket.arena.measure import Judges, prompt_set
     from unifl.pocket.arena.plan import SPLITS
-    from unifl.pocket.judges import prompt_accuracy
+    from unifl.pocket.judges.judges import prompt_accuracy
     from unifl.pocket.plugin import register
     from unifl.pocket.world.world import WorldConfig, render
 
@@ -176,10 +176,10 @@ def test_the_budget_curve_has_its_levels_and_one_figure(tmp_path):
 
 
 def test_the_judges_post_filters_choose_a_sharpen_for_blurred_real_renders_where_the_judges_have_them():
-    pytest.importorskip("unifl.pocket.post_filters", reason="the judges' post-filter registry is not in this checkout")
+    pytest.importorskip("unifl.pocket.judges.post_filters", reason="the judges' post-filter registry is not in this checkout")
     from unifl.pocket.arena.controls import JudgePostFilters
     from unifl.pocket.arena.measure import real_images
-    from unifl.pocket.post_filters import apply_post_filter
+    from unifl.pocket.judges.post_filters import apply_post_filter
 
     real = real_images(402, 0, 48)
     blurred = torch.nn.functional.avg_pool2d(real_images(402, 48, 48), 3, 1, 1, count_include_pad=False)

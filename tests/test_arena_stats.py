@@ -81,7 +81,7 @@ def test_no_worse_uses_its_declared_margin_and_lower_is_better_is_oriented():
 
 def test_the_closed_forms_equal_the_judges_fd_and_kid_on_the_unweighted_set_and_on_a_repeated_one():
     from unifl.pocket.models.evaluators import frechet_distance
-    from unifl.pocket.judges import kernel_inception_distance
+    from unifl.pocket.judges.judges import kernel_inception_distance
 
     rng = np.random.default_rng(8)
     features = rng.normal(0, 1, (2, 6 * 2, 8))  # 2 seeds, 6 prompts, 2 images each
@@ -127,7 +127,7 @@ def test_the_spectrum_gap_in_closed_form_is_the_mean_absolute_gap_of_weighted_me
 
 
 def test_the_spectrum_gap_equals_the_judges_spectrum_distance_where_the_judges_have_it():
-    spectrum = pytest.importorskip("unifl.pocket.spectrum", reason="the judges' spectrum measure is not in this checkout")
+    spectrum = pytest.importorskip("unifl.pocket.judges.spectrum", reason="the judges' spectrum measure is not in this checkout")
     generator = torch.Generator().manual_seed(0)
     images, real = torch.rand(2 * 4, 3, 16, 16, generator=generator), torch.rand(10, 3, 16, 16, generator=generator)
     shares = spectrum.log_band_shares(images).double().numpy().reshape(2, 4, 3, -1)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 from unifl.pocket.arena.plan import SPLITS
-from unifl.pocket.build_judges import build_rule_v2, reference_scenes
-from unifl.pocket.judges import (
+from unifl.pocket.judges.build_judges import build_rule_v2, reference_scenes
+from unifl.pocket.judges.judges import (
     CHECKS_V2,
     MIN_SCORE_GRID_V2,
     RULE_V2,

@@ -5,7 +5,7 @@ distance ranks the held-out real renders first against every blur and every filt
 try (``test_real_renders_have_the_best_spectrum``). The judge's FD/KID, the arena's old realism instrument,
 do not: on these 64 images they prefer the real renders with high-frequency noise (std 0.045: FD 34.6, KID
 −37 against 36.7, −3), which ``test_the_chosen_control_…`` pins down; with 256 held-out images against 1024
-(``python -m unifl.pocket.post_filters`` prints that table, docs/pocket-world.md keeps it) they do rank the
+(``python -m unifl.pocket.judges.post_filters`` prints that table, docs/pocket-world.md keeps it) they do rank the
 real renders first, narrowly against weak noise and a weak sharpen. On a blurred set a sharpen buys back much
 of FD and KID (and some of the spectrum); high-frequency noise buys back most of the spectrum and little of
 FD/KID: each measure has its own adversary, so the arena reports both, each against its own control.
@@ -18,8 +18,8 @@ its few most contrasted scenes, and in that first form noise of std 0.01 scored 
 import pytest
 import torch
 from unifl.pocket.world.degrade import _blur
-from unifl.pocket.judges import JUDGE_SEEDS, embed, load_prompt_judge, realism
-from unifl.pocket.post_filters import (
+from unifl.pocket.judges.judges import JUDGE_SEEDS, embed, load_prompt_judge, realism
+from unifl.pocket.judges.post_filters import (
     NO_FILTER,
     POST_FILTERS,
     apply_post_filter,
@@ -27,7 +27,7 @@ from unifl.pocket.post_filters import (
     high_frequency_noise,
     pick_post_filter,
 )
-from unifl.pocket.spectrum import (
+from unifl.pocket.judges.spectrum import (
     log_band_shares,
     per_band_log_ratio,
     radial_power_spectrum,
@@ -127,7 +127,7 @@ def test_the_chosen_control_sharpens_a_blurred_set_and_widens_its_grid(renders, 
 
 
 def test_the_demo_measures_carry_both_prompt_versions_and_the_spectrum():
-    from unifl.pocket.evaluate import AspectJudges, evaluation_set, measure_real
+    from unifl.pocket.judges.evaluate import AspectJudges, evaluation_set, measure_real
 
     real = measure_real(evaluation_set(num_prompts=8, images_per_prompt=1, num_real=32), AspectJudges())
     assert real["prompt_accuracy"] > 0.9 and real["prompt_accuracy_v2"] > 0.9 and 0 < real["spectrum"] < 0.5

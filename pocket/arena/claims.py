@@ -77,7 +77,7 @@ def aggregate(replicates: list[dict]) -> dict[str, dict[str, float]]:
 def _realism() -> tuple[str, ...]:
     import importlib.util
 
-    return ("fd", "kid") + (("spectrum",) if importlib.util.find_spec("..spectrum", __package__) else ())
+    return ("fd", "kid") + (("spectrum",) if importlib.util.find_spec("..judges.spectrum", __package__) else ())
 
 
 REALISM = _realism()

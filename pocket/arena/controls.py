@@ -32,29 +32,29 @@ class PostFilters(Protocol):
 
 
 def post_filters_available() -> bool:
-    """Whether this checkout's judges have the post-filter registry (``unifl.pocket.post_filters``)."""
-    return importlib.util.find_spec("..post_filters", __package__) is not None
+    """Whether this checkout's judges have the post-filter registry (``unifl.pocket.judges.post_filters``)."""
+    return importlib.util.find_spec("..judges.post_filters", __package__) is not None
 
 
 class JudgePostFilters:
-    """The judges' registry (:mod:`unifl.pocket.post_filters`) as :class:`PostFilters`: the choice ranks each
+    """The judges' registry (:mod:`unifl.pocket.judges.post_filters`) as :class:`PostFilters`: the choice ranks each
     candidate filter and strength by realism in the prompt judge's features (and the spectrum) against the split's
     real images; the candidates' numbers are kept in the choice for the report."""
 
     def __init__(self, judge_path: str = ""):
-        from ..judges import load_prompt_judge
+        from ..judges.judges import load_prompt_judge
 
         self.judge = load_prompt_judge(judge_path)
 
     def choose(self, images: torch.Tensor, real_images: torch.Tensor) -> dict:
-        from ..judges import embed
-        from ..post_filters import choose_post_filter
+        from ..judges.judges import embed
+        from ..judges.post_filters import choose_post_filter
 
         name, strength, table = choose_post_filter(images, lambda x: embed(x, self.judge), embed(real_images, self.judge), real_images=real_images)
         return {"filter": name, "strength": strength, "candidates": table}
 
     def apply(self, images: torch.Tensor, choice: dict) -> torch.Tensor:
-        from ..post_filters import apply_post_filter
+        from ..judges.post_filters import apply_post_filter
 
         return apply_post_filter(choice["filter"], images, choice["strength"])
 

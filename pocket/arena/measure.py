@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 
 from ...core.files import atomic_write_bytes
-from ..evaluate import AspectJudges
-from ..judges import CHECKS, aspect_shortfall, embed, load_prompt_judge, prompt_checks, read_scenes, realism
+from ..judges.evaluate import AspectJudges
+from ..judges.judges import CHECKS, aspect_shortfall, embed, load_prompt_judge, prompt_checks, read_scenes, realism
 from ..world.world import PocketDataset, Scene, WorldConfig, caption, render
 from .plan import ArenaSettings, Sampler, Split
 
@@ -30,16 +30,16 @@ RESOLUTION = 64
 def prompt_judge_version() -> int:
     """The prompt judge version the arena scores prompts with: 2 (precision and recall, count first-class) where
     this checkout's judges have it, else 1; version 1's columns are kept beside version 2's for comparison."""
-    from .. import judges
+    from ..judges import judges
 
     return 2 if hasattr(judges, "prompt_scores_v2") else 1
 
 
 def spectrum_available() -> bool:
-    """Whether this checkout's judges have the spectrum realism measure (``unifl.pocket.spectrum``)."""
+    """Whether this checkout's judges have the spectrum realism measure (``unifl.pocket.judges.spectrum``)."""
     import importlib.util
 
-    return importlib.util.find_spec("..spectrum", __package__) is not None
+    return importlib.util.find_spec("..judges.spectrum", __package__) is not None
 
 
 @dataclass
@@ -173,7 +173,7 @@ class Judges:
         result = {"prompt": per_image["summary"], "prompt_v1": per_image["summary_v1"], "prompt_version": per_image["version"],
                   "realism": realism(features, real_features), "aspects": aspects}
         if self.spectrum and real is not None:
-            from ..spectrum import log_band_shares, spectrum_distance
+            from ..judges.spectrum import log_band_shares, spectrum_distance
 
             result["realism"]["spectrum"] = spectrum_distance(images, real)
             per_image["log_band_shares"] = log_band_shares(images)
@@ -189,9 +189,9 @@ class Judges:
     def per_image(self, images: torch.Tensor, prompts: PromptSet) -> dict:
         """Per image: its prompt score and whether it passes every check, by the current prompt judge
         (:func:`prompt_judge_version`) and by version 1 (``_v1``: the share of its checks that pass,
-        :func:`~unifl.pocket.judges.prompt_checks`), from one reading; and each held-out aspect judge's score.
+        :func:`~unifl.pocket.judges.judges.prompt_checks`), from one reading; and each held-out aspect judge's score.
         ``summary``/``summary_v1``: the judges' own summaries (version 1's as
-        :func:`~unifl.pocket.judges.prompt_accuracy` computes it)."""
+        :func:`~unifl.pocket.judges.judges.prompt_accuracy` computes it)."""
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts; give one prompt per image")
         readings = read_scenes(self.prompt, images)
@@ -210,7 +210,7 @@ class Judges:
         out = {"summary_v1": summary_v1, "prompt_accuracy_v1": torch.tensor(shares), "all_correct_v1": torch.tensor(passed), "aspects": aspects,
                "version": prompt_judge_version()}
         if out["version"] == 2:
-            from ..judges import per_prompt_accuracy, prompt_accuracy_from_readings
+            from ..judges.judges import per_prompt_accuracy, prompt_accuracy_from_readings
 
             scores = per_prompt_accuracy(readings, prompts.scenes, version=2)
             return out | {"summary": prompt_accuracy_from_readings(readings, prompts.scenes, version=2), "prompt_accuracy": torch.tensor(scores, dtype=torch.float32),

@@ -93,7 +93,7 @@ def row_bootstraps(out: Path, settings: ArenaSettings, rows: list[str]) -> dict[
     real_aspects = [load_per_image(out / "references" / f"seed{s}.same_scenes.per_image.safetensors") for s in seeds]
     real_shares = None
     if "spectrum" in REALISM:
-        from ..spectrum import log_band_shares
+        from ..judges.spectrum import log_band_shares
 
         real_shares = log_band_shares(load_images(out / "references" / "real_images.safetensors")).double().numpy()
     boot = {}
@@ -236,7 +236,7 @@ def claim_lines(claims: list[dict], groups: tuple[str, ...]) -> list[str]:
 
 def _pooled_realism(out: Path, feature_files: list[Path]) -> dict:
     """FD and KID of all of a row's images (every replicate's) against the real reference set."""
-    from ..judges import realism
+    from ..judges.judges import realism
     from .measure import load_tensor
 
     features = torch.cat([load_tensor(p) for p in feature_files])
@@ -312,7 +312,7 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
         "",
         "Judges (frozen before any model was scored, `pocket/weights/judges/BUILD.md`): " + JUDGE_NOTES[metrics.get("prompt_judge_version", 1)]
         + " **FD / KID** in that detector's trunk features" + ("; **spectrum** = the distance between the per-frequency power spectra "
-        "of a row's images and of real renders (`pocket/spectrum.py`)" if "spectrum" in REALISM else "") + "; **aspect shortfall** = mean over the "
+        "of a row's images and of real renders (`pocket/judges/spectrum.py`)" if "spectrum" in REALISM else "") + "; **aspect shortfall** = mean over the "
         "four held-out aspect judges of max(0, real − model), real = real renders of the same scenes.",
         "",
         "## All rows",

@@ -471,7 +471,7 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     for method, reason in plan["missing"].items():
         print(f"arena: PEER NOT RUN: {method}: {reason}", file=sys.stderr)
     if settings.controls and not plan["post_filters"]:
-        print("arena: CONTROLS NOT RUN: the judges have no post-filter registry (unifl.pocket.post_filters)", file=sys.stderr)
+        print("arena: CONTROLS NOT RUN: the judges have no post-filter registry (unifl.pocket.judges.post_filters)", file=sys.stderr)
     finished = {job.name for job in jobs if plan["done"][job.name]()}
     todo = [Job(j.name, j.work, tuple(d for d in j.after if d not in finished), j.steps) for j in jobs if j.name not in finished]
     predicted = estimate(settings, MEASURED_COSTS, present=set(plan["present"]), rows_run=set(plan["rows"]))

@@ -101,7 +101,7 @@ class FrechetToReal:
 
 @dataclass
 class KernelDistanceToReal:
-    """KID (unbiased MMD², cubic kernel ``(x·y/d + 1)³``, as :func:`unifl.pocket.judges.kernel_inception_distance`)
+    """KID (unbiased MMD², cubic kernel ``(x·y/d + 1)³``, as :func:`unifl.pocket.judges.judges.kernel_inception_distance`)
     of the weighted image set against a fixed real set: a drawn image pairs with every other drawn copy, never
     with the same copy (the multiset's own unbiased estimate). Kernel sums are kept per pair of prompts."""
 
@@ -131,7 +131,7 @@ class KernelDistanceToReal:
 @dataclass
 class MeanAbsoluteGap:
     """``mean |weighted mean of per-image vectors − real mean|`` over the vectors' entries: the spectrum distance
-    (:func:`unifl.pocket.spectrum.spectrum_distance`, each image's log band shares ``[C, K]`` averaged over a set)
+    (:func:`unifl.pocket.judges.spectrum.spectrum_distance`, each image's log band shares ``[C, K]`` averaged over a set)
     in closed form per draw. ``values`` ``[seeds, prompts·k, ...]``, ``real`` ``[N, ...]``."""
 
     values: np.ndarray

@@ -26,7 +26,7 @@ against that spec, not against a learned taste that a reward hack could share:
   what real renders of the same scenes score. Above real counts as no better than real.
 
 The judge trains on pocket stream :data:`JUDGE_SEEDS` ``[0]`` and is validated on ``[1]``: streams no
-reward, perception model, evaluator or LDM was built from (``python -m unifl.pocket.build_judges``). It
+reward, perception model, evaluator or LDM was built from (``python -m unifl.pocket.judges.build_judges``). It
 never gives a gradient to anything; it is frozen before any arena model is scored.
 """
 
@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .models.evaluators import ResidualBlock, frechet_distance
-from .models.perception import (
+from ..models.evaluators import ResidualBlock, frechet_distance
+from ..models.perception import (
     conv_bn_relu,
     load_weights,
     mean_max_pool,
@@ -51,7 +51,7 @@ from .models.perception import (
     shipped_weights,
     upsample_to,
 )
-from .world.world import (
+from ..world.world import (
     BACKGROUND_TONES,
     LIGHT_DIRECTIONS,
     OPPOSITE_DIRECTION,
@@ -365,7 +365,7 @@ class MatchingRuleV2:
 
 
 MIN_SCORE_GRID_V2 = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
-"""The confidence cuts ``python -m unifl.pocket.build_judges --rule-v2`` sweeps (from the reading's floor)."""
+"""The confidence cuts ``python -m unifl.pocket.judges.build_judges --rule-v2`` sweeps (from the reading's floor)."""
 RULE_V2 = MatchingRuleV2(min_score=0.35)
 """Frozen: the cut that scored real renders of the judge's validation stream (clean, blurred, low-res) best
 against their own scenes (``weights/judges/prompt_v2.json``); never chosen on a model's samples."""

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.feedback.loading import load_reward_model
-from .world.degrade import ASPECTS
-from .models.evaluators import embed_images, frechet_distance, structure_iou
+from ...core.feedback.loading import load_reward_model
+from ..world.degrade import ASPECTS
+from ..models.evaluators import embed_images, frechet_distance, structure_iou
 from .judges import (
     embed,
     load_prompt_judge,
@@ -28,7 +28,7 @@ from .judges import (
     realism,
 )
 from .spectrum import spectrum_distance
-from .world.world import PocketDataset, Scene, WorldConfig
+from ..world.world import PocketDataset, Scene, WorldConfig
 
 PROMPT_SEED = 202
 REAL_SEED = 103
@@ -103,7 +103,7 @@ def measure(images: torch.Tensor, eval_set: EvaluationSet, judges: AspectJudges)
 
 def measure_real(eval_set: EvaluationSet, judges: AspectJudges) -> dict:
     """The same metrics on real renders of the evaluation scenes: the ceiling a perfect model would reach."""
-    from .world.world import render
+    from ..world.world import render
 
     config = WorldConfig(resolution=eval_set.real_images.shape[-1])
     real = torch.stack([render(scene, config).image for scene in eval_set.scenes])

@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import platform
 
-    from .world.degrade import degradation
+    from ..world.degrade import degradation
     from .judges import JUDGE_SEEDS, embed, load_prompt_judge
-    from .world.world import PocketDataset
+    from ..world.world import PocketDataset
 
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
     parser.add_argument("--reference", type=int, default=1024, help="real renders the sets are measured against")

@@ -1,6 +1,6 @@
 """Train the arena's prompt judge, reproducibly, on a CPU, and measure it on real renders.
 
-``python -m unifl.pocket.build_judges --out pocket/weights/judges [--quick]`` writes
+``python -m unifl.pocket.judges.build_judges --out pocket/weights/judges [--quick]`` writes
 
 * ``prompt.safetensors`` – :class:`~.judges.PromptJudge`, trained on pocket stream ``JUDGE_SEEDS[0]``
   (301) and validated on ``JUDGE_SEEDS[1]`` (302): streams that no reward, perception model, evaluator or
@@ -10,7 +10,7 @@
   would reach), the same on uniform noise and on real renders of other scenes (the floors), and the
   realism floor (FD and KID between two sets of real renders) against a blurred set.
 
-``python -m unifl.pocket.build_judges --out pocket/weights/judges --rule-v2`` keeps the network and chooses
+``python -m unifl.pocket.judges.build_judges --out pocket/weights/judges --rule-v2`` keeps the network and chooses
 version 2's matching rule (:data:`~.judges.RULE_V2`, the confidence cut for a found object) on real renders of
 the validation stream only: clean, blurred and low-res (world truth, no model's samples), the cut that scores
 them best against their own scenes. It writes ``prompt_v2.json`` and ``PROMPT_V2.md``: the sweep, and both
@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..core.files import atomic_write_text
-from .models.build_perception import RenderedSet, render_set
-from .world.degrade import degradation
+from ...core.files import atomic_write_text
+from ..models.build_perception import RenderedSet, render_set
+from ..world.degrade import degradation
 from .judges import (
     CHECKS,
     CHECKS_V2,
@@ -57,8 +57,8 @@ from .judges import (
     read_scenes,
     realism,
 )
-from .models.perception import save_weights
-from .world.world import (
+from ..models.perception import save_weights
+from ..world.world import (
     PocketDataset,
     Scene,
     WorldConfig,
@@ -187,7 +187,7 @@ def write_build_notes(path: Path, plan: JudgePlan, report: dict) -> None:
     lines = [
         "# The arena's prompt judge",
         "",
-        f"Built with `python -m unifl.pocket.build_judges --out pocket/weights/judges{quick}` in {report['wall_seconds']:.0f} s wall "
+        f"Built with `python -m unifl.pocket.judges.build_judges --out pocket/weights/judges{quick}` in {report['wall_seconds']:.0f} s wall "
         f"({report['render_seconds']:.0f} s rendering, {report['train_seconds']:.0f} s training), single-threaded torch {torch.__version__} "
         f"on {platform.machine()} {platform.processor() or platform.system()} ({os.cpu_count()} cores, shared), Python {platform.python_version()}.",
         "",
@@ -297,9 +297,9 @@ def write_rule_v2_notes(path: Path, report: dict, quick: bool) -> None:
     lines = [
         "# The prompt judge, version 2: scoring what was asked against everything shown",
         "",
-        f"Written by `python -m unifl.pocket.build_judges --out pocket/weights/judges --rule-v2{option}` in {report['wall_seconds']:.0f} s "
+        f"Written by `python -m unifl.pocket.judges.build_judges --out pocket/weights/judges --rule-v2{option}` in {report['wall_seconds']:.0f} s "
         f"(torch {torch.__version__}, {platform.machine()}, Python {platform.python_version()}). The network is version 1's "
-        "(`prompt.safetensors`, `BUILD.md`); version 2 changes the scoring (`pocket/judges.py`, `prompt_scores_v2`).",
+        "(`prompt.safetensors`, `BUILD.md`); version 2 changes the scoring (`pocket/judges/judges.py`, `prompt_scores_v2`).",
         "",
         f"## The confidence cut, chosen on {report['images']} real renders of the validation stream {report['seed']}",
         "",
