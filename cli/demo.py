@@ -8,7 +8,7 @@ from .arguments import whole
 def run(args) -> int:
     from dataclasses import replace
 
-    from ..pocket.demo import DemoSettings, run_demo
+    from ..pocket.demo.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick() if args.quick else DemoSettings()
     run_demo(out_dir=args.out, settings=replace(settings, workers=args.workers, threads=args.threads))

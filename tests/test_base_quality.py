@@ -1,10 +1,10 @@
-"""The base-model yardstick (pocket/base_quality.py): real renders pass the bars, the measuring is the arena's."""
+"""The base-model yardstick (pocket/arena/base_quality.py): real renders pass the bars, the measuring is the arena's."""
 
 from __future__ import annotations
 
 import torch
 
-from unifl.pocket import base_quality
+from unifl.pocket.arena import base_quality
 from unifl.pocket.arena.plan import SPLITS
 
 

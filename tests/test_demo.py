@@ -5,7 +5,7 @@ import time
 
 import pytest
 from unifl.cli import main
-from unifl.pocket.demo import Job, check_claims, run_jobs
+from unifl.pocket.demo.demo import Job, check_claims, run_jobs
 
 ASPECTS = {"color", "layout", "detail", "lighting"}
 

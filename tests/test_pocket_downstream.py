@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 from unifl.core.lora.kohya import SamplerContract, kohya_name, save_kohya_lora
 from unifl.core.lora.peft import LoRASettings, add_lora
-from unifl.pocket import downstream
+from unifl.pocket.demo import downstream
 from unifl.pocket.models import controlnet, motion
 from unifl.pocket.models.addons import frozen_pocket_pipeline, trailing_ddim, unet_fingerprint
 from unifl.pocket.models.ldm import HOLDOUT_SEED, pocket_model_dir

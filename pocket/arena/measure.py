@@ -97,7 +97,7 @@ def arena_pipeline(sampler: Sampler, lora: dict | None):
 
 def load_row_lora(pipe, lora: dict) -> None:
     """A UniFL kohya file (``format = "kohya"``) or a peer LoRA in diffusers' layout with its scale."""
-    from ..downstream import load_lora_checked
+    from ..demo.downstream import load_lora_checked
 
     if lora["format"] == "kohya":
         load_lora_checked(pipe, lora["path"])

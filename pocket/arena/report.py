@@ -13,7 +13,7 @@ import torch
 from ...core.files import atomic_write_text
 from ...core.images import save_grid
 from ...core.machine import describe_machine, library_versions, source_commit
-from ..demo import _plot_curves
+from ..demo.demo import _plot_curves
 from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, REALISM, aggregate, decide, family, planned_claims
 from .counting import training_compute
 from .measure import load_images, load_per_image, load_tensor, prompt_judge_version, write_json

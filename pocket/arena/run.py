@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ...core.machine import source_commit
-from ..demo import Job, pocket_world_missing, run_jobs
+from ..demo.demo import Job, pocket_world_missing, run_jobs
 from ..plugin import register
 from .controls import PostFilters, judge_post_filters, post_filters_available
 from .counting import count_feedback_models, count_unet, new_counter
@@ -76,7 +76,7 @@ def train_unifl(out: str, training: str, seed: int, overrides: list[str], init_f
     """One UniFL LoRA (in a worker): the pocket preset plus ``overrides``; its wall time is a peer's budget."""
     from ...core.config import load_config
     from ...core.training.trainer import TrainerCallbacks, UniFLTrainer
-    from .. import demo
+    from ..demo import demo
 
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)

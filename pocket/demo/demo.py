@@ -25,13 +25,13 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import load_config
-from ..core.diffusion.sampling import generate
-from ..core.files import atomic_write_text
-from ..core.images import save_grid
-from ..core.progress import progress_bar
-from ..core.training.trainer import TrainerCallbacks, UniFLTrainer
-from .plugin import MODEL_DIR, WEIGHTS_DIR, register
+from ...core.config import load_config
+from ...core.diffusion.sampling import generate
+from ...core.files import atomic_write_text
+from ...core.images import save_grid
+from ...core.progress import progress_bar
+from ...core.training.trainer import TrainerCallbacks, UniFLTrainer
+from ..plugin import MODEL_DIR, WEIGHTS_DIR, register
 
 
 @dataclass
@@ -95,8 +95,8 @@ def _train(out: Path, name: str, overrides: list[str]) -> str:
 
 def _sample(lora: str | None, prompts: list[str], seeds: list[int], steps: int, spacing: str, cfg: float) -> torch.Tensor:
     """Images (uint8, to keep the transfer small) of the pocket model with ``lora`` on the evaluation prompts."""
-    from ..core.diffusion.loading import load_denoiser
-    from ..core.lora.kohya import load_kohya_lora
+    from ...core.diffusion.loading import load_denoiser
+    from ...core.lora.kohya import load_kohya_lora
 
     denoiser = load_denoiser("pocket")
     if lora is not None:
@@ -230,7 +230,7 @@ def pocket_world_missing() -> list[str]:
 
 def run_demo(quick: bool = False, out_dir: str | Path = "out/demo", settings: DemoSettings | None = None) -> dict:
     """Train, sample and measure everything (see the module docstring); returns ``metrics.json``'s content."""
-    from .judges.evaluate import AspectJudges, evaluation_set, measure, measure_real
+    from ..judges.evaluate import AspectJudges, evaluation_set, measure, measure_real
 
     register()
 

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from ..core.images import grid, save_png
-from .models.addons import frozen_pocket_pipeline, trailing_ddim
-from .models.controlnet import control_images, control_iou, controlnet_pipeline, generate_images, load_pocket_controlnet, render_scenes
-from .models.evaluators import load_structure_evaluator
-from .models.ldm import HOLDOUT_SEED
-from .models.motion import FRAMES, animatediff_pipeline, consecutive_difference, consecutive_object_iou, generate_clips, load_pocket_motion_adapter
+from ...core.images import grid, save_png
+from ..models.addons import frozen_pocket_pipeline, trailing_ddim
+from ..models.controlnet import control_images, control_iou, controlnet_pipeline, generate_images, load_pocket_controlnet, render_scenes
+from ..models.evaluators import load_structure_evaluator
+from ..models.ldm import HOLDOUT_SEED
+from ..models.motion import FRAMES, animatediff_pipeline, consecutive_difference, consecutive_object_iou, generate_clips, load_pocket_motion_adapter
 
 CONTROL_SCENES = 16
 """Held-out scenes whose control IoU is measured; the grid shows the first ``num_prompts``."""

@@ -1,5 +1,5 @@
 """How well a pocket base model draws what its prompts ask: the numbers a base must reach before feedback
-learning can be seen to improve it (``python -m unifl.pocket.base_quality --model FOLDER``).
+learning can be seen to improve it (``python -m unifl.pocket.arena.base_quality --model FOLDER``).
 
 Feedback learning fixes what a good model gets wrong; a model that cannot draw its world leaves every
 stage-1 effect inside the spread of a few seeds. This script samples a pocket pipeline folder the way the
@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.machine import cpu_name
-from .models.addons import frozen_pocket_pipeline, seeded
-from .arena.plan import BASE_CFG, SPLITS
-from .judges.evaluate import AspectJudges
-from .plugin import register
-from .judges.judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
-from .judges.spectrum import spectrum_distance
-from .world.world import PocketDataset, WorldConfig, caption, render
+from ...core.machine import cpu_name
+from ..models.addons import frozen_pocket_pipeline, seeded
+from .plan import BASE_CFG, SPLITS
+from ..judges.evaluate import AspectJudges
+from ..plugin import register
+from ..judges.judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
+from ..judges.spectrum import spectrum_distance
+from ..world.world import PocketDataset, WorldConfig, caption, render
 
 RESOLUTION = 64
 #: (label, steps, DDIM timestep spacing): the arena's base rows at CFG :data:`BASE_CFG`.
@@ -142,7 +142,7 @@ def markdown(result: dict, model_label: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m unifl.pocket.base_quality", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m unifl.pocket.arena.base_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a pocket pipeline folder (default: the shipped pocket model)")
     parser.add_argument("--split", choices=sorted(SPLITS), default="validation", help="compare candidates on validation; report the chosen base on test")
     parser.add_argument("--prompts", type=int, default=128, help="prompts per sampling seed (default 128)")
