@@ -13,7 +13,7 @@ VENVTV ?= .venv-torchvision
 STAMPTV := $(VENVTV)/.unifl-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-host-stacks test-torchvision demo arena-tune arena arena-ablations arena-curves peers peer-venvs bench bench-real-size clean browser comfy-validate
+.PHONY: setup test test-fast test-host-stacks test-torchvision demo arena-tune arena arena-ablations arena-choices arena-curves peers peer-venvs bench bench-real-size clean browser comfy-validate
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -88,6 +88,13 @@ arena: arena-tune
 # stages, five seeds on the test split, with the tuning run's choices; out/arena-ablations.
 arena-ablations: arena-tune
 	$(PY) -m unifl arena --split test --ablations --peers '' --out out/arena-ablations
+
+# The candidate defaults of issue 20 beside today's UniFL (docs/paper-choices.md): the stage-2 step-count schedules and
+# cheaper steps, then the LoRA targets and ranks; validation split, five seeds, the tuning run's rates; each decided
+# by its own Holm-corrected family; out/arena-choices-<set>/report.md.
+arena-choices: arena-tune
+	$(PY) -m unifl arena --choices stage2
+	$(PY) -m unifl arena --choices lora
 
 # The budget curve: ×1 (the standard run in out/arena), ×4 and ×16 (seed 0 only) of the training budget, the
 # standard run's chosen hyperparameters; resumable, its cost printed before it starts; out/arena-curves/curves.png.

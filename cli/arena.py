@@ -6,6 +6,8 @@ import argparse
 
 TUNING_OUT = "out/arena-tune"
 """Where ``make arena-tune`` sweeps and ``make arena`` takes its choices from."""
+VARIANT_SET_NAMES = ("lora", "stage2")
+"""``pocket/arena/plan.py``'s ``VARIANT_SETS`` (named here so the CLI starts without importing torch)."""
 
 
 def run(args) -> int:
@@ -16,6 +18,8 @@ def run(args) -> int:
         settings = ArenaSettings.smoke()
     elif args.tune:
         settings = ArenaSettings.tuning()
+    elif args.choices:
+        settings = ArenaSettings.choices(args.choices, tuning_from=TUNING_OUT if args.tuning_from is None else args.tuning_from)
     elif args.split == "test":
         settings = ArenaSettings.standard(tuning_from=TUNING_OUT if args.tuning_from is None else args.tuning_from)
         if not settings.tuning_from:  # sweeping in this run: both LoRA variants are trained and reported
@@ -37,7 +41,8 @@ def run(args) -> int:
         changes["stage2_overrides"] = tuple(args.stage2_set)
     if args.lora_variants:
         changes["lora_variants"] = tuple(v for v in args.lora_variants.split(",") if v)
-    run_arena(out_dir=args.out or (TUNING_OUT if args.tune else "out/arena"), settings=settings.with_(**changes))
+    default_out = TUNING_OUT if args.tune else f"out/arena-choices-{args.choices}" if args.choices else "out/arena"
+    run_arena(out_dir=args.out or default_out, settings=settings.with_(**changes))
     return 0
 
 
@@ -45,6 +50,8 @@ def add_command(subparsers) -> None:
     p = subparsers.add_parser("arena", help="UniFL, its ablations and LCM-LoRA/PCM/AlignProp on the pocket world, five seeds, judged by the world's truth")
     p.add_argument("--quick", action="store_true", help="smoke run: one seed, a few steps and images, validation split only")
     p.add_argument("--tune", action="store_true", help="the tuning run (`make arena-tune`): every sweep, both LoRA variants of each peer, first seed, validation split")
+    p.add_argument("--choices", choices=sorted(VARIANT_SET_NAMES), default=None,
+                   help="a choices run (`make arena-choices`): one set of candidate defaults beside today's UniFL, validation split, five seeds")
     p.add_argument("--split", choices=("validation", "test"), default="test",
                    help="test (default): the standard run, five seeds with the tuning run's choices; validation: a whole arena on the validation split")
     p.add_argument("--tuning-from", default=None, metavar="FOLDER",

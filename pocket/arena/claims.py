@@ -96,7 +96,7 @@ class Claim:
     a: str
     b: str
     metrics: tuple[str, ...]
-    group: str  # "paper" | "ablation" | "peer"
+    group: str  # "paper" | "ablation" | "peer" | "choice"
 
 
 def family() -> list[Claim]:
@@ -131,6 +131,35 @@ def family() -> list[Claim]:
             Claim(f"Stage 1 follows prompts better than AlignProp ({budget})", "beats", "stage1_20", peer, ("prompt_accuracy",), "peer"),
             Claim(f"Stage 1 loses no realism against AlignProp ({budget})", "no_worse", "stage1_20", peer, REALISM, "peer"),
         ]
+    return claims
+
+
+CHOICES_FAMILY = "arena-choices-1"
+"""The family a choices run (``make arena-choices``) decides its candidate defaults by, Holm-corrected on its own."""
+CHOICE_COUNTS = (1, 2, 4, 8)
+
+
+def choices_family(variants) -> list[Claim]:
+    """Each candidate default against today's UniFL on the same seeds, prompts and noise, at every step count a
+    few-step LoRA is used at (and at 20 steps for its stage 1, where it has its own): more realistic, following
+    prompts better, no worse on either. ``docs/paper-choices.md`` says which of these picks a default."""
+    from .plan import VARIANT_PREFIX
+
+    claims = []
+    for variant in variants:
+        if variant.scope == "both":
+            a = f"{VARIANT_PREFIX['stage1']}{variant.name}_20"
+            claims += [
+                Claim(f"{variant.name}: stage 1 follows prompts better than today's at 20 steps", "beats", a, "stage1_20", ("prompt_accuracy",), "choice"),
+                Claim(f"{variant.name}: stage 1 is no worse than today's at 20 steps", "no_worse", a, "stage1_20", ("prompt_accuracy", *REALISM), "choice"),
+            ]
+        for n in CHOICE_COUNTS:
+            a, b = f"{VARIANT_PREFIX['stage2']}{variant.name}_{n}", f"stage2_{n}"
+            claims += [
+                Claim(f"{variant.name}: stage 2 at {n} steps is more realistic than today's", "beats", a, b, REALISM, "choice"),
+                Claim(f"{variant.name}: stage 2 at {n} steps follows prompts better than today's", "beats", a, b, ("prompt_accuracy",), "choice"),
+                Claim(f"{variant.name}: stage 2 at {n} steps is no worse than today's", "no_worse", a, b, ("prompt_accuracy", *REALISM), "choice"),
+            ]
     return claims
 
 

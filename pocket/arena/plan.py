@@ -76,7 +76,7 @@ class Training:
     """Peers: the UniFL trainings whose measured wall times (same seed), summed, are this run's budget."""
     steps_of: str = ""
     """Peers: the UniFL training whose step count this run takes instead of a time budget."""
-    group: str = "unifl"  # "unifl" | "ablation" | "peer"
+    group: str = "unifl"  # "unifl" | "ablation" | "peer" | "variant"
     lora: str = "unifl"
     """Peers: ``"unifl"`` (UniFL's rank 16, alpha 16, attention + feed-forward), ``"own"`` (its script's defaults) or
     ``"best"`` (the one of the two its tuning chose, :func:`~.run.adopt_tuning`)."""
@@ -87,13 +87,43 @@ class Row:
     name: str
     training: str | None  # None: the base model
     sampler: Sampler
-    group: str  # "unifl" | "ablation" | "peer"
+    group: str  # "unifl" | "ablation" | "peer" | "variant"
     label: str = ""
     control_of: str = ""
     """A control row: the row whose images it post-filters (:mod:`.controls`), with the filter and strength chosen
     for that row on the validation split."""
     own_lora: str = ""
     """A peer row with UniFL's LoRA: the row of the same peer and sampler trained with its script's own LoRA."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A candidate default for UniFL, trained beside today's in a choices run (``make arena-choices``): its rows are
+    compared with today's rows of the same seeds, prompts and noise by the family :data:`~.claims.CHOICES_FAMILY`."""
+
+    name: str
+    scope: str  # "stage2": a stage 2 continuing today's stage 1 | "both": its own stage 1 and the stage 2 continuing it
+    overrides: tuple[str, ...]
+
+
+VARIANT_PREFIX = {"stage1": "stage1_v_", "stage2": "stage2_v_"}
+"""A variant's training names: ``stage2_v_<name>`` (and ``stage1_v_<name>`` for a "both" variant)."""
+VARIANT_SETS = {
+    "stage2": (
+        Variant("shared", "stage2", ("aesthetic.stage2_schedule=shared",)),
+        Variant("counts", "stage2", ("adversarial.schedule=step-counts",)),
+        Variant("counts_shared", "stage2", ("adversarial.schedule=step-counts", "aesthetic.stage2_schedule=shared")),
+        Variant("trajectory", "stage2", ("adversarial.schedule=trajectory",)),
+        Variant("prefix", "stage2", ("aesthetic.prefix_steps=4",)),
+        Variant("prefix_both", "both", ("aesthetic.prefix_steps=4", "pefl.prefix_steps=2")),
+    ),
+    "lora": tuple(
+        Variant(f"{targets.replace('+', '_')}_r{rank}", "both", (f"lora.targets={targets}", f"lora.rank={rank}", f"lora.alpha={rank}"))
+        for targets in ("attention", "attention+ff", "all") for rank in (16, 64) if (targets, rank) != ("attention+ff", 16)  # today's
+    ),
+}
+"""The candidate defaults of issue 20 (``docs/paper-choices.md``): ``stage2``, the step-count schedules and the cheaper
+steps; ``lora``, the LoRA targets and ranks for the real-size presets (today: ``attention+ff`` rank 16)."""
 
 
 CONTROL_SUFFIX = "+filter"
@@ -155,6 +185,9 @@ class ArenaSettings:
     that choose a default (``docs/paper-choices.md``) compare arenas that differ in these alone."""
     stage2_overrides: tuple[str, ...] = ()
     """``KEY=VALUE`` changes for UniFL's stage-2 trainings only (e.g. ``adversarial.schedule=step-counts``)."""
+    variants: tuple[Variant, ...] = ()
+    """Candidate defaults trained beside today's (:data:`VARIANT_SETS`), each at today's tuned hyperparameters; their
+    rows are decided against today's by the choices family."""
     workers: int = 2
     threads: int = 1
     quick: bool = False
@@ -178,6 +211,12 @@ class ArenaSettings:
         """``make arena``: five seeds on the test split with every post-filter control, UniFL's stages and each peer
         with the hyperparameters and LoRA variant :meth:`tuning` chose (``make arena-ablations`` adds the ablations)."""
         return cls(split="test", tuning_from=tuning_from, ablations=False, lora_variants=("best",)).with_(**changes)
+
+    @classmethod
+    def choices(cls, variant_set: str, tuning_from: str = "out/arena-tune", **changes) -> "ArenaSettings":
+        """``make arena-choices``: one set of candidate defaults (:data:`VARIANT_SETS`) beside today's UniFL on the
+        validation split, five seeds, today's tuned rates, no peers, ablations or controls: what picks a default."""
+        return cls(split="validation", tuning_from=tuning_from, peers=(), ablations=False, controls=False, variants=VARIANT_SETS[variant_set]).with_(**changes)
 
     @property
     def images(self) -> int:
@@ -227,6 +266,13 @@ def trainings(settings: ArenaSettings) -> dict[str, Training]:
             "stage1_global_reward": Training("stage1_global_reward", "unifl", ("stage=1", *s1, 'rewards=[{aspect = "global", kind = "pocket-reward", path = "global"}]'), group="ablation"),
             "stage2_no_adversarial": Training("stage2_no_adversarial", "unifl", ("stage=2", *s2, "adversarial.weight=0"), after=("stage1",), init_from="stage1", group="ablation"),
         }
+    for variant in settings.variants:
+        stage1 = "stage1"
+        if variant.scope == "both":
+            stage1 = VARIANT_PREFIX["stage1"] + variant.name
+            plan[stage1] = Training(stage1, "unifl", ("stage=1", *s1, *variant.overrides), group="variant")
+        name = VARIANT_PREFIX["stage2"] + variant.name
+        plan[name] = Training(name, "unifl", ("stage=2", *s2, *variant.overrides), after=(stage1,), init_from=stage1, group="variant")
     for name, spec in PEER_TRAININGS.items():
         if spec["method"] not in settings.peers:
             continue
@@ -270,6 +316,9 @@ steps the ones chosen at equal time)."""
 
 def tuning_of(training: str) -> str:
     """The tuned training whose chosen hyperparameters ``training`` uses."""
+    for stage, prefix in VARIANT_PREFIX.items():
+        if training.startswith(prefix):
+            return stage  # a candidate default is judged at today's tuned rates
     own = training.endswith("_own")
     base = training[: -len("_own")] if own else training
     tuned = TUNED_WITH.get(base, base)
@@ -316,6 +365,12 @@ def rows(settings: ArenaSettings) -> dict[str, Row]:
         *peer_rows,
         *own_rows,
     ]
+    for variant in settings.variants:
+        if variant.scope == "both":
+            plan.append(Row(f"{VARIANT_PREFIX['stage1']}{variant.name}_20", VARIANT_PREFIX["stage1"] + variant.name, ddim(20, BASE_CFG, "leading"), "variant",
+                            f"stage 1, variant {variant.name}"))
+        plan += [Row(f"{VARIANT_PREFIX['stage2']}{variant.name}_{n}", VARIANT_PREFIX["stage2"] + variant.name, ddim(n, 1.0, "trailing"), "variant",
+                     f"stage 2, variant {variant.name}") for n in (8, 4, 2, 1)]
     planned = trainings(settings)
     present = {row.name: row for row in plan if row.training is None or row.training in planned}
     present = {name: replace(row, own_lora=row.own_lora if row.own_lora in present else "") for name, row in present.items()}

@@ -14,7 +14,7 @@ from ...core.files import atomic_write_text
 from ...core.images import save_grid
 from ...core.machine import describe_machine, library_versions, source_commit
 from ..demo.demo import _plot_curves
-from .claims import FAMILY, METRICS, NO_WORSE_MARGIN, REALISM, aggregate, decide, family, planned_claims
+from .claims import CHOICES_FAMILY, FAMILY, METRICS, NO_WORSE_MARGIN, REALISM, aggregate, choices_family, decide, family, planned_claims
 from .counting import training_compute
 from .measure import load_images, load_per_image, load_tensor, prompt_judge_version, write_json
 from .plan import SPLITS, ArenaSettings, tuning_of
@@ -44,12 +44,15 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
     realism_floor = {s: _real_vs_real(out, s) for s in references}
     boot = row_bootstraps(out, settings, list(summary))
     intervals = {row: {m: _interval(draws, settings.confidence) for m, draws in metrics.items()} for row, metrics in boot.items()}
-    claims = decide(planned_claims(set(summary)), boot, {name: plan["rows"][name] for name in summary}, settings.family_alpha, settings.confidence)
+    row_plan = {name: plan["rows"][name] for name in summary}
+    claims = decide(planned_claims(set(summary)), boot, row_plan, settings.family_alpha, settings.confidence)
+    candidates = [c for c in choices_family(settings.variants) if c.a in summary and c.b in summary]
+    choices = decide(candidates, boot, row_plan, settings.family_alpha, settings.confidence) if candidates else []
     by_training = {}
     for (name, seed), result in sorted(results.items()):
         by_training.setdefault(name, {})[str(seed)] = result
     compute = {row: training_compute(plan["rows"][row].training, plan["trainings"], by_training) for row in summary}
-    for claim in claims:
+    for claim in [*claims, *choices]:
         claim["compute"] = {side: _row_compute(compute, plan["rows"], claim[side]) for side in ("a", "b")}
     not_run = {name: _why_not_run(row, plan) for name, row in plan["planned_rows"].items() if name not in summary}
     metrics = {
@@ -67,6 +70,8 @@ def write_report(out: Path, settings: ArenaSettings, plan: dict, measures: dict,
                    "draws": settings.bootstrap_draws, "tests": sum(len(c["tests"]) for c in claims)},
         "claims": claims,
         "claims_not_run": [c.text for c in family() if c.a not in summary or c.b not in summary],
+        **({"choices": {"family": {"name": CHOICES_FAMILY, "alpha": settings.family_alpha, "tests": sum(len(c["tests"]) for c in choices)}, "claims": choices}}
+           if settings.variants else {}),
         "trainings": by_training,
         "tuning": _tuning(out, plan["rows"]),
         "controls": {path.parent.name: json.loads(path.read_text()) for path in sorted((out / "controls").glob("*/choice.json"))},
@@ -342,6 +347,12 @@ def _markdown(metrics: dict, grids: dict, curves: list) -> list[str]:
             lines += [f"**{group}**", "", *claim_lines(metrics["claims"], (group,)), ""]
     if metrics.get("claims_not_run"):
         lines += ["**not run** (a row they need did not run):", "", *[f"- {text}" for text in metrics["claims_not_run"]], ""]
+    if metrics.get("choices"):
+        chosen = metrics["choices"]["family"]
+        lines += [f"## Candidate defaults against today's: a family of their own ({chosen['name']}, {chosen['tests']} tests), Holm-corrected at {chosen['alpha']:g}", "",
+                  "Each variant trained beside today's UniFL at today's tuned rates and the same steps, seeds, prompts and noise; "
+                  "`docs/paper-choices.md` says which verdicts make a variant the default (a cheaper step that is no worse at equal "
+                  "steps wins at lower cost).", "", *claim_lines(metrics["choices"]["claims"], ("choice",)), ""]
     lines += ["## Trainings: wall time, steps, images seen, model evaluations", "",
               "Evaluations are images through a model (`pocket/arena/counting.py`): UNet forwards, and each feedback model (reward, "
               "perception, discriminator) an image passes. A blank cell: the run predates that count.", "",
