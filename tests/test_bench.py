@@ -77,3 +77,11 @@ def test_a_failed_run_fails_the_real_size_benchmark(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "1 run(s) failed: sd15 AlignProp 64px lean" in done.stderr, done.stderr[-2000:]
     assert "| sd15 | UniFL stage 1 | 64 | lean |" in done.stdout  # what did run is still reported
+
+
+def test_the_pocket_vae_cost_bench_prices_every_presets_vae_beside_the_unet():
+    done = subprocess.run([sys.executable, str(BENCH.parent / "pocket_vae_cost.py"), "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in done.stdout.splitlines() if line.startswith("| (")]
+    assert {row[0] for row in rows} == {"(16, 32, 64)", "(32, 64, 128)"} and "v1" in rows[0][1]
+    assert all(re.fullmatch(NUMBER, row[3]) and re.fullmatch(NUMBER, row[4]) for row in rows) and "thread(s) on" in done.stdout
