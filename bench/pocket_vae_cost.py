@@ -2,8 +2,8 @@
 
 ``python bench/pocket_vae_cost.py [--threads 1] [--batch 4] [--repeats 5]``: for each VAE of the pocket LDM's build
 presets (``pocket/models/ldm.py``, ``PRESETS``; randomly initialised, the cost does not depend on the weights) the
-seconds of ``decode`` forward + backward and of ``encode`` (no gradient) for a batch of 16×16 latents, next to the
-pocket UNet's forward + backward on the same batch, all in this one run on this machine. Every feedback term of a
+seconds of ``decode`` forward + backward and of ``encode`` (no gradient) for a batch of its latents, next to the
+preset's UNet's forward + backward on the same latents, all in this one run on this machine. Every feedback term of a
 UniFL step that scores images decodes with a gradient once, so this is the part of a step's cost a wider VAE adds
 (``pocket/weights/ldm/TRIALS.md`` quotes it).
 """
@@ -38,33 +38,33 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from unifl.pocket.models.ldm import MAX_TOKENS, PRESETS, RESOLUTION, TEXT_CONFIG, unet_config, vae_config
 
     torch.manual_seed(0)
-    latents = torch.randn(args.batch, 4, RESOLUTION // 4, RESOLUTION // 4)
-    unet = UNet2DConditionModel(**unet_config())
     text = torch.randn(args.batch, MAX_TOKENS, TEXT_CONFIG["hidden_size"])
     timesteps = torch.full((args.batch,), 500)
-    unet_seconds = seconds_per_call(lambda: unet(latents, timesteps, text).sample.sum().backward(), args.repeats)
     rows, seen = [], {}
     for name, settings in PRESETS.items():
-        widths = settings.vae_channels
-        if widths in seen:
-            seen[widths].append(name)
+        key = (settings.vae_channels, settings.unet_channels, settings.latent_factor)
+        if key in seen:
+            seen[key].append(name)
             continue
-        seen[widths] = [name]
-        vae = AutoencoderKL(**vae_config(widths))
-        z = latents[:, :, : RESOLUTION // settings.latent_factor, : RESOLUTION // settings.latent_factor].clone().requires_grad_(True)
+        seen[key] = [name]
+        side = RESOLUTION // settings.latent_factor
+        z = torch.randn(args.batch, 4, side, side, requires_grad=True)
+        unet = UNet2DConditionModel(**unet_config(settings.unet_channels, settings.latent_factor, settings.unet_layers_per_block))
+        step = seconds_per_call(lambda: unet(z, timesteps, text).sample.sum().backward(), args.repeats)
+        vae = AutoencoderKL(**vae_config(settings.vae_channels))
         decode = seconds_per_call(lambda: vae.decode(z).sample.sum().backward(), args.repeats)
         images = torch.rand(args.batch, 3, RESOLUTION, RESOLUTION) * 2 - 1
         with torch.no_grad():
             encode = seconds_per_call(lambda: vae.encode(images).latent_dist.mean, args.repeats)
-        rows.append({"widths": widths, "presets": seen[widths], "parameters": sum(p.numel() for p in vae.parameters()), "decode": decode, "encode": encode})
+        rows.append({"widths": settings.vae_channels, "latents": f"{side}×{side}", "presets": seen[key], "parameters": sum(p.numel() for p in vae.parameters()),
+                     "unet": step, "decode": decode, "encode": encode})
     print(f"pocket VAE cost, batch {args.batch}, {torch.get_num_threads()} thread(s) on {cpu_name()}, load average {os.getloadavg()[0]:.1f}, "
           f"torch {torch.__version__}")
-    print(f"UNet {unet_config()['block_out_channels']} forward + backward: {unet_seconds * 1000:.0f} ms")
-    print("| VAE widths | presets | parameters | decode fwd + bwd (ms) | × the UNet's | encode, no grad (ms) |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| VAE widths | latents | presets | VAE parameters | UNet fwd + bwd (ms) | decode fwd + bwd (ms) | decode ÷ UNet | encode, no grad (ms) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['widths']} | {', '.join(row['presets'])} | {row['parameters'] / 1e6:.2f} M | {row['decode'] * 1000:.0f} | "
-              f"{row['decode'] / unet_seconds:.2f} | {row['encode'] * 1000:.0f} |")
+        print(f"| {row['widths']} | {row['latents']} | {', '.join(row['presets'])} | {row['parameters'] / 1e6:.2f} M | {row['unet'] * 1000:.0f} | "
+              f"{row['decode'] * 1000:.0f} | {row['decode'] / row['unet']:.2f} | {row['encode'] * 1000:.0f} |")
     return rows
 
 

@@ -80,8 +80,11 @@ def test_a_failed_run_fails_the_real_size_benchmark(tmp_path):
 
 
 def test_the_pocket_vae_cost_bench_prices_every_presets_vae_beside_the_unet():
+    from unifl.pocket.models.ldm import PRESETS
+
     done = subprocess.run([sys.executable, str(BENCH.parent / "pocket_vae_cost.py"), "--repeats", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in done.stdout.splitlines() if line.startswith("| (")]
-    assert {row[0] for row in rows} == {"(16, 32, 64)", "(32, 64, 128)"} and "v1" in rows[0][1]
-    assert all(re.fullmatch(NUMBER, row[3]) and re.fullmatch(NUMBER, row[4]) for row in rows) and "thread(s) on" in done.stdout
+    assert {row[0] for row in rows} == {str(settings.vae_channels) for settings in PRESETS.values()} and "v1" in rows[0][2]
+    assert {row[1] for row in rows} >= {"16×16"} and all(re.fullmatch(NUMBER, row[i]) for row in rows for i in (4, 5, 6, 7))
+    assert "thread(s) on" in done.stdout
