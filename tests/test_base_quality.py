@@ -45,3 +45,25 @@ def test_the_vae_ceiling_reads_a_vae_folder_alone(tmp_path):
     ceiling = base_quality.main(["--vae-only", str(tmp_path / "vae"), "--prompts", "4"])
     assert set(ceiling) == {"real renders", "VAE round trip"}
     assert ceiling["real renders"]["tone"] == 1.0 and 0.0 <= ceiling["VAE round trip"]["shape"] <= 1.0
+    assert ceiling["real renders"]["detail_gap"] == 0.0 and ceiling["VAE round trip"]["detail_gap"] > 0.5  # 16×16 latents lose the 4 px patterns
+
+
+def test_the_lit_side_lead_is_positive_on_real_renders_and_flips_with_the_direction():
+    from dataclasses import replace
+
+    from unifl.pocket.world.world import WorldConfig, render
+
+    scenes, _, _ = base_quality.split_prompts("validation", 4, replicate=0)
+    lit_left = torch.stack([render(replace(s, lighting=replace(s.lighting, direction="left")), WorldConfig(resolution=64)).image for s in scenes])
+    assert (base_quality.lit_side_lead(lit_left, "left") > 0.03).all()
+    assert (base_quality.lit_side_lead(lit_left, "right") < -0.03).all()  # the same images read from the other side
+    assert base_quality.lit_side_lead(lit_left, "top").abs().max() < 0.03  # a horizontal ramp has no vertical lead
+
+
+def test_the_light_response_prompts_each_scene_four_ways_from_the_same_noise():
+    response = base_quality.main(["--light-response", "--prompts", "3"])
+    assert set(response["lead"]) == set(response["real_lead"]) == {"left", "right", "top", "bottom"}
+    assert min(response["real_lead"].values()) > 0.05  # real renders are brighter on the lit side
+    assert set(response["same_noise_correlation"]) == set(response["response"]) == {"left/right", "top/bottom"}
+    assert response["response"]["left/right"] == (response["lead"]["left"] + response["lead"]["right"]) / 2
+    assert all(-1.0 <= c <= 1.0 for c in response["same_noise_correlation"].values())

@@ -147,3 +147,13 @@ def test_pocket_build_resume_skips_finished_parts_and_refuses_a_silent_restart(t
     assert pocket_build.build(["ldm"], out=tmp_path, resume=True) is not None
     assert "--resume" in calls[1]
     assert not (tmp_path / pocket_build.PROGRESS_FILE).exists()
+
+
+def test_the_high_noise_cap_weights_low_snr_steps_like_x0_errors_and_leaves_the_rest_to_min_snr():
+    snr = torch.tensor([0.001, 0.05, 0.5, 2.0, 20.0])
+    plain = ldm.loss_weights(snr, snr_gamma=5.0)
+    capped = ldm.loss_weights(snr, snr_gamma=5.0, high_noise_weight_cap=10.0)
+    assert torch.equal(plain, torch.tensor([1.0, 1.0, 1.0, 1.0, 0.25]))  # min-SNR-5: only easy steps are damped
+    assert torch.allclose(capped, torch.tensor([10.0, 10.0, 2.0, 1.0, 0.25]))  # 1/SNR below SNR 1, capped at 10
+    assert ldm.PRESETS["long-vae-light"].high_noise_weight_cap == 10.0 and ldm.PRESETS["v1"].high_noise_weight_cap is None
+

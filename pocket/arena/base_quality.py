@@ -11,13 +11,15 @@ against the split's real renders beside the real-vs-real floor, and the spectrum
 nor a sharpen games). Prompt accuracy is given by both judge versions: issue 19's bars were set with version 1;
 version 2 (precision/recall, count first-class) says whether a gain is clutter. Candidates for a new base are compared on
 the validation split; the committed base is reported on the test split (``docs/pocket-world.md``, its
-``BUILD.md``). Nothing here trains or tunes a judge.
+``BUILD.md``). ``--vae-only VAE_FOLDER`` measures what a VAE lets any denoiser reach; ``--light-response``
+whether the caption's light direction moves the drawn light at all. Nothing here trains or tunes a judge.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from ..judges.evaluate import AspectJudges
 from ..plugin import register
 from ..judges.judges import embed, load_prompt_judge, prompt_accuracy_from_readings, read_scenes, realism
 from ..judges.spectrum import spectrum_distance
-from ..world.world import PocketDataset, WorldConfig, caption, render
+from ..world.world import LIGHT_DIRECTIONS, PocketDataset, WorldConfig, caption, render
 
 RESOLUTION = 64
 #: (label, steps, DDIM timestep spacing): the arena's base rows at CFG :data:`BASE_CFG`.
@@ -99,17 +101,58 @@ def measure_base(model: str | Path | None, split_name: str = "validation", num_p
 
 
 def measure_vae_ceiling(vae_folder: str | Path, split_name: str = "validation", num_prompts: int = 256) -> dict[str, dict[str, float]]:
-    """The prompt judge's checks on real renders and on their round trip through the VAE in ``vae_folder`` (an
-    ``AutoencoderKL`` folder, e.g. a build's ``parts/vae``): whether a VAE can carry the bars, before any
-    denoiser hours are spent on it."""
+    """The prompt judge's checks and the detail evaluator's gap on real renders and on their round trip through the
+    VAE in ``vae_folder`` (an ``AutoencoderKL`` folder, e.g. a build's ``parts/vae``): whether a VAE can carry the
+    bars, before any denoiser hours are spent on it."""
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(str(vae_folder)).eval()
-    judge = load_prompt_judge()
-    scenes, _, _ = split_prompts(split_name, num_prompts, replicate=0)
+    judge, aspects = load_prompt_judge(), AspectJudges()
+    scenes, prompts, _ = split_prompts(split_name, num_prompts, replicate=0)
     real = torch.stack([render(scene, WorldConfig(resolution=RESOLUTION)).image for scene in scenes])
-    rows = {"real renders": real, "VAE round trip": vae_round_trip(vae, real)}
-    return {label: {key: float(value) for key, value in prompt_accuracy_from_readings(read_scenes(judge, images), scenes).items()} for label, images in rows.items()}
+    real_detail = aspects(real, prompts)["detail"]
+    ceiling = {}
+    for label, images in {"real renders": real, "VAE round trip": vae_round_trip(vae, real)}.items():
+        scores = {key: float(value) for key, value in prompt_accuracy_from_readings(read_scenes(judge, images), scenes).items()}
+        ceiling[label] = scores | {"detail_gap": float(real_detail - aspects(images, prompts)["detail"])}
+    return ceiling
+
+
+def lit_side_lead(images: torch.Tensor, direction: str) -> torch.Tensor:
+    """Per image, the mean brightness of the half the light comes from minus the other half's (real renders: ~0.09)."""
+    brightness = images.mean(dim=1)
+    half = brightness.shape[-1] // 2
+    axis = -1 if direction in ("left", "right") else -2
+    first, second = brightness.narrow(axis, 0, half), brightness.narrow(axis, half, half)
+    lead = first.mean(dim=(-2, -1)) - second.mean(dim=(-2, -1))
+    return lead if direction in ("left", "top") else -lead
+
+
+def measure_light_response(model: str | Path | None, split_name: str = "validation", num_prompts: int = 64) -> dict:
+    """Does the caption's light direction move the drawn light? Each scene is prompted four times, once per
+    direction, with the same noise (20 steps, the arena's CFG); real renders of the same four scenes are the
+    reference. ``lead`` is the lit half's brightness lead per prompted direction, ``response`` its mean over two
+    opposite directions (0 = the word is ignored; real renders: their lead); ``same_noise_correlation`` correlates, per axis, the brightness difference of the two opposite prompts'
+    samples from the same noise: near 1, the initial noise decides where the light is, not the prompt."""
+    pipe = frozen_pocket_pipeline(model)
+    scenes, _, seeds = split_prompts(split_name, num_prompts, replicate=0)
+    drawn, real = {}, {}
+    for direction in LIGHT_DIRECTIONS:
+        relit = [replace(scene, lighting=replace(scene.lighting, direction=direction)) for scene in scenes]
+        drawn[direction] = sample(pipe, [caption(scene) for scene in relit], seeds, 20, "leading")
+        real[direction] = torch.stack([render(scene, WorldConfig(resolution=RESOLUTION)).image for scene in relit])
+    correlation = {
+        f"{a}/{b}": float(np.corrcoef(lit_side_lead(drawn[a], a).numpy(), lit_side_lead(drawn[b], a).numpy())[0, 1])
+        for a, b in (("left", "right"), ("top", "bottom"))
+    }
+    lead = {d: float(lit_side_lead(drawn[d], d).mean()) for d in LIGHT_DIRECTIONS}
+    return {
+        "lead": lead,
+        "real_lead": {d: float(lit_side_lead(real[d], d).mean()) for d in LIGHT_DIRECTIONS},
+        # a bias the noise or the model has towards one side cancels between opposite prompts; what is left is the word's
+        "response": {f"{a}/{b}": (lead[a] + lead[b]) / 2 for a, b in (("left", "right"), ("top", "bottom"))},
+        "same_noise_correlation": correlation,
+    }
 
 
 def summary(result: dict) -> dict[str, dict[str, tuple[float, float]]]:
@@ -151,8 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument("--vae-only", type=Path, metavar="VAE_FOLDER",
                         help="measure only what a VAE folder (e.g. a build's parts/vae) lets a denoiser reach: the judge on real renders round-tripped through it")
+    parser.add_argument("--light-response", action="store_true",
+                        help="measure only whether the caption's light direction moves the drawn light (same noise, four prompted directions)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    register()  # the pocket world's kinds: the held-out evaluators are loaded as registered reward models
     if args.vae_only:
         ceiling = measure_vae_ceiling(args.vae_only, args.split, 2 * args.prompts)
         for label, scores in ceiling.items():
@@ -160,7 +206,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.json:
             args.json.write_text(json.dumps(ceiling, indent=1))
         return ceiling
-    register()  # the pocket world's kinds: the held-out evaluators are loaded as registered reward models
+    if args.light_response:
+        response = measure_light_response(args.model, args.split, args.prompts)
+        print(json.dumps(response, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(response, indent=1))
+        return response
     result = measure_base(args.model, args.split, args.prompts, args.replicates)
     result["machine"] = f"{torch.get_num_threads()} thread(s) on {cpu_name()}"
     print(markdown(result, args.model or "the shipped pocket model"))

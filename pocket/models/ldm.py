@@ -129,6 +129,11 @@ class BuildSettings:
     unet_channels: tuple[int, ...] = (32, 64, 128)
     """UNet block widths (the first level without attention, the others with cross-attention, 32-wide heads)."""
     unet_layers_per_block: int = 1
+    high_noise_weight_cap: float | None = None
+    """Where a timestep's signal is below its noise (SNR < 1), weight the ε-MSE by ``min(1 / SNR, cap)`` (the
+    weight an x0 error would get, capped) instead of min-SNR-γ's 1. The lowest frequencies (the light ramp, the
+    layout) are decided there, and plain ε-MSE pays almost nothing for taking them from the caption: with it a
+    denoiser learns to draw the light direction at all (``weights/ldm/TRIALS.md``). None: min-SNR-γ alone (v1)."""
 
     @property
     def latent_factor(self) -> int:
@@ -159,9 +164,16 @@ PRESETS = {
     # v1's VAE caps what any denoiser can draw (its round trip of real renders reads shape 0.73, colour 0.86 on
     # validation, under the bars). Trained three times as long it clears them at v1's decoding cost (long-vae, the
     # trial); four times wider it clears them too but triples the decoder's cost in every feedback term (wide-vae);
-    # 32×32 latents would quadruple the UNet's (not run). TRIALS.md has the numbers.
+    # 32×32 latents make the UNet about 2.5 times dearer (latent32, below). TRIALS.md has the numbers.
     "wide-vae": replace(FULL, vae_channels=(32, 64, 128), vae_crop_steps=6_000, vae_full_steps=600, unet_steps=30_000, warmup_steps=500),
     "long-vae": replace(FULL, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500),
+    # no 16×16 latent carries the world's 4 px stripes and dots (the detail judge's gap stays > 2.5 on every VAE
+    # above): two VAE blocks make 32×32 latents (round-trip detail gap 1.30), at about 2.5 times the UNet's cost per step
+    # long-vae drew colour, shape and size but never the light direction: the caption's word moved nothing, the
+    # initial noise decided (TRIALS.md). Weighting the high-noise ε-MSE like an x0 error (capped at 10) made a
+    # 3 000-step denoiser draw it on one axis with a stronger lead than real renders, where v1's drew none.
+    "long-vae-light": replace(FULL, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500, high_noise_weight_cap=10.0),
+    "latent32": replace(FULL, vae_channels=(16, 32), vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500),
 }
 GRID_PROMPTS = 8
 GRID_CFG = 3.0
@@ -312,16 +324,23 @@ def build_text_encoder(tokenizer):
     ))
 
 
-def denoising_loss(unet, text_encoder, x0, ids, noise, timesteps, alphas_cumprod, snr_gamma: float | None):
-    """Epsilon-prediction MSE per sample, min-SNR-γ weighted when ``snr_gamma`` is given (Hang et al. 2023)."""
+def loss_weights(snr: torch.Tensor, snr_gamma: float, high_noise_weight_cap: float | None = None) -> torch.Tensor:
+    """Per-sample weights of the ε-MSE: min-SNR-γ (Hang et al. 2023), ``min(1 / SNR, cap)`` below SNR 1 when a cap is given."""
+    weights = snr.clamp(max=snr_gamma) / snr
+    if high_noise_weight_cap is None:
+        return weights
+    return torch.where(snr < 1, (1 / snr).clamp(max=high_noise_weight_cap), weights)
+
+
+def denoising_loss(unet, text_encoder, x0, ids, noise, timesteps, alphas_cumprod, snr_gamma: float | None, high_noise_weight_cap: float | None = None):
+    """Epsilon-prediction MSE per sample, weighted by :func:`loss_weights` when ``snr_gamma`` is given."""
     alpha_bar = sched.signal_level(alphas_cumprod, timesteps).float()
     x_t = sched.add_noise(x0, noise, alpha_bar)
     prediction = unet(x_t, timesteps, text_encoder(ids, return_dict=False)[0], return_dict=False)[0]
     per_sample = ((prediction - noise) ** 2).mean(dim=(1, 2, 3))
     if snr_gamma is None:
         return per_sample
-    snr = alpha_bar / (1 - alpha_bar)
-    return per_sample * snr.clamp(max=snr_gamma) / snr
+    return per_sample * loss_weights(alpha_bar / (1 - alpha_bar), snr_gamma, high_noise_weight_cap)
 
 
 @torch.no_grad()
@@ -387,7 +406,7 @@ def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildS
         batch_ids[dropped] = empty_ids
         timesteps = torch.randint(len(alphas_cumprod), (settings.unet_batch,), generator=generator)
         noise = torch.randn(latents[index].shape, generator=generator)
-        loss = denoising_loss(unet, text_encoder, latents[index], batch_ids, noise, timesteps, alphas_cumprod, settings.snr_gamma).mean()
+        loss = denoising_loss(unet, text_encoder, latents[index], batch_ids, noise, timesteps, alphas_cumprod, settings.snr_gamma, settings.high_noise_weight_cap).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -631,7 +650,7 @@ Data: pocket world stream {seed} (training), stream {HOLDOUT_SEED} (held out), {
 
 - VAE reconstruction PSNR on {settings.num_holdout} held-out images: **{psnr:.2f} dB**; `scaling_factor` = {scaling_factor:.4f} (1 / std of training latents).
 - VAE L1 per tenth of training: {curve(vae_curve)}
-- Denoiser loss (min-SNR-{settings.snr_gamma:g} weighted ε-MSE) per tenth of training: {curve(unet_stats['loss_curve'])}
+- Denoiser loss (min-SNR-{settings.snr_gamma:g} weighted ε-MSE{'' if settings.high_noise_weight_cap is None else f', below SNR 1 min(1/SNR, {settings.high_noise_weight_cap:g})'}) per tenth of training: {curve(unet_stats['loss_curve'])}
 - Held-out ε-MSE: raw weights {unet_stats['val_loss_raw']:.4f}, EMA ({settings.ema_decay}) {unet_stats['val_loss_ema']:.4f}; shipped: **{unet_stats['kept']}**.
 - Sharpness (luminance Laplacian variance) over {settings.report_prompts} held-out captions, CFG {GRID_CFG:g}: real {sharp['real_sharpness']},
   20-step DDIM leading {sharp['sharpness_20_leading']}, 4-step DDIM trailing {sharp['sharpness_4_trailing']}.
