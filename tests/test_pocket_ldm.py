@@ -129,6 +129,27 @@ def test_a_build_in_parts_gives_the_weights_of_one_uninterrupted_build(tmp_path)
     assert not ldm.parts_folder(target).exists()  # a finished build keeps no parts
 
 
+
+def test_a_part_killed_after_a_save_keeps_its_time_up_to_that_save(tmp_path, monkeypatch):
+    """A machine stop kills a part before it can add its time; the time recorded at its last save still counts."""
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):  # the process dies where a finished part would add its time
+        raise Killed
+
+    target = tmp_path / "ldm"
+    parts = ldm.parts_folder(target)
+    with monkeypatch.context() as patch:
+        patch.setattr(ldm, "add_part_times", killed)
+        with pytest.raises(Killed):
+            ldm.build_pocket_pipeline(target, quick=True, part_hours=0.0)  # trains one step, saves, would stop
+    left = json.loads((parts / ldm.PART_IN_PROGRESS).read_text())
+    assert left["unet"] > 0 and left["total"] >= left["unet"] + left["vae"]
+    built = ldm.build_pocket_pipeline(target, quick=True, resume=True)
+    assert "in 2 parts" in (built / "BUILD.md").read_text()  # the killed part is counted, with its time
+
 def test_pocket_build_resume_skips_finished_parts_and_refuses_a_silent_restart(tmp_path, monkeypatch, capsys):
     from unifl.pocket import build as pocket_build
 
@@ -156,4 +177,7 @@ def test_the_high_noise_cap_weights_low_snr_steps_like_x0_errors_and_leaves_the_
     assert torch.equal(plain, torch.tensor([1.0, 1.0, 1.0, 1.0, 0.25]))  # min-SNR-5: only easy steps are damped
     assert torch.allclose(capped, torch.tensor([10.0, 10.0, 2.0, 1.0, 0.25]))  # 1/SNR below SNR 1, capped at 10
     assert ldm.PRESETS["long-vae-light"].high_noise_weight_cap == 10.0 and ldm.PRESETS["v1"].high_noise_weight_cap is None
+    # off, it leaves the fingerprint as it was before the field existed: saved states of such builds still resume
+    assert "high_noise_weight_cap" not in ldm.PRESETS["long-vae"].fingerprint()
+    assert "('high_noise_weight_cap', 10.0)" in ldm.PRESETS["long-vae-light"].fingerprint()
 

@@ -140,8 +140,10 @@ class BuildSettings:
         return 2 ** (len(self.vae_channels) - 1)
 
     def fingerprint(self) -> str:
-        """What a saved part must match to be resumed by these settings (every field, as text)."""
-        return repr(sorted(asdict(self).items()))
+        """What a saved part must match to be resumed by these settings: every field, as text. Optional fields
+        left at None (off, the behaviour from before they existed) are left out, so adding one does not orphan
+        the states that builds without it saved."""
+        return repr(sorted((name, value) for name, value in asdict(self).items() if value is not None))
 
 
 FULL = BuildSettings(
@@ -464,6 +466,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
     parts.mkdir(parents=True, exist_ok=True)
     clock = PartClock(hours=part_hours)
     started, times = time.perf_counter(), {}
+    fold_killed_part(parts)
     load_before = os.getloadavg()[0]
 
     def phase(name: str, begun: float) -> float:
@@ -503,11 +506,17 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         ids, holdout_ids = tokenize(tokenizer, captions), tokenize(tokenizer, holdout_captions)
         empty_ids = tokenize(tokenizer, [""])[0]
         holdout = (holdout_unscaled * scaling_factor, holdout_ids)
+        def record_part_so_far() -> None:  # at every save: a part killed later keeps its time up to here
+            now = time.perf_counter()
+            atomic_write_text(parts / PART_IN_PROGRESS, json.dumps(times | {"unet": now - clock_start, "total": now - started}))
+
+        clock.on_save = record_part_so_far
         try:
             unet, text_encoder, unet_stats = train_denoiser(vae_unscaled * scaling_factor, ids, empty_ids, holdout, tokenizer, settings, seed, parts / "denoiser", clock)
         finally:  # a finished part adds its wall time to the earlier parts' (BUILD.md reports the sum)
             phase("unet", clock_start)
             times = add_part_times(parts / "times.json", times | {"total": time.perf_counter() - started})
+            (parts / PART_IN_PROGRESS).unlink(missing_ok=True)
         clock_start = time.perf_counter()
 
         scheduler = DDIMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if not k.startswith("_")})
@@ -531,6 +540,18 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(parts)  # the build is complete: its parts are in out_dir now
     return out_dir
+
+
+PART_IN_PROGRESS = "times.part.json"
+"""The running part's seconds per phase as of its last save; a part that ends adds them to ``times.json`` itself."""
+
+
+def fold_killed_part(parts: Path) -> None:
+    """A part killed before its end (a machine stop) left its time as of its last save: count it as a part."""
+    left = parts / PART_IN_PROGRESS
+    if left.is_file():
+        add_part_times(parts / "times.json", json.loads(left.read_text()))
+        left.unlink()
 
 
 def add_part_times(path: Path, part: dict[str, float]) -> dict[str, float]:

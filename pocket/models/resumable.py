@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save
@@ -38,6 +39,8 @@ class PartClock:
     save_minutes: float = 15.0
     started: float = field(default_factory=time.monotonic)
     last_save: float = field(default_factory=time.monotonic)
+    on_save: Callable[[], None] | None = None
+    """Called after every save (the build records the part's wall time so far: a killed part keeps it)."""
 
     def out_of_time(self) -> bool:
         return self.hours is not None and time.monotonic() - self.started >= self.hours * 3600
@@ -47,6 +50,8 @@ class PartClock:
 
     def saved(self) -> None:
         self.last_save = time.monotonic()
+        if self.on_save is not None:
+            self.on_save()
 
 
 def save_training_state(path: Path, *, modules: dict[str, torch.nn.Module], ema: list[torch.Tensor], optimizer: torch.optim.Optimizer,
