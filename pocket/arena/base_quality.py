@@ -41,6 +41,7 @@ SAMPLERS = (("20 steps", 20, "leading"), ("4 steps", 4, "trailing"))
 TARGETS_AT_20 = {"colour": 0.9, "shape": 0.8, "size": 0.8, "tone": 0.95, "light": 0.6, "prompt_accuracy": 0.70}
 DETAIL_MARGIN = 1.0
 """The detail evaluator's mean on the model's samples must be within this of the real renders' mean."""
+LIGHT_AXES = (("left", "right"), ("top", "bottom"))
 
 
 def split_prompts(split_name: str, num_prompts: int, replicate: int):
@@ -132,8 +133,9 @@ def measure_light_response(model: str | Path | None, split_name: str = "validati
     """Does the caption's light direction move the drawn light? Each scene is prompted four times, once per
     direction, with the same noise (20 steps, the arena's CFG); real renders of the same four scenes are the
     reference. ``lead`` is the lit half's brightness lead per prompted direction, ``response`` its mean over two
-    opposite directions (0 = the word is ignored; real renders: their lead); ``same_noise_correlation`` correlates, per axis, the brightness difference of the two opposite prompts'
-    samples from the same noise: near 1, the initial noise decides where the light is, not the prompt."""
+    opposite directions (0 = the word is ignored; real renders: their lead); ``same_noise_correlation``
+    correlates, per axis, the brightness difference of the two opposite prompts' samples from the same noise:
+    near 1, the initial noise decides where the light is, not the prompt."""
     pipe = frozen_pocket_pipeline(model)
     scenes, _, seeds = split_prompts(split_name, num_prompts, replicate=0)
     drawn, real = {}, {}
@@ -143,14 +145,14 @@ def measure_light_response(model: str | Path | None, split_name: str = "validati
         real[direction] = torch.stack([render(scene, WorldConfig(resolution=RESOLUTION)).image for scene in relit])
     correlation = {
         f"{a}/{b}": float(np.corrcoef(lit_side_lead(drawn[a], a).numpy(), lit_side_lead(drawn[b], a).numpy())[0, 1])
-        for a, b in (("left", "right"), ("top", "bottom"))
+        for a, b in LIGHT_AXES
     }
     lead = {d: float(lit_side_lead(drawn[d], d).mean()) for d in LIGHT_DIRECTIONS}
     return {
         "lead": lead,
         "real_lead": {d: float(lit_side_lead(real[d], d).mean()) for d in LIGHT_DIRECTIONS},
         # a bias the noise or the model has towards one side cancels between opposite prompts; what is left is the word's
-        "response": {f"{a}/{b}": (lead[a] + lead[b]) / 2 for a, b in (("left", "right"), ("top", "bottom"))},
+        "response": {f"{a}/{b}": (lead[a] + lead[b]) / 2 for a, b in LIGHT_AXES},
         "same_noise_correlation": correlation,
     }
 

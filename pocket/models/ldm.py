@@ -157,25 +157,25 @@ QUICK = replace(
     unet_steps=6, unet_batch=4,
     warmup_steps=2, ema_decay=0.9, report_prompts=2,
 )
+# v1's VAE caps what any denoiser can draw (its round trip of real renders reads shape 0.73, colour 0.86 on
+# validation, under the bars). Trained three times as long it clears them at v1's decoding cost.
+LONG_VAE = replace(FULL, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500)
 #: Named build settings (``--preset``): ``v1`` made the shipped pocket model; the others are the trials of a
-#: base that draws what its prompts ask (measured with :mod:`.base_quality`, compared in ``BUILD.md``).
+#: base that draws what its prompts ask (measured with :mod:`.base_quality`, compared in ``TRIALS.md``).
 PRESETS = {
     "v1": FULL,
     # the cheapest change first: the same networks, ten times the denoiser steps (v1's loss still fell at its end)
     "long": replace(FULL, unet_steps=30_000, warmup_steps=500),
-    # v1's VAE caps what any denoiser can draw (its round trip of real renders reads shape 0.73, colour 0.86 on
-    # validation, under the bars). Trained three times as long it clears them at v1's decoding cost (long-vae, the
-    # trial); four times wider it clears them too but triples the decoder's cost in every feedback term (wide-vae);
-    # 32×32 latents make the UNet about 2.5 times dearer (latent32, below). TRIALS.md has the numbers.
-    "wide-vae": replace(FULL, vae_channels=(32, 64, 128), vae_crop_steps=6_000, vae_full_steps=600, unet_steps=30_000, warmup_steps=500),
-    "long-vae": replace(FULL, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500),
+    # four times wider the VAE clears the bars too but triples the decoder's cost in every feedback term
+    "wide-vae": replace(LONG_VAE, vae_channels=(32, 64, 128), vae_crop_steps=6_000, vae_full_steps=600),
+    "long-vae": LONG_VAE,
+    # long-vae drew colour, shape and size but never the light direction: the caption's word moved nothing, the
+    # initial noise decided. Weighting the high-noise ε-MSE like an x0 error (capped at 10) made a 3 000-step
+    # denoiser draw it from the caption (TRIALS.md).
+    "long-vae-light": replace(LONG_VAE, high_noise_weight_cap=10.0),
     # no 16×16 latent carries the world's 4 px stripes and dots (the detail judge's gap stays > 2.5 on every VAE
     # above): two VAE blocks make 32×32 latents (round-trip detail gap 1.30), at about 2.5 times the UNet's cost per step
-    # long-vae drew colour, shape and size but never the light direction: the caption's word moved nothing, the
-    # initial noise decided (TRIALS.md). Weighting the high-noise ε-MSE like an x0 error (capped at 10) made a
-    # 3 000-step denoiser draw it on one axis with a stronger lead than real renders, where v1's drew none.
-    "long-vae-light": replace(FULL, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500, high_noise_weight_cap=10.0),
-    "latent32": replace(FULL, vae_channels=(16, 32), vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500),
+    "latent32": replace(LONG_VAE, vae_channels=(16, 32)),
 }
 GRID_PROMPTS = 8
 GRID_CFG = 3.0
@@ -506,6 +506,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         ids, holdout_ids = tokenize(tokenizer, captions), tokenize(tokenizer, holdout_captions)
         empty_ids = tokenize(tokenizer, [""])[0]
         holdout = (holdout_unscaled * scaling_factor, holdout_ids)
+
         def record_part_so_far() -> None:  # at every save: a part killed later keeps its time up to here
             now = time.perf_counter()
             atomic_write_text(parts / PART_IN_PROGRESS, json.dumps(times | {"unet": now - clock_start, "total": now - started}))
