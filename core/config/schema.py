@@ -181,7 +181,7 @@ AT_LEAST_ONE = ("lora.rank", "data.source_images", "pefl.inference_steps", "aest
 COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "pefl.prefix_steps", "aesthetic.prefix_steps", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
 NON_NEGATIVE = ("pefl.weight", "aesthetic.weight", "adversarial.weight", "regularizer.denoising_weight", "regularizer.base_kl_weight",
                 "optim.weight_decay", "optim.max_grad_norm")
-POSITIVE = ("lora.alpha",)
+POSITIVE = ("lora.alpha", "aesthetic.scored_fraction")
 LEARNING_RATES = ("optim.learning_rate", "adversarial.discriminator_lr")
 #: Classifier-free guidance scales: 1 is off, below 1 pushes away from the prompt.
 GUIDANCE_SCALES = ("aesthetic.cfg", "logging.validation_cfg")
@@ -224,8 +224,8 @@ class TrainConfig:
             raise ConfigError(f"aesthetic.stage2_schedule = {self.aesthetic.stage2_schedule!r}: use one of {', '.join(map(repr, AESTHETIC_STAGE2_SCHEDULES))}")
         if self.stage == "2" and self.aesthetic.stage2_schedule == "shared" and self.aesthetic.cfg != 1.0:
             raise ConfigError(f"aesthetic.stage2_schedule = 'shared' scores the adversarial rollout, which runs without guidance, but aesthetic.cfg = {self.aesthetic.cfg}: set aesthetic.cfg = 1 or another stage2_schedule")
-        if not 0.0 < self.aesthetic.scored_fraction <= 1.0:
-            raise ConfigError(f"aesthetic.scored_fraction = {self.aesthetic.scored_fraction}: use a share in (0, 1] (1 = every sample)")
+        if self.aesthetic.scored_fraction > 1.0:
+            raise ConfigError(f"aesthetic.scored_fraction = {self.aesthetic.scored_fraction}: a share of the batch, at most 1 (every sample)")
         if not re.fullmatch(r"auto|all|head|head\+[1-9][0-9]*", self.adversarial.discriminator_trainable):
             raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all', 'head' or 'head+N' (N trunk blocks beside the head, e.g. 'head+2')")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):
