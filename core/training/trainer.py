@@ -397,7 +397,8 @@ class UniFLTrainer:
                 loss = discriminator_loss(real_scores, self.discriminator(torch.cat([f.images for f in fakes]), prompts))
         self.precision.backward("discriminator", loss)
         if reused:  # the fake half's mean over all fakes: each micro-batch's, weighted by its size
-            shares = [len(f.images) / sum(len(f.images) for f in fakes) for f in fakes]
+            total = sum(len(f.images) for f in fakes)
+            shares = [len(f.images) / total for f in fakes]
             loss = loss.detach() + sum(share * f.fake_loss for share, f in zip(shares, fakes))
             for share, f in zip(shares, fakes):
                 for p, grad in zip(self.d_params, f.fake_grads):
