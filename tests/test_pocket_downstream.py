@@ -17,7 +17,7 @@ from unifl.pocket.models import controlnet, motion
 from unifl.pocket.models.addons import frozen_pocket_pipeline, trailing_ddim, unet_fingerprint
 from unifl.pocket.models.ldm import HOLDOUT_SEED, pocket_model_dir
 
-PROMPT = "a large red striped circle left of a small blue square on a dark grey tiled background lit from the left"
+PROMPT = "a large red striped circle left of a small blue square on a dark grey tiled background lit from the west"
 
 
 @pytest.fixture(scope="module")

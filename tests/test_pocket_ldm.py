@@ -36,7 +36,7 @@ def test_plain_diffusers_loads_the_shipped_folder_offline_and_generates(monkeypa
     pipe = StableDiffusionPipeline.from_pretrained(str(SHIPPED))
     assert pipe.safety_checker is None and pipe.unet.dtype == torch.float32
     assert pipe.vae.config.scaling_factor != 0.18215  # measured on the pocket world, not SD's default
-    out = pipe("a large red circle on a light grey grainy background lit from the left", num_inference_steps=3,
+    out = pipe("a large red circle on a light grey grainy background lit from the west", num_inference_steps=3,
                generator=torch.Generator().manual_seed(0), output_type="np")
     image = out.images[0]
     assert image.shape == (64, 64, 3) and (0 <= image).all() and (image <= 1).all()
@@ -127,6 +127,19 @@ def test_a_build_in_parts_gives_the_weights_of_one_uninterrupted_build(tmp_path)
         assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected), part
     assert "in 6 parts" in (pieced / "BUILD.md").read_text()
     assert not ldm.parts_folder(target).exists()  # a finished build keeps no parts
+
+
+def test_a_saved_part_trained_on_other_captions_is_not_continued(tmp_path, monkeypatch):
+    """The settings do not name the captions: a state from before a world change must not go on after it."""
+    from unifl.pocket.models.resumable import PartFinished
+
+    target = tmp_path / "ldm"
+    with pytest.raises(PartFinished):
+        ldm.build_pocket_pipeline(target, quick=True, part_hours=0.0)
+    rendered = ldm.render_images
+    monkeypatch.setattr(ldm, "render_images", lambda *args: (lambda images, captions: (images, [c.replace("west", "east") for c in captions]))(*rendered(*args)))
+    with pytest.raises(ValueError, match="other captions"):
+        ldm.build_pocket_pipeline(target, quick=True, resume=True)
 
 
 

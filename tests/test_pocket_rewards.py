@@ -93,9 +93,9 @@ def test_gradients_reach_the_images_at_any_resolution():
 def test_lighting_reward_reads_the_light_direction_from_the_caption(held_out):
     """A well-lit image scores higher under its true caption than under one naming the opposite side."""
     pairs = held_out["lighting"]
-    sideways = [i for i, p in enumerate(pairs.prompts) if p.endswith(("lit from the left", "lit from the right"))]
+    sideways = [i for i, p in enumerate(pairs.prompts) if p.endswith(("lit from the west", "lit from the east"))]
     true = [pairs.prompts[i] for i in sideways]
-    lying = [p.rsplit(" ", 1)[0] + (" right" if p.endswith("left") else " left") for p in true]
+    lying = [p.rsplit(" ", 1)[0] + (" east" if p.endswith("west") else " west") for p in true]
     model = load_reward_model("pocket-reward", "lighting")
     images = pairs.better[sideways]
     assert len(sideways) >= 10
@@ -140,7 +140,7 @@ def test_mirror_left_right_flips_images_and_swaps_caption_words():
         else:
             assert torch.equal(mirrored.better[i], pairs.better[i].flip(-1)) and torch.equal(mirrored.worse[i], pairs.worse[i].flip(-1))
             words = pairs.prompts[i].split()
-            assert mirrored.prompts[i].split() == [{"left": "right", "right": "left"}.get(w, w) for w in words]
+            assert mirrored.prompts[i].split() == [{"left": "right", "right": "left", "west": "east", "east": "west"}.get(w, w) for w in words]
 
 
 def test_loader_errors_name_the_fix(tmp_path):

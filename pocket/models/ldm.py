@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -381,17 +382,21 @@ def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildS
     log = LossLog(settings.unet_steps)
     parts = {"unet": unet, "text_encoder": text_encoder}
     first = 0
+    # The settings do not say what the captions read; a state from an older world must not go on in this one.
+    captions_signature = hashlib.sha256(ids.numpy().tobytes()).hexdigest()
     if state is not None and state.with_suffix(".json").is_file():
         info = load_training_state(state, modules=parts, ema=ema, optimizer=optimizer, generator=generator)
         if info["fingerprint"] != settings.fingerprint():
             raise ValueError(f"{state}.json was saved by a build with other settings; continue it with those, or move {state.parent} away to start over")
+        if info.get("captions") != captions_signature:
+            raise ValueError(f"{state}.json was trained on other captions (the world's captions or vocabulary changed since); move {state.parent} away to start over")
         first, log.sums, log.counts = info["step"], info["loss_sums"], info["loss_counts"]
         tqdm.write(f"UNet + text encoder: resuming at step {first} of {settings.unet_steps} from {state}")
     # The schedule is a pure function of the step: a resumed one starts where the state stopped.
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.unet_steps), last_epoch=first - 1)
 
     def save_state(step: int) -> None:
-        info = {"step": step, "fingerprint": settings.fingerprint(), "loss_sums": log.sums, "loss_counts": log.counts}
+        info = {"step": step, "fingerprint": settings.fingerprint(), "captions": captions_signature, "loss_sums": log.sums, "loss_counts": log.counts}
         save_training_state(state, modules=parts, ema=ema, optimizer=optimizer, generator=generator, info=info)
         clock.saved()
 
