@@ -4,6 +4,7 @@ and the build script makes such a folder end to end."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -194,3 +195,28 @@ def test_the_high_noise_cap_weights_low_snr_steps_like_x0_errors_and_leaves_the_
     assert "high_noise_weight_cap" not in ldm.PRESETS["long-vae"].fingerprint()
     assert "('high_noise_weight_cap', 10.0)" in ldm.PRESETS["long-vae-light"].fingerprint()
 
+
+
+def test_the_decoder_fine_tune_trains_the_decoder_alone_and_keeps_the_latents(tmp_path):
+    """decoder_adversarial_steps: only post_quant_conv and the decoder move, so every latent (and a denoiser
+    trained on them) stays as the L1 VAE made it; the denoiser's state does not depend on the fine-tune."""
+    from safetensors.torch import load_file
+
+    from unifl.pocket.models.resumable import PartFinished
+
+    settings = replace(ldm.QUICK, decoder_adversarial_steps=3, decoder_batch=2)
+    assert settings.fingerprint() == ldm.QUICK.fingerprint()
+    target = tmp_path / "ldm"
+    with pytest.raises(PartFinished):  # stops after the VAE parts and one denoiser step: both VAEs are parts now
+        ldm.build_pocket_pipeline(target, settings=settings, part_hours=0.0)
+    parts = ldm.parts_folder(target)
+    [plain] = (parts / "vae").glob("*.safetensors")
+    [tuned] = (parts / "vae-decoder").glob("*.safetensors")
+    plain, tuned = load_file(str(plain)), load_file(str(tuned))
+    trained = {k for k in plain if not torch.equal(plain[k], tuned[k])}
+    assert trained and all(k.startswith(("decoder.", "post_quant_conv.")) for k in trained)
+    assert any(k.startswith("encoder.") for k in plain) and not any(k.startswith(("encoder.", "quant_conv.")) for k in trained)
+    built = ldm.build_pocket_pipeline(target, settings=settings, resume=True)
+    [shipped] = (built / "vae").glob("*.safetensors")
+    assert all(torch.equal(v, tuned[k]) for k, v in load_file(str(shipped)).items())
+    assert "against a patch discriminator" in (built / "BUILD.md").read_text()
