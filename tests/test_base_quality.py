@@ -46,6 +46,8 @@ def test_the_vae_ceiling_reads_a_vae_folder_alone(tmp_path):
     assert set(ceiling) == {"real renders", "VAE round trip"}
     assert ceiling["real renders"]["tone"] == 1.0 and 0.0 <= ceiling["VAE round trip"]["shape"] <= 1.0
     assert ceiling["real renders"]["detail_gap"] == 0.0 and ceiling["VAE round trip"]["detail_gap"] > 0.5  # 16×16 latents lose the 4 px patterns
+    # an L1/MSE decoder's blur is further from the other real renders than the real renders themselves
+    assert ceiling["VAE round trip"]["spectrum"] > ceiling["real renders"]["spectrum"] and ceiling["VAE round trip"]["fd"] > ceiling["real renders"]["fd"]
 
 
 def test_the_lit_side_lead_is_positive_on_real_renders_and_flips_with_the_direction():
