@@ -41,6 +41,10 @@ from dataclasses import dataclass
 
 STAGES = {"1": "PeFL + aesthetic + denoising regulariser", "2": "adversarial + aesthetic + denoising regulariser"}
 VARIANTS = {"naive": "naive full-chain ReFL", "unifl": "UniFL train_step"}
+#: The feedback-evaluation cuts: the discriminator's fake half from the generator's scores, the rewards on half a batch.
+LEAN_FEEDBACK = ("adversarial.reuse_fake_scores=true", "aesthetic.scored_fraction=0.5")
+
+
 def step_configs(stage: str, steps: int) -> dict[str, tuple[str, ...]]:
     """Step configurations compared term by term: label → config overrides; the first is today's default.
     Short prefixes: 4 no-grad steps of the aesthetic rollout's 14–19 and 2 of PeFL's 5–10 at 20 steps (scaled
@@ -52,6 +56,7 @@ def step_configs(stage: str, steps: int) -> dict[str, tuple[str, ...]]:
         "today": (),
         "shared rollout": ("aesthetic.stage2_schedule=shared",),
         "shared, steps 1/2/4/8": ("aesthetic.stage2_schedule=shared", "adversarial.schedule=step-counts"),
+        "shared, lean feedback": ("aesthetic.stage2_schedule=shared", *LEAN_FEEDBACK),
         "short aesthetic prefix": (aesthetic,),
     }
 #: The trainer's loss methods and ``_accumulate`` names (each term's backward), by the term they belong to.
@@ -213,7 +218,7 @@ def naive_step(trainer) -> dict[str, float]:
     trainer.lr_schedule.step()
     trainer.optimizer.zero_grad(set_to_none=True)
     if fake is not None:
-        trainer.discriminator_step(batch["image"].to(trainer.device), fake.detach(), batch["caption"])
+        trainer.discriminator_step(batch["image"].to(trainer.device), [fake], batch["caption"])
     return {name: float(value.detach()) for name, value in terms.items()}
 
 

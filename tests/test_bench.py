@@ -34,13 +34,17 @@ def test_quick_benchmark_prints_both_stages_with_numeric_columns():
             assert len(ratios) == 3 and all(re.fullmatch(NUMBER + "x", cell) for cell in ratios), row
         assert rows[0][4:] == ["1.00x"] * 3, "ratios are relative to the naive baseline"
     assert out.count("max relative difference") == 2
-    for stage, configs in (("1", ["today", "short prefixes"]), ("2", ["today", "shared rollout", "shared, steps 1/2/4/8", "short aesthetic prefix"])):
+    for stage, configs in (("1", ["today", "short prefixes"]), ("2", ["today", "shared rollout", "shared, steps 1/2/4/8", "shared, lean feedback", "short aesthetic prefix"])):
         section = out.split(f"### Stage {stage} per term:", 1)[1].split("###", 1)[0]
         header = next(line for line in section.splitlines() if line.startswith("| term |"))
         assert [c.split(":")[0].strip() for c in header.strip("|").split("|")[1::3]] == configs
         total = next(line for line in section.splitlines() if line.startswith("| **per step** |"))
         cells = [c.strip() for c in total.strip("|").split("|")[1:]]
         assert len(cells) == 3 * len(configs) and all(re.fullmatch(NUMBER, c) for c in cells), total
+        if stage == "2":  # the feedback cuts: the same UNet evaluations as the shared rollout, fewer feedback ones
+            shared_unet, shared_feedback = (float(cells[3 * configs.index("shared rollout") + k]) for k in (0, 1))
+            lean_unet, lean_feedback = (float(cells[3 * configs.index("shared, lean feedback") + k]) for k in (0, 1))
+            assert lean_unet == shared_unet and lean_feedback < shared_feedback, total
     stage2 = out.split("### Stage 2 per term:", 1)[1]
     today, shared = (float(x) for x in re.findall(r"\| \*\*per step\*\* \| (" + NUMBER + r")(?: \| [^|]+){2} \| (" + NUMBER + ")", stage2)[0])
     assert shared < today, "the shared rollout makes fewer UNet evaluations than today's stage 2"

@@ -233,3 +233,38 @@ def test_stage2_on_the_papers_trajectory_rolls_out_the_20_step_schedule_from_the
     assert timesteps and set(timesteps) <= grid and len(set(timesteps)) > 1
     assert any(not torch.equal(before[k], v) for k, v in lora_state_dict(trainer.denoiser.lora_target).items())
     assert trainer.sampler_contract().step_counts == (trainer.config.adversarial.inference_steps,)
+
+
+def test_a_discriminator_step_reusing_the_generators_scores_trains_as_one_that_scores_again(fast_config, tmp_path):
+    """adversarial.reuse_fake_scores: the discriminator's fake half is taken from the generator term's own scoring
+    (same parameters, same images), so both nets end where a run that scores the fakes again ends, over two
+    micro-batches, with one discriminator evaluation less per fake."""
+    ends = {}
+    for reuse in (False, True):
+        trainer = UniFLTrainer(fast_config("stage=2", "aesthetic.weight=0", "optim.batch_size=2", "optim.gradient_accumulation_steps=2", "optim.max_steps=2",
+                                           "adversarial.discriminator_lr=1e-3", f"adversarial.reuse_fake_scores={str(reuse).lower()}",
+                                           f"logging.output_dir={tmp_path / str(reuse)}"))
+        seen = [0]
+        trainer.discriminator.register_forward_hook(lambda module, args, out: seen.__setitem__(0, seen[0] + len(args[0])))
+        d_logs = [trainer.train_step()["d_loss"] for trainer.step in range(2)]
+        ends[reuse] = ([p.detach().clone() for p in trainer.d_params], [p.detach().clone() for p in trainer.lora_params], d_logs, seen[0])
+    (d_plain, lora_plain, loss_plain, seen_plain), (d_reused, lora_reused, loss_reused, seen_reused) = ends[False], ends[True]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(d_plain, d_reused)), "the discriminator trained differently"
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(lora_plain, lora_reused)), "the generator trained differently"
+    assert loss_plain == pytest.approx(loss_reused, rel=1e-5)
+    assert seen_reused == seen_plain - 2 * 4  # two steps, two micro-batches of two fakes each: never scored twice
+
+
+def test_a_scored_fraction_gives_the_aspect_rewards_that_share_of_each_batch(fast_config, tmp_path):
+    """aesthetic.scored_fraction = 0.5 at batch 4: the rewards score 2 samples, of the shared adversarial rollout
+    (whose generator term still sees all 4) or of an aesthetic rollout of 2 prompts."""
+    for schedule in ("shared", "rollout"):
+        trainer = UniFLTrainer(fast_config("stage=2", "optim.batch_size=4", "aesthetic.scored_fraction=0.5", f"aesthetic.stage2_schedule={schedule}",
+                                           f"logging.output_dir={tmp_path / schedule}"))
+        scored, judged = [], []
+        for model in trainer.rewards.values():
+            model.register_forward_hook(lambda module, args, out: scored.append(len(args[0])))
+        trainer.discriminator.register_forward_hook(lambda module, args, out: judged.append(len(args[0])))
+        trainer.train_step()
+        assert scored and set(scored) == {2}, schedule
+        assert judged[0] == 4, "the generator term scores every prediction"

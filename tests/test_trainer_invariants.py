@@ -97,7 +97,7 @@ def test_the_generator_and_discriminator_steps_never_write_into_each_other(fast_
     trainer.optimizer.zero_grad(set_to_none=True)
 
     lora_before = lora_copy(trainer)
-    trainer.discriminator_step(batch["image"], fake, batch["caption"])
+    trainer.discriminator_step(batch["image"], [fake], batch["caption"])
     assert all(p.grad is None for p in trainer.lora_params), "the discriminator step wrote LoRA gradients"
     assert all(torch.equal(lora_before[k], v) for k, v in lora_copy(trainer).items())
     assert any(not torch.equal(a, b) for a, b in zip(d_before, trainer.d_params)), "the discriminator must train"

@@ -77,6 +77,7 @@ class AestheticConfig:
     grad_levels: list = doc([0, 5], "Inclusive range of the grad level from the clean end (the paper gives no window for L_aes; ReFL uses the last quarter of the trajectory). In stage 2 it is clipped to the few-step schedule.")
     prefix_steps: int = doc(0, "No-grad DDIM steps from pure noise to the grad step: 0 = every step of the schedule above it (the sampler's own trajectory); k > 0 = at most k steps evenly spaced in timestep between the same two ends, a coarser solve of that trajectory (with the grad step late in 20, 4 steps in place of 14 to 19).")
     stage2_schedule: str = doc("rollout", "Rollout schedule of the aesthetic term in stage 2: 'rollout' (inference_steps with leading spacing, as in stage 1), 'deployment' (the few-step schedule of the adversarial section, the one the stage-2 LoRA is sampled with) or 'shared' (no rollout of its own: the aspect rewards score the adversarial term's predictions, of the real images' captions, and both terms take one backward; about 5x fewer UNet evaluations per step than 'rollout'; with the adversarial term off it rolls out as 'rollout'). docs/paper-choices.md has them measured.")
+    scored_fraction: float = doc(1.0, "Share of each batch the aspect rewards score (at least one sample): below 1 the aesthetic rollout runs on that share of the prompts, or with stage2_schedule = 'shared' the rewards score that share of the adversarial rollout's predictions. Fewer reward and UNet evaluations per step for a noisier L_aes.")
     cfg: float = doc(1.0, "Classifier-free guidance of the rollout, the no-grad prefix and the grad step alike (1.0 = off, as ReFL and the same team's ID-Aligner do; CFG doubles the grad step's memory).")
 
 
@@ -96,6 +97,7 @@ class AdversarialConfig:
     discriminator_trainable: str = doc("auto", "What of the discriminator trains: 'all' (a full copy of the reward model), 'head' (its 'head' module alone; the frozen trunk is shared, not copied), 'head+N' (the head and copies of the trunk's last N blocks, those nearest the head; the rest shared) or 'auto' (head alone for reward models over 20 M parameters that have one).")
     discriminator_lr: float = doc(1e-5, "Learning rate of the discriminator's own optimizer.")
     discriminator_text_conditioned: bool = doc(True, "Whether the discriminator sees the prompt (Eq. 6 is ambiguous).")
+    reuse_fake_scores: bool = doc(False, "Whether the discriminator's step takes its fake half from the generator term's own scoring of the predictions (the same parameters and images, so the same loss and gradient) instead of scoring them again: one discriminator evaluation less per sample, for the generator's backward also reaching the discriminator's trainable weights (whose gradient is then discarded).")
 
 
 @dataclass
@@ -179,7 +181,7 @@ AT_LEAST_ONE = ("lora.rank", "data.source_images", "pefl.inference_steps", "aest
 COUNTS_FROM_ZERO = ("data.source_seed", "pefl.noise_level", "pefl.prefix_steps", "aesthetic.prefix_steps", "adversarial.start_level", "optim.warmup_steps", "logging.keep_checkpoints", "logging.validate_every")
 NON_NEGATIVE = ("pefl.weight", "aesthetic.weight", "adversarial.weight", "regularizer.denoising_weight", "regularizer.base_kl_weight",
                 "optim.weight_decay", "optim.max_grad_norm")
-POSITIVE = ("lora.alpha",)
+POSITIVE = ("lora.alpha", "aesthetic.scored_fraction")
 LEARNING_RATES = ("optim.learning_rate", "adversarial.discriminator_lr")
 #: Classifier-free guidance scales: 1 is off, below 1 pushes away from the prompt.
 GUIDANCE_SCALES = ("aesthetic.cfg", "logging.validation_cfg")
@@ -222,6 +224,8 @@ class TrainConfig:
             raise ConfigError(f"aesthetic.stage2_schedule = {self.aesthetic.stage2_schedule!r}: use one of {', '.join(map(repr, AESTHETIC_STAGE2_SCHEDULES))}")
         if self.stage == "2" and self.aesthetic.stage2_schedule == "shared" and self.aesthetic.cfg != 1.0:
             raise ConfigError(f"aesthetic.stage2_schedule = 'shared' scores the adversarial rollout, which runs without guidance, but aesthetic.cfg = {self.aesthetic.cfg}: set aesthetic.cfg = 1 or another stage2_schedule")
+        if self.aesthetic.scored_fraction > 1.0:
+            raise ConfigError(f"aesthetic.scored_fraction = {self.aesthetic.scored_fraction}: a share of the batch, at most 1 (every sample)")
         if not re.fullmatch(r"auto|all|head|head\+[1-9][0-9]*", self.adversarial.discriminator_trainable):
             raise ConfigError(f"adversarial.discriminator_trainable = {self.adversarial.discriminator_trainable!r}: use 'auto', 'all', 'head' or 'head+N' (N trunk blocks beside the head, e.g. 'head+2')")
         if self.optim.mixed_precision not in ("no", "fp16", "bf16"):

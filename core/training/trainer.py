@@ -26,7 +26,7 @@ from ..diffusion.rollouts import adversarial_rollout, aesthetic_rollout, pefl_ro
 from ..diffusion.sampling import guided_x0
 from ..feedback.discriminator import make_discriminator, trainable_parameters
 from ..feedback.loading import load_perception_model, load_reward_model
-from ..feedback.losses import decoupled_aesthetic_loss, discriminator_loss, generator_loss
+from ..feedback.losses import decoupled_aesthetic_loss, discriminator_fake_loss, discriminator_loss, discriminator_real_loss, generator_loss
 from ..feedback.losses.regularizers import base_model_kl, denoising_loss
 from ..feedback.perception import pefl_layout_loss, pefl_structure_loss, pefl_style_loss
 from ..lora.kohya import SamplerContract, load_kohya_lora, save_kohya_lora
@@ -41,6 +41,20 @@ from .terms import loss_terms, needs_real_images
 
 #: The terms a step back-propagates, as they are logged.
 LOSS_TERMS = ("pefl", "adv_g", "aesthetic", "regularizer")
+
+
+@dataclass
+class Fakes:
+    """The generator's predictions of one micro-batch, clamped and detached, for the discriminator's step.
+
+    With ``adversarial.reuse_fake_scores`` the step's fake half is already done: ``fake_loss`` is
+    ``mean softplus(r_fake)`` of the generator's own scoring of these images (the same discriminator
+    parameters, the same images) and ``fake_grads`` its gradient in the discriminator's trainable
+    parameters, scaled by the discriminator's loss scale; the step then scores only the real images."""
+
+    images: torch.Tensor
+    fake_loss: torch.Tensor | None = None
+    fake_grads: tuple[torch.Tensor | None, ...] | None = None
 
 
 class TrainingDiverged(RuntimeError):
@@ -288,8 +302,13 @@ class UniFLTrainer:
             return adv.inference_steps, adv.timestep_spacing, (min(a.grad_levels[0], last), min(a.grad_levels[1], last))
         return a.inference_steps, "leading", tuple(a.grad_levels)
 
+    def aesthetic_scored_count(self, batch_size: int) -> int:
+        """How many samples of a batch of ``batch_size`` the aspect rewards score (``aesthetic.scored_fraction``, at least one)."""
+        return max(1, round(self.config.aesthetic.scored_fraction * batch_size))
+
     def aesthetic_loss(self, prompts: list[str], generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         a, res = self.config.aesthetic, self.config.data.resolution
+        prompts = prompts[: self.aesthetic_scored_count(len(prompts))]  # a smaller share rolls out fewer prompts
         f = self.denoiser.vae_scale_factor
         guidance = guided_x0(self.denoiser, self.encode([""]), a.cfg) if a.cfg != 1.0 else None
         shape = (len(prompts), self.denoiser.latent_channels, res // f, res // f)
@@ -323,38 +342,67 @@ class UniFLTrainer:
             x0, timesteps = adversarial_rollout(d, batch["latents"], cond, num_steps=adv.inference_steps, spacing=adv.timestep_spacing, start_level=adv.start_level, grad_levels=tuple(adv.grad_levels), generator=generator, before_step=self._stop_if_asked)
         return x0, {"adv_timestep": timesteps.float().mean()}
 
-    def adversarial_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def adversarial_loss(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict, Fakes]:
         """The generator term (plus ``L_aes`` of the same predictions when the rollout is shared, logged
-        apart as ``aesthetic``). The discriminator scores in eval mode with its parameters frozen, so this
-        term writes no gradient into it; its fakes are clamped to [0, 1] exactly as in its own step."""
+        apart as ``aesthetic``), and the predictions for the discriminator's step. The discriminator
+        scores in eval mode; its fakes are clamped to [0, 1] exactly as in its own step. Its parameters
+        are frozen for this scoring, so this term writes no gradient into it, unless
+        ``adversarial.reuse_fake_scores`` keeps them trainable to take the discriminator's fake half
+        from the same scores (:class:`Fakes`); what the generator's backward then writes into them is
+        cleared before the discriminator's step."""
         x0, logs = self.adversarial_rollout(batch, generator)
         decoded = self._decode(x0)
         images = decoded.clamp(0, 1)
-        for p in self.d_params:
-            p.requires_grad_(False)
-        try:
-            fake_scores = self.discriminator(images, self._d_prompts(batch["caption"]))
-        finally:
+        prompts = self._d_prompts(batch["caption"])
+        if self.config.adversarial.reuse_fake_scores:
+            fake_scores = self.discriminator(images, prompts)
+            fake_loss = discriminator_fake_loss(fake_scores)
+            # Only the discriminator's own graph is walked (its parameters are the only inputs), and kept
+            # for the generator's backward through the same scores.
+            scaled = self.precision.scaler("discriminator").scale(fake_loss)
+            fakes = Fakes(images.detach(), fake_loss.detach(), torch.autograd.grad(scaled, self.d_params, retain_graph=True, allow_unused=True))
+        else:
             for p in self.d_params:
-                p.requires_grad_(True)
+                p.requires_grad_(False)
+            try:
+                fake_scores = self.discriminator(images, prompts)
+            finally:
+                for p in self.d_params:
+                    p.requires_grad_(True)
+            fakes = Fakes(images.detach())
         loss = self.config.adversarial.weight * generator_loss(fake_scores)
-        logs["d_fake_score"] = fake_scores.mean()
+        logs["d_fake_score"] = fake_scores.detach().mean()
         if self.shares_rollout:  # the rewards see the decode unclamped, as in aesthetic_loss
-            aesthetic, aesthetic_logs = self.aesthetic_scores_loss(decoded, list(batch["caption"]))
+            scored = self.aesthetic_scored_count(len(decoded))
+            aesthetic, aesthetic_logs = self.aesthetic_scores_loss(decoded[:scored], list(batch["caption"])[:scored])
             logs |= aesthetic_logs | {"adv_g": loss.detach(), "aesthetic": aesthetic.detach()}
             loss = loss + aesthetic
-        return loss, logs, images.detach()
+        return loss, logs, fakes
 
     def _d_prompts(self, captions: list[str]) -> list[str]:
         return captions if self.config.adversarial.discriminator_text_conditioned else [""] * len(captions)
 
-    def discriminator_step(self, real_images: torch.Tensor, fake_images: torch.Tensor, captions: list[str]) -> dict:
-        """One step of the discriminator on real images vs the generator's (detached) predictions; its
-        gradients are cleared after the step, so none are left over for anything else."""
+    def discriminator_step(self, real_images: torch.Tensor, fakes: Sequence[Fakes], captions: list[str]) -> dict:
+        """One step of the discriminator on real images vs the generator's (detached) predictions of
+        every micro-batch; its gradients are cleared before and after the step, so none are left over
+        from or for anything else. Fakes whose scores were reused add their fake half as it was taken."""
         prompts = self._d_prompts(captions)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        reused = fakes[0].fake_grads is not None
         with self.precision.autocast():
-            loss = discriminator_loss(self.discriminator(real_images.clamp(0, 1), prompts), self.discriminator(fake_images, prompts))
+            real_scores = self.discriminator(real_images.clamp(0, 1), prompts)
+            if reused:
+                loss = discriminator_real_loss(real_scores)
+            else:
+                loss = discriminator_loss(real_scores, self.discriminator(torch.cat([f.images for f in fakes]), prompts))
         self.precision.backward("discriminator", loss)
+        if reused:  # the fake half's mean over all fakes: each micro-batch's, weighted by its size
+            shares = [len(f.images) / sum(len(f.images) for f in fakes) for f in fakes]
+            loss = loss.detach() + sum(share * f.fake_loss for share, f in zip(shares, fakes))
+            for share, f in zip(shares, fakes):
+                for p, grad in zip(self.d_params, f.fake_grads):
+                    if grad is not None:
+                        p.grad = share * grad if p.grad is None else p.grad.add_(grad, alpha=share)
         self._average_gradients(self.d_params)
         norm = self.precision.unscaled_grad_norm("discriminator", self.d_optimizer, self.d_params, 0.0)
         if not math.isfinite(norm) and not self.precision.skips_non_finite_steps:
@@ -448,7 +496,7 @@ class UniFLTrainer:
 
     def _train_step(self) -> dict[str, float]:
         opt, logs = self.config.optim, {}
-        d_real, d_fake, d_captions = [], [], []
+        d_real, d_fakes, d_captions = [], [], []
         try:
             for micro in range(opt.gradient_accumulation_steps):
                 micro_step = self.step * opt.gradient_accumulation_steps + micro
@@ -460,10 +508,10 @@ class UniFLTrainer:
                         self._accumulate("pefl", *self.pefl_loss(batch, gen(0)), logs)
                         self._stop_if_asked()
                     if self.uses_adversarial:
-                        loss, extra, fake = self.adversarial_loss(batch, gen(2))
+                        loss, extra, fakes = self.adversarial_loss(batch, gen(2))
                         self._accumulate("adv_g", loss, extra, logs)
                         d_real.append(batch["image"].to(self.device))
-                        d_fake.append(fake)
+                        d_fakes.append(fakes)
                         d_captions += batch["caption"]
                         self._stop_if_asked()
                     if self.uses_aesthetic and not self.shares_rollout:  # shared: back-propagated with adv_g, logged apart
@@ -487,7 +535,7 @@ class UniFLTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         values["grad_norm"] = grad_norm
         if self.discriminator is not None and d_real:
-            values |= {k: float(v) for k, v in self.discriminator_step(torch.cat(d_real), torch.cat(d_fake), d_captions).items()}
+            values |= {k: float(v) for k, v in self.discriminator_step(torch.cat(d_real), d_fakes, d_captions).items()}
         values["lr"] = self.lr_schedule.get_last_lr()[0]
         return values
 

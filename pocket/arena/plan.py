@@ -113,6 +113,9 @@ VARIANT_SETS = {
         Variant("shared", "stage2", ("aesthetic.stage2_schedule=shared",)),
         Variant("counts", "stage2", ("adversarial.schedule=step-counts",)),
         Variant("counts_shared", "stage2", ("adversarial.schedule=step-counts", "aesthetic.stage2_schedule=shared")),
+        # the feedback-evaluation cuts on the shared rollout: the discriminator's fake half from the generator's
+        # scores (the same update, tests/test_trainer.py) and the aspect rewards on half of each batch
+        Variant("shared_lean", "stage2", ("aesthetic.stage2_schedule=shared", "adversarial.reuse_fake_scores=true", "aesthetic.scored_fraction=0.5")),
         Variant("trajectory", "stage2", ("adversarial.schedule=trajectory",)),
         Variant("prefix", "stage2", ("aesthetic.prefix_steps=4",)),
         Variant("prefix_both", "both", ("aesthetic.prefix_steps=4", "pefl.prefix_steps=2")),

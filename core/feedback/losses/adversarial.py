@@ -28,4 +28,15 @@ def discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> 
     the naive form hits for scores of large magnitude. Pass ``fake_scores`` of detached predictions so
     the discriminator step does not reach the generator.
     """
-    return F.softplus(-real_scores.float()).mean() + F.softplus(fake_scores.float()).mean()
+    return discriminator_real_loss(real_scores) + discriminator_fake_loss(fake_scores)
+
+
+def discriminator_real_loss(real_scores: torch.Tensor) -> torch.Tensor:
+    """The real half of :func:`discriminator_loss`, ``mean softplus(−r_real)``."""
+    return F.softplus(-real_scores.float()).mean()
+
+
+def discriminator_fake_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """The fake half of :func:`discriminator_loss`, ``mean softplus(r_fake)``: on its own when the
+    discriminator step reuses the generator's scores of its predictions."""
+    return F.softplus(fake_scores.float()).mean()
