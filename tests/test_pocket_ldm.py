@@ -216,6 +216,8 @@ def test_the_decoder_fine_tune_trains_the_decoder_alone_and_keeps_the_latents(tm
     trained = {k for k in plain if not torch.equal(plain[k], tuned[k])}
     assert trained and all(k.startswith(("decoder.", "post_quant_conv.")) for k in trained)
     assert any(k.startswith("encoder.") for k in plain) and not any(k.startswith(("encoder.", "quant_conv.")) for k in trained)
+    with pytest.raises(ValueError, match="other decoder settings"):  # the part is not taken for a different fine-tune
+        ldm.build_pocket_pipeline(target, settings=replace(settings, decoder_adversarial_weight=1.0), resume=True)
     built = ldm.build_pocket_pipeline(target, settings=settings, resume=True)
     [shipped] = (built / "vae").glob("*.safetensors")
     assert all(torch.equal(v, tuned[k]) for k, v in load_file(str(shipped)).items())

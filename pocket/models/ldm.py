@@ -570,13 +570,17 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
     decoder_curve = None
     if settings.decoder_adversarial_steps:
         decoder_dir = parts / "vae-decoder"
+        # The denoiser's fingerprint leaves these settings out, so the decoder part records them itself.
+        decoder_settings = {name: getattr(settings, name) for name in DECODER_FIELDS}
         if (decoder_dir / "config.json").is_file():
-            vae = AutoencoderKL.from_pretrained(str(decoder_dir)).eval().requires_grad_(False)
-            decoder_curve = json.loads((parts / "decoder_curve.json").read_text())
+            record = json.loads((parts / "decoder_curve.json").read_text())
+            if record["settings"] != decoder_settings:
+                raise ValueError(f"{decoder_dir} was fine-tuned with other decoder settings ({record['settings']}); move it and {parts / 'decoder_curve.json'} away to fine-tune again")
+            vae, decoder_curve = AutoencoderKL.from_pretrained(str(decoder_dir)).eval().requires_grad_(False), record["curve"]
             tqdm.write(f"VAE decoder: taken from {decoder_dir} (an earlier part)")
         else:
             vae, decoder_curve = finetune_decoder(vae, images, settings, seed)
-            atomic_write_text(parts / "decoder_curve.json", json.dumps(decoder_curve))
+            atomic_write_text(parts / "decoder_curve.json", json.dumps({"settings": decoder_settings, "curve": decoder_curve}))
             save_part(vae, parts, decoder_dir)
     vae_unscaled = encode_means(vae, images)
     scaling_factor = float(1.0 / vae_unscaled.std())
