@@ -127,6 +127,7 @@ def test_a_build_in_parts_gives_the_weights_of_one_uninterrupted_build(tmp_path)
         expected, got = load_file(str(a)), load_file(str(b))
         assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected), part
     assert "in 6 parts" in (pieced / "BUILD.md").read_text()
+    assert str(tmp_path) not in "".join(path.read_text() for path in pieced.rglob("*.json"))  # no part folder named
     assert not ldm.parts_folder(target).exists()  # a finished build keeps no parts
 
 

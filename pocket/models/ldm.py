@@ -5,20 +5,24 @@ so this module pretrains one from scratch on CPU with the real diffusers/transfo
 
 1. an ``AutoencoderKL`` with downsampling factor 4 (64 px images ↔ 16×16×4 latents), so the 4 px
    stripes and checks of the pocket world can survive the round trip; trained with L1 + MSE and a
-   small KL term. Its ``scaling_factor`` is 1 / std of the training latents, SD's convention;
+   small KL term, then its decoder alone fine-tuned against a patch discriminator (as SD's decoder is
+   trained), which draws the patterns an L1/MSE decoder smears into flat tints. Its ``scaling_factor`` is
+   1 / std of the training latents, SD's convention;
 2. a ``UNet2DConditionModel`` and a ``CLIPTextModel``, trained jointly from scratch with SD1.5's DDPM
    noise schedule and epsilon prediction, 10 % of captions dropped to ``""`` so classifier-free
-   guidance works, min-SNR loss weighting (γ = 5) and an EMA of both networks.
+   guidance works, min-SNR loss weighting (γ = 5) with the high-noise steps weighted like x0 errors,
+   and an EMA of both networks.
 
 The result is saved as a standard ``StableDiffusionPipeline`` folder (SD1.5's DDIM scheduler config,
 a word-level CLIP tokenizer over :data:`~.world.VOCABULARY`, no safety checker) that
 ``StableDiffusionPipeline.from_pretrained(folder)`` and :func:`unifl.core.diffusion.loading.load_pipeline`
-read offline. It is deliberately small and briefly trained: layouts and colours mostly follow the
-caption, shapes and textures are often wrong, and few-step sampling is visibly blurry, which is what
-UniFL's feedback learning is meant to improve.
+read offline. It draws colour, shape, size, tone and light as its prompts ask at 20 steps, as SD1.5 does;
+relations are mostly wrong, two images in five are right on every check, and few-step sampling is visibly
+blurry and misshapen: what UniFL's feedback learning is meant to improve (``weights/ldm/TRIALS.md`` for how
+it got there).
 
-Build it with ``python -m unifl.pocket.models.ldm --out pocket/weights/ldm`` (``--quick`` for a
-seconds-long smoke build). The shipped folder also holds ``BUILD.md`` and a ``samples.png`` grid.
+Build it with ``python -m unifl.pocket.models.ldm --out pocket/weights/ldm`` (about 4 hours on 2 cores, in parts of
+``--part-hours`` continued with ``--resume``; ``--quick`` for a seconds-long smoke build). The shipped folder also holds ``BUILD.md`` and a ``samples.png`` grid.
 """
 
 from __future__ import annotations
@@ -164,37 +168,40 @@ DECODER_FIELDS = ("decoder_adversarial_steps", "decoder_adversarial_weight", "de
 """The settings of the decoder-only fine-tune, which no denoiser state depends on."""
 
 
-FULL = BuildSettings(
+V1 = BuildSettings(
     num_images=20_000, num_holdout=512,
     vae_crop_steps=3_000, vae_crop=16, vae_crop_batch=32, vae_full_steps=300, vae_full_batch=8, vae_lr=2e-3, vae_kl_weight=1e-5,
     unet_steps=3_000, unet_batch=32, unet_lr=1e-3, warmup_steps=200,
     caption_dropout=0.1, snr_gamma=5.0, ema_decay=0.999, report_prompts=32,
 )
-QUICK = replace(
-    FULL, num_images=64, num_holdout=16, vae_crop_steps=4, vae_crop_batch=4, vae_full_steps=2, vae_full_batch=2,
-    unet_steps=6, unet_batch=4,
-    warmup_steps=2, ema_decay=0.9, report_prompts=2,
-)
+"""The first shipped pocket model: it followed prompts at 0.47 and drew the light at chance (``TRIALS.md``)."""
 # v1's VAE caps what any denoiser can draw (its round trip of real renders reads shape 0.73, colour 0.86 on
 # validation, under the bars). Trained three times as long it clears them at v1's decoding cost.
-LONG_VAE = replace(FULL, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500)
-#: Named build settings (``--preset``): ``v1`` made the shipped pocket model; the others are the trials of a
-#: base that draws what its prompts ask (measured with :mod:`.base_quality`, compared in ``TRIALS.md``).
+LONG_VAE = replace(V1, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500)
+# long-vae drew colour, shape and size but never the light direction: the caption's word moved nothing, the
+# initial noise decided. Weighting the high-noise ε-MSE like an x0 error (capped at 10) made a 3 000-step
+# denoiser draw it from the caption (TRIALS.md). Its decoder averaged the world's stripes and dots away (round
+# trip detail gap 2.68); fine-tuned against a patch discriminator, as SD's decoder is trained, the same latents
+# decode with texture (detail gap −0.21).
+FULL = replace(LONG_VAE, high_noise_weight_cap=10.0, decoder_adversarial_steps=1_500)
+QUICK = replace(
+    FULL, num_images=64, num_holdout=16, vae_crop_steps=4, vae_crop_batch=4, vae_full_steps=2, vae_full_batch=2,
+    unet_steps=6, unet_batch=4, warmup_steps=2, ema_decay=0.9, report_prompts=2,
+    decoder_adversarial_steps=2, decoder_batch=2,
+)
+#: Named build settings (``--preset``): ``full`` made the shipped pocket model, ``v1`` the one before it; the others
+#: are the trials between them (measured with :mod:`.base_quality`, compared in ``TRIALS.md``).
 PRESETS = {
-    "v1": FULL,
+    "full": FULL,
+    "v1": V1,
     # the cheapest change first: the same networks, ten times the denoiser steps (v1's loss still fell at its end)
-    "long": replace(FULL, unet_steps=30_000, warmup_steps=500),
+    "long": replace(V1, unet_steps=30_000, warmup_steps=500),
     # four times wider the VAE clears the bars too but triples the decoder's cost in every feedback term
     "wide-vae": replace(LONG_VAE, vae_channels=(32, 64, 128), vae_crop_steps=6_000, vae_full_steps=600),
     "long-vae": LONG_VAE,
-    # long-vae drew colour, shape and size but never the light direction: the caption's word moved nothing, the
-    # initial noise decided. Weighting the high-noise ε-MSE like an x0 error (capped at 10) made a 3 000-step
-    # denoiser draw it from the caption (TRIALS.md).
     "long-vae-light": replace(LONG_VAE, high_noise_weight_cap=10.0),
-    # long-vae's decoder averaged the world's stripes and dots away (its round trip's detail gap 2.61, judge FD 27
-    # against real renders' 5); fine-tuned against a patch discriminator, as SD's decoder is trained, the same
-    # latents decode with texture (detail gap −0.21, judge FD 13.7): TRIALS.md
-    "long-vae-light-gan": replace(LONG_VAE, high_noise_weight_cap=10.0, decoder_adversarial_steps=1_500),
+    # the trial name of what became FULL (the `compass` build in TRIALS.md)
+    "long-vae-light-gan": FULL,
     # no 16×16 latent carries the world's 4 px stripes and dots (the detail judge's gap stays > 2.5 on every VAE
     # above): two VAE blocks make 32×32 latents (round-trip detail gap 1.30), at about 2.5 times the UNet's cost per step
     "latent32": replace(LONG_VAE, vae_channels=(16, 32)),
@@ -532,7 +539,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
     continues from what is there. Without ``resume`` an unfinished build in the way is refused, never deleted.
     """
     prefer_torchvision_free_processors()
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     if seed == HOLDOUT_SEED:
         raise ValueError(f"seed {HOLDOUT_SEED} is the held-out data stream of the build report; pick another --seed")
@@ -558,7 +565,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
 
     vae_dir = parts / "vae"
     if (vae_dir / "config.json").is_file():
-        vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval().requires_grad_(False)
+        vae = load_part(vae_dir)
         vae_curve = json.loads((parts / "vae_curve.json").read_text())
         if vae.config.block_out_channels != list(settings.vae_channels):
             raise ValueError(f"{vae_dir} was trained with other VAE widths than these settings; move {parts} away to start over")
@@ -576,7 +583,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
             record = json.loads((parts / "decoder_curve.json").read_text())
             if record["settings"] != decoder_settings:
                 raise ValueError(f"{decoder_dir} was fine-tuned with other decoder settings ({record['settings']}); move it and {parts / 'decoder_curve.json'} away to fine-tune again")
-            vae, decoder_curve = AutoencoderKL.from_pretrained(str(decoder_dir)).eval().requires_grad_(False), record["curve"]
+            vae, decoder_curve = load_part(decoder_dir), record["curve"]
             tqdm.write(f"VAE decoder: taken from {decoder_dir} (an earlier part)")
         else:
             vae, decoder_curve = finetune_decoder(vae, images, settings, seed)
@@ -639,6 +646,18 @@ def save_part(vae, parts: Path, folder: Path) -> None:
     saving = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parts))
     vae.save_pretrained(str(saving))
     os.replace(saving, folder)
+
+
+def load_part(folder: Path):
+    """The VAE saved as the part ``folder``, frozen. Built from its config and weights rather than with
+    ``from_pretrained``, which records the folder it read as ``_name_or_path``: the shipped config would name the
+    build machine's parts folder."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(folder)))
+    vae.load_state_dict(load_file(str(folder / "diffusion_pytorch_model.safetensors")))
+    return vae.eval().requires_grad_(False)
 
 
 PART_IN_PROGRESS = "times.part.json"
@@ -809,7 +828,7 @@ def add_part_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> Path | None:
     """Build; ``None`` when a part finished before the build did (run again with ``--resume``)."""
     parser = build_arguments("ldm", __doc__, pocket_model_dir(), "pipeline")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="v1", help="named build settings (default: v1)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full", help="named build settings (default: full, the shipped model's)")
     add_part_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
