@@ -42,10 +42,13 @@ def test_the_vae_ceiling_reads_a_vae_folder_alone(tmp_path):
     from unifl.pocket.models.addons import frozen_pocket_pipeline
 
     frozen_pocket_pipeline(None).vae.save_pretrained(str(tmp_path / "vae"))
-    ceiling = base_quality.main(["--vae-only", str(tmp_path / "vae"), "--prompts", "4"])
+    ceiling = base_quality.main(["--vae-only", str(tmp_path / "vae"), "--prompts", "32"])  # fewer leave FD to chance
     assert set(ceiling) == {"real renders", "VAE round trip"}
     assert ceiling["real renders"]["tone"] == 1.0 and 0.0 <= ceiling["VAE round trip"]["shape"] <= 1.0
-    assert ceiling["real renders"]["detail_gap"] == 0.0 and ceiling["VAE round trip"]["detail_gap"] > 0.5  # 16×16 latents lose the 4 px patterns
+    # the shipped decoder, fine-tuned against a patch discriminator, keeps the 4 px patterns (within the bar)
+    assert ceiling["real renders"]["detail_gap"] == 0.0 and abs(ceiling["VAE round trip"]["detail_gap"]) < base_quality.DETAIL_MARGIN
+    # but a round trip is still further from the other real renders than the real renders themselves
+    assert ceiling["VAE round trip"]["spectrum"] > ceiling["real renders"]["spectrum"] and ceiling["VAE round trip"]["fd"] > ceiling["real renders"]["fd"]
 
 
 def test_the_lit_side_lead_is_positive_on_real_renders_and_flips_with_the_direction():

@@ -17,7 +17,7 @@ from unifl.pocket.models import controlnet, motion
 from unifl.pocket.models.addons import frozen_pocket_pipeline, trailing_ddim, unet_fingerprint
 from unifl.pocket.models.ldm import HOLDOUT_SEED, pocket_model_dir
 
-PROMPT = "a large red striped circle left of a small blue square on a dark grey tiled background lit from the left"
+PROMPT = "a large red striped circle left of a small blue square on a dark grey tiled background lit from the west"
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +132,15 @@ def test_motion_adapter_makes_clips_steadier(pipe, shipped_adapter):
     _, _, captions = controlnet.render_scenes(4, HOLDOUT_SEED, "held-out captions")
     scheduler = trailing_ddim(pipe)
     seeds = list(range(len(captions)))
-    change = {name: motion.consecutive_difference(motion.generate_clips(motion.animatediff_pipeline(pipe, adapter, scheduler), captions, seeds, steps=4, cfg=1.0))
-              for name, adapter in (("without", motion.new_motion_adapter()), ("with", shipped_adapter))}
-    assert change["with"] < 0.6 * change["without"]
+    clips = {name: motion.generate_clips(motion.animatediff_pipeline(pipe, adapter, scheduler), captions, seeds, steps=4, cfg=1.0)
+             for name, adapter in (("without", motion.new_motion_adapter()), ("with", shipped_adapter))}
+    # The objects stay where they were from frame to frame (the held-out structure evaluator's masks; real clips
+    # 0.82, independent frames ~0.1), and the frames change less. The pixel change also counts the grain and
+    # patterns the decoder draws afresh in every frame, so it falls by less than the objects' IoU rises.
+    iou = {name: motion.consecutive_object_iou(frames) for name, frames in clips.items()}
+    change = {name: motion.consecutive_difference(frames) for name, frames in clips.items()}
+    assert iou["with"] > iou["without"] + 0.25, iou
+    assert change["with"] < 0.75 * change["without"], change
 
 
 @pytest.mark.slow

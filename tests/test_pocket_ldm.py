@@ -4,6 +4,7 @@ and the build script makes such a folder end to end."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -36,7 +37,7 @@ def test_plain_diffusers_loads_the_shipped_folder_offline_and_generates(monkeypa
     pipe = StableDiffusionPipeline.from_pretrained(str(SHIPPED))
     assert pipe.safety_checker is None and pipe.unet.dtype == torch.float32
     assert pipe.vae.config.scaling_factor != 0.18215  # measured on the pocket world, not SD's default
-    out = pipe("a large red circle on a light grey grainy background lit from the left", num_inference_steps=3,
+    out = pipe("a large red circle on a light grey grainy background lit from the west", num_inference_steps=3,
                generator=torch.Generator().manual_seed(0), output_type="np")
     image = out.images[0]
     assert image.shape == (64, 64, 3) and (0 <= image).all() and (image <= 1).all()
@@ -126,7 +127,21 @@ def test_a_build_in_parts_gives_the_weights_of_one_uninterrupted_build(tmp_path)
         expected, got = load_file(str(a)), load_file(str(b))
         assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected), part
     assert "in 6 parts" in (pieced / "BUILD.md").read_text()
+    assert str(tmp_path) not in "".join(path.read_text() for path in pieced.rglob("*.json"))  # no part folder named
     assert not ldm.parts_folder(target).exists()  # a finished build keeps no parts
+
+
+def test_a_saved_part_trained_on_other_captions_is_not_continued(tmp_path, monkeypatch):
+    """The settings do not name the captions: a state from before a world change must not go on after it."""
+    from unifl.pocket.models.resumable import PartFinished
+
+    target = tmp_path / "ldm"
+    with pytest.raises(PartFinished):
+        ldm.build_pocket_pipeline(target, quick=True, part_hours=0.0)
+    rendered = ldm.render_images
+    monkeypatch.setattr(ldm, "render_images", lambda *args: (lambda images, captions: (images, [c.replace("west", "east") for c in captions]))(*rendered(*args)))
+    with pytest.raises(ValueError, match="other captions"):
+        ldm.build_pocket_pipeline(target, quick=True, resume=True)
 
 
 
@@ -181,3 +196,30 @@ def test_the_high_noise_cap_weights_low_snr_steps_like_x0_errors_and_leaves_the_
     assert "high_noise_weight_cap" not in ldm.PRESETS["long-vae"].fingerprint()
     assert "('high_noise_weight_cap', 10.0)" in ldm.PRESETS["long-vae-light"].fingerprint()
 
+
+
+def test_the_decoder_fine_tune_trains_the_decoder_alone_and_keeps_the_latents(tmp_path):
+    """decoder_adversarial_steps: only post_quant_conv and the decoder move, so every latent (and a denoiser
+    trained on them) stays as the L1 VAE made it; the denoiser's state does not depend on the fine-tune."""
+    from safetensors.torch import load_file
+
+    from unifl.pocket.models.resumable import PartFinished
+
+    settings = replace(ldm.QUICK, decoder_adversarial_steps=3, decoder_batch=2)
+    assert settings.fingerprint() == ldm.QUICK.fingerprint()
+    target = tmp_path / "ldm"
+    with pytest.raises(PartFinished):  # stops after the VAE parts and one denoiser step: both VAEs are parts now
+        ldm.build_pocket_pipeline(target, settings=settings, part_hours=0.0)
+    parts = ldm.parts_folder(target)
+    [plain] = (parts / "vae").glob("*.safetensors")
+    [tuned] = (parts / "vae-decoder").glob("*.safetensors")
+    plain, tuned = load_file(str(plain)), load_file(str(tuned))
+    trained = {k for k in plain if not torch.equal(plain[k], tuned[k])}
+    assert trained and all(k.startswith(("decoder.", "post_quant_conv.")) for k in trained)
+    assert any(k.startswith("encoder.") for k in plain) and not any(k.startswith(("encoder.", "quant_conv.")) for k in trained)
+    with pytest.raises(ValueError, match="other decoder settings"):  # the part is not taken for a different fine-tune
+        ldm.build_pocket_pipeline(target, settings=replace(settings, decoder_adversarial_weight=1.0), resume=True)
+    built = ldm.build_pocket_pipeline(target, settings=settings, resume=True)
+    [shipped] = (built / "vae").glob("*.safetensors")
+    assert all(torch.equal(v, tuned[k]) for k, v in load_file(str(shipped)).items())
+    assert "against a patch discriminator" in (built / "BUILD.md").read_text()

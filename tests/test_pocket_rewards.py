@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
 import torch
+from unifl.core.config import load_config
+from unifl.core.feedback.discriminator import make_discriminator
 from unifl.core.feedback.loading import load_reward_model
 from unifl.core.feedback.losses import discriminator_loss
 from unifl.core.feedback.rewards.files import load_reward_file
@@ -93,9 +94,9 @@ def test_gradients_reach_the_images_at_any_resolution():
 def test_lighting_reward_reads_the_light_direction_from_the_caption(held_out):
     """A well-lit image scores higher under its true caption than under one naming the opposite side."""
     pairs = held_out["lighting"]
-    sideways = [i for i, p in enumerate(pairs.prompts) if p.endswith(("lit from the left", "lit from the right"))]
+    sideways = [i for i, p in enumerate(pairs.prompts) if p.endswith(("lit from the west", "lit from the east"))]
     true = [pairs.prompts[i] for i in sideways]
-    lying = [p.rsplit(" ", 1)[0] + (" right" if p.endswith("left") else " left") for p in true]
+    lying = [p.rsplit(" ", 1)[0] + (" east" if p.endswith("west") else " west") for p in true]
     model = load_reward_model("pocket-reward", "lighting")
     images = pairs.better[sideways]
     assert len(sideways) >= 10
@@ -103,8 +104,9 @@ def test_lighting_reward_reads_the_light_direction_from_the_caption(held_out):
 
 
 def test_detail_reward_starts_a_sensible_trainable_discriminator(held_out):
-    """What stage 2 does: a trainable copy of the detail reward, logistic loss on real vs worse images."""
-    discriminator = copy.deepcopy(load_reward_model("pocket-reward", "detail")).train().requires_grad_(True)
+    """What stage 2 does: a trainable copy of the detail reward (in eval mode, as make_discriminator leaves it),
+    logistic loss on real vs worse images, one step at the pocket preset's discriminator rate."""
+    discriminator = make_discriminator(load_reward_model("pocket-reward", "detail"), "all", "detail")
     parameters = [p for p in discriminator.parameters() if p.requires_grad]
     assert sum(p.numel() for p in parameters) > 10_000
     pairs = held_out["detail"]
@@ -115,7 +117,7 @@ def test_detail_reward_starts_a_sensible_trainable_discriminator(held_out):
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in parameters)
     assert sum(p.grad.abs().sum() for p in parameters) > 0
-    optimizer = torch.optim.AdamW(parameters, lr=1e-3)
+    optimizer = torch.optim.AdamW(parameters, lr=load_config(None, [], preset="pocket").adversarial.discriminator_lr)
     optimizer.step()
     assert discriminator_loss(discriminator(real, prompts), discriminator(fake, prompts)).item() < loss.item()
 
@@ -140,7 +142,7 @@ def test_mirror_left_right_flips_images_and_swaps_caption_words():
         else:
             assert torch.equal(mirrored.better[i], pairs.better[i].flip(-1)) and torch.equal(mirrored.worse[i], pairs.worse[i].flip(-1))
             words = pairs.prompts[i].split()
-            assert mirrored.prompts[i].split() == [{"left": "right", "right": "left"}.get(w, w) for w in words]
+            assert mirrored.prompts[i].split() == [{"left": "right", "right": "left", "west": "east", "east": "west"}.get(w, w) for w in words]
 
 
 def test_loader_errors_name_the_fix(tmp_path):

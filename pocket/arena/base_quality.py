@@ -101,21 +101,25 @@ def measure_base(model: str | Path | None, split_name: str = "validation", num_p
     return result
 
 
-def measure_vae_ceiling(vae_folder: str | Path, split_name: str = "validation", num_prompts: int = 256) -> dict[str, dict[str, float]]:
-    """The prompt judge's checks and the detail evaluator's gap on real renders and on their round trip through the
-    VAE in ``vae_folder`` (an ``AutoencoderKL`` folder, e.g. a build's ``parts/vae``): whether a VAE can carry the
-    bars, before any denoiser hours are spent on it."""
+def measure_vae_ceiling(vae_folder: str | Path, split_name: str = "validation", num_prompts: int = 256, num_real: int = 1024) -> dict[str, dict[str, float]]:
+    """The prompt judge's checks, the detail evaluator's gap and realism (FD/KID in the judge's features and the
+    spectrum distance, against the split's other real renders) on real renders and on their round trip through
+    the VAE in ``vae_folder`` (an ``AutoencoderKL`` folder, e.g. a build's ``parts/vae``): whether a VAE can carry
+    the bars, and how close to real its decodes can come, before any denoiser hours are spent on it."""
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(str(vae_folder)).eval()
     judge, aspects = load_prompt_judge(), AspectJudges()
     scenes, prompts, _ = split_prompts(split_name, num_prompts, replicate=0)
     real = torch.stack([render(scene, WorldConfig(resolution=RESOLUTION)).image for scene in scenes])
+    others = torch.stack([PocketDataset(num_real, SPLITS[split_name].real_seed, WorldConfig(resolution=RESOLUTION))[i].image for i in range(num_real)])
+    others_features = embed(others, judge)
     real_detail = aspects(real, prompts)["detail"]
     ceiling = {}
     for label, images in {"real renders": real, "VAE round trip": vae_round_trip(vae, real)}.items():
         scores = {key: float(value) for key, value in prompt_accuracy_from_readings(read_scenes(judge, images), scenes).items()}
-        ceiling[label] = scores | {"detail_gap": float(real_detail - aspects(images, prompts)["detail"])}
+        scores |= {"detail_gap": float(real_detail - aspects(images, prompts)["detail"])}
+        ceiling[label] = scores | realism(embed(images, judge), others_features) | {"spectrum": spectrum_distance(images, others)}
     return ceiling
 
 

@@ -5,26 +5,31 @@ so this module pretrains one from scratch on CPU with the real diffusers/transfo
 
 1. an ``AutoencoderKL`` with downsampling factor 4 (64 px images ↔ 16×16×4 latents), so the 4 px
    stripes and checks of the pocket world can survive the round trip; trained with L1 + MSE and a
-   small KL term. Its ``scaling_factor`` is 1 / std of the training latents, SD's convention;
+   small KL term, then its decoder alone fine-tuned against a patch discriminator (as SD's decoder is
+   trained), which draws the patterns an L1/MSE decoder smears into flat tints. Its ``scaling_factor`` is
+   1 / std of the training latents, SD's convention;
 2. a ``UNet2DConditionModel`` and a ``CLIPTextModel``, trained jointly from scratch with SD1.5's DDPM
    noise schedule and epsilon prediction, 10 % of captions dropped to ``""`` so classifier-free
-   guidance works, min-SNR loss weighting (γ = 5) and an EMA of both networks.
+   guidance works, min-SNR loss weighting (γ = 5) with the high-noise steps weighted like x0 errors,
+   and an EMA of both networks.
 
 The result is saved as a standard ``StableDiffusionPipeline`` folder (SD1.5's DDIM scheduler config,
 a word-level CLIP tokenizer over :data:`~.world.VOCABULARY`, no safety checker) that
 ``StableDiffusionPipeline.from_pretrained(folder)`` and :func:`unifl.core.diffusion.loading.load_pipeline`
-read offline. It is deliberately small and briefly trained: layouts and colours mostly follow the
-caption, shapes and textures are often wrong, and few-step sampling is visibly blurry, which is what
-UniFL's feedback learning is meant to improve.
+read offline. It draws colour, shape, size, tone and light as its prompts ask at 20 steps, as SD1.5 does;
+relations are mostly wrong, two images in five are right on every check, and few-step sampling is visibly
+blurry and misshapen: what UniFL's feedback learning is meant to improve (``weights/ldm/TRIALS.md`` for how
+it got there).
 
-Build it with ``python -m unifl.pocket.models.ldm --out pocket/weights/ldm`` (``--quick`` for a
-seconds-long smoke build). The shipped folder also holds ``BUILD.md`` and a ``samples.png`` grid.
+Build it with ``python -m unifl.pocket.models.ldm --out pocket/weights/ldm`` (about 4 hours on 2 cores, in parts of
+``--part-hours`` continued with ``--resume``; ``--quick`` for a seconds-long smoke build). The shipped folder also holds ``BUILD.md`` and a ``samples.png`` grid.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -134,45 +139,69 @@ class BuildSettings:
     weight an x0 error would get, capped) instead of min-SNR-γ's 1. The lowest frequencies (the light ramp, the
     layout) are decided there, and plain ε-MSE pays almost nothing for taking them from the caption: with it a
     denoiser learns to draw the light direction at all (``weights/ldm/TRIALS.md``). None: min-SNR-γ alone (v1)."""
+    decoder_adversarial_steps: int | None = None
+    """Steps of a decoder-only fine-tune with a patch discriminator after the VAE's L1 + MSE training (None: none,
+    v1). An L1/MSE decoder draws the mean of what a latent could be, so the world's 4 px stripes and dots come out
+    as flat tints; SD's decoder is trained with a discriminator (taming's ``LPIPSWithDiscriminator``) and draws
+    texture instead. The encoder is frozen, so the latents, and a denoiser trained on them, stay as they are."""
+    decoder_adversarial_weight: float = 0.5
+    """Scale of the adversarial term's adaptive weight (taming's ``disc_weight``: the reconstruction's gradient norm
+    at the decoder's last layer over the adversarial term's)."""
+    decoder_batch: int = 16
+    """Whole 64 px images per decoder fine-tune step."""
+    decoder_lr: float = 1e-4
+    """Adam (β 0.5, 0.9) rate of the decoder and of its discriminator, as in taming's VQGAN/KL-VAE recipe."""
 
     @property
     def latent_factor(self) -> int:
         return 2 ** (len(self.vae_channels) - 1)
 
     def fingerprint(self) -> str:
-        """What a saved part must match to be resumed by these settings: every field, as text. Optional fields
-        left at None (off, the behaviour from before they existed) are left out, so adding one does not orphan
-        the states that builds without it saved."""
-        return repr(sorted((name, value) for name, value in asdict(self).items() if value is not None))
+        """What a saved denoiser state must match to be resumed by these settings: every field that the denoiser's
+        training depends on, as text. Optional fields left at None (off, the behaviour from before they existed)
+        are left out, so adding one does not orphan the states that builds without it saved; so are the decoder
+        fine-tune's, which leaves the latents the denoiser learns from as they are."""
+        return repr(sorted((name, value) for name, value in asdict(self).items() if value is not None and name not in DECODER_FIELDS))
 
 
-FULL = BuildSettings(
+DECODER_FIELDS = ("decoder_adversarial_steps", "decoder_adversarial_weight", "decoder_batch", "decoder_lr")
+"""The settings of the decoder-only fine-tune, which no denoiser state depends on."""
+
+
+V1 = BuildSettings(
     num_images=20_000, num_holdout=512,
     vae_crop_steps=3_000, vae_crop=16, vae_crop_batch=32, vae_full_steps=300, vae_full_batch=8, vae_lr=2e-3, vae_kl_weight=1e-5,
     unet_steps=3_000, unet_batch=32, unet_lr=1e-3, warmup_steps=200,
     caption_dropout=0.1, snr_gamma=5.0, ema_decay=0.999, report_prompts=32,
 )
-QUICK = replace(
-    FULL, num_images=64, num_holdout=16, vae_crop_steps=4, vae_crop_batch=4, vae_full_steps=2, vae_full_batch=2,
-    unet_steps=6, unet_batch=4,
-    warmup_steps=2, ema_decay=0.9, report_prompts=2,
-)
+"""The first shipped pocket model: it followed prompts at 0.47 and drew the light at chance (``TRIALS.md``)."""
 # v1's VAE caps what any denoiser can draw (its round trip of real renders reads shape 0.73, colour 0.86 on
 # validation, under the bars). Trained three times as long it clears them at v1's decoding cost.
-LONG_VAE = replace(FULL, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500)
-#: Named build settings (``--preset``): ``v1`` made the shipped pocket model; the others are the trials of a
-#: base that draws what its prompts ask (measured with :mod:`.base_quality`, compared in ``TRIALS.md``).
+LONG_VAE = replace(V1, vae_crop_steps=9_000, vae_full_steps=900, unet_steps=30_000, warmup_steps=500)
+# long-vae drew colour, shape and size but never the light direction: the caption's word moved nothing, the
+# initial noise decided. Weighting the high-noise ε-MSE like an x0 error (capped at 10) made a 3 000-step
+# denoiser draw it from the caption (TRIALS.md). Its decoder averaged the world's stripes and dots away (round
+# trip detail gap 2.68); fine-tuned against a patch discriminator, as SD's decoder is trained, the same latents
+# decode with texture (detail gap −0.21).
+FULL = replace(LONG_VAE, high_noise_weight_cap=10.0, decoder_adversarial_steps=1_500)
+QUICK = replace(
+    FULL, num_images=64, num_holdout=16, vae_crop_steps=4, vae_crop_batch=4, vae_full_steps=2, vae_full_batch=2,
+    unet_steps=6, unet_batch=4, warmup_steps=2, ema_decay=0.9, report_prompts=2,
+    decoder_adversarial_steps=2, decoder_batch=2,
+)
+#: Named build settings (``--preset``): ``full`` made the shipped pocket model, ``v1`` the one before it; the others
+#: are the trials between them (measured with :mod:`.base_quality`, compared in ``TRIALS.md``).
 PRESETS = {
-    "v1": FULL,
+    "full": FULL,
+    "v1": V1,
     # the cheapest change first: the same networks, ten times the denoiser steps (v1's loss still fell at its end)
-    "long": replace(FULL, unet_steps=30_000, warmup_steps=500),
+    "long": replace(V1, unet_steps=30_000, warmup_steps=500),
     # four times wider the VAE clears the bars too but triples the decoder's cost in every feedback term
     "wide-vae": replace(LONG_VAE, vae_channels=(32, 64, 128), vae_crop_steps=6_000, vae_full_steps=600),
     "long-vae": LONG_VAE,
-    # long-vae drew colour, shape and size but never the light direction: the caption's word moved nothing, the
-    # initial noise decided. Weighting the high-noise ε-MSE like an x0 error (capped at 10) made a 3 000-step
-    # denoiser draw it from the caption (TRIALS.md).
     "long-vae-light": replace(LONG_VAE, high_noise_weight_cap=10.0),
+    # the trial name of what became FULL (the `compass` build in TRIALS.md)
+    "long-vae-light-gan": FULL,
     # no 16×16 latent carries the world's 4 px stripes and dots (the detail judge's gap stays > 2.5 on every VAE
     # above): two VAE blocks make 32×32 latents (round-trip detail gap 1.30), at about 2.5 times the UNet's cost per step
     "latent32": replace(LONG_VAE, vae_channels=(16, 32)),
@@ -301,6 +330,58 @@ def train_vae(images: torch.Tensor, settings: BuildSettings, seed: int):
     return vae.eval().requires_grad_(False), log.curve()
 
 
+def patch_discriminator():
+    """A small PatchGAN (taming's ``NLayerDiscriminator``, two downsamplings at 64 px): one logit per ~22 px patch,
+    so it judges texture and local structure, not the whole scene."""
+    from torch import nn
+
+    def block(channels_in: int, channels_out: int, stride: int, norm: bool = True) -> list:
+        return [nn.Conv2d(channels_in, channels_out, 4 if stride == 2 else 3, stride, 1), *([nn.GroupNorm(8, channels_out)] if norm else []), nn.LeakyReLU(0.2)]
+
+    return nn.Sequential(*block(3, 32, 2, norm=False), *block(32, 64, 2), *block(64, 128, 1), nn.Conv2d(128, 1, 3, 1, 1))
+
+
+def finetune_decoder(vae, images: torch.Tensor, settings: BuildSettings, seed: int):
+    """``vae`` with its decoder fine-tuned against a patch discriminator (hinge loss), and the reconstruction
+    loss (L1 + MSE) per tenth of the run. Only ``post_quant_conv`` and the decoder train: the encoder's latents
+    are unchanged. The adversarial term's weight adapts as in taming: the reconstruction's gradient norm at the
+    decoder's last layer over the adversarial term's, times ``decoder_adversarial_weight``."""
+    torch.manual_seed(seed)
+    vae.requires_grad_(False)
+    decoder_params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    for p in decoder_params:
+        p.requires_grad_(True)
+    discriminator = patch_discriminator()
+    decoder_optimizer = torch.optim.Adam(decoder_params, lr=settings.decoder_lr, betas=(0.5, 0.9))
+    discriminator_optimizer = torch.optim.Adam(discriminator.parameters(), lr=settings.decoder_lr, betas=(0.5, 0.9))
+    generator = torch.Generator().manual_seed(seed)
+    last_layer = vae.decoder.conv_out.weight
+    log = LossLog(settings.decoder_adversarial_steps)
+    vae.train()
+    bar = progress_bar(range(settings.decoder_adversarial_steps), desc="VAE decoder (adversarial)", dynamic_ncols=True, mininterval=2)
+    for step in bar:
+        x = to_signed(images[torch.randint(len(images), (settings.decoder_batch,), generator=generator)])
+        with torch.no_grad():
+            latents = vae.encode(x).latent_dist.sample(generator=generator)
+        reconstruction = vae.decode(latents).sample
+        reconstruction_loss = (reconstruction - x).abs().mean() + ((reconstruction - x) ** 2).mean()
+        adversarial_loss = -discriminator(reconstruction).mean()
+        reconstruction_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
+        adversarial_grad = torch.autograd.grad(adversarial_loss, last_layer, retain_graph=True)[0]
+        weight = (reconstruction_grad.norm() / (adversarial_grad.norm() + 1e-4)).clamp(0, 1e4).detach() * settings.decoder_adversarial_weight
+        decoder_optimizer.zero_grad(set_to_none=True)
+        (reconstruction_loss + weight * adversarial_loss).backward()
+        decoder_optimizer.step()
+        discriminator_loss = F.relu(1 - discriminator(x)).mean() + F.relu(1 + discriminator(reconstruction.detach())).mean()
+        discriminator_optimizer.zero_grad(set_to_none=True)
+        discriminator_loss.backward()
+        discriminator_optimizer.step()
+        log.add(step, reconstruction_loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(reconstruction=f"{reconstruction_loss.item():.4f}", discriminator=f"{discriminator_loss.item():.3f}")
+    return vae.eval().requires_grad_(False), log.curve()
+
+
 @torch.no_grad()
 def encode_means(vae, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Posterior means of ``images`` (uint8), unscaled: what ``DiffusersDenoiser.encode_images`` uses."""
@@ -381,17 +462,21 @@ def train_denoiser(latents, ids, empty_ids, holdout, tokenizer, settings: BuildS
     log = LossLog(settings.unet_steps)
     parts = {"unet": unet, "text_encoder": text_encoder}
     first = 0
+    # The settings do not say what the captions read; a state from an older world must not go on in this one.
+    captions_signature = hashlib.sha256(ids.numpy().tobytes()).hexdigest()
     if state is not None and state.with_suffix(".json").is_file():
         info = load_training_state(state, modules=parts, ema=ema, optimizer=optimizer, generator=generator)
         if info["fingerprint"] != settings.fingerprint():
             raise ValueError(f"{state}.json was saved by a build with other settings; continue it with those, or move {state.parent} away to start over")
+        if info.get("captions") != captions_signature:
+            raise ValueError(f"{state}.json was trained on other captions (the world's captions or vocabulary changed since); move {state.parent} away to start over")
         first, log.sums, log.counts = info["step"], info["loss_sums"], info["loss_counts"]
         tqdm.write(f"UNet + text encoder: resuming at step {first} of {settings.unet_steps} from {state}")
     # The schedule is a pure function of the step: a resumed one starts where the state stopped.
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(settings.warmup_steps, settings.unet_steps), last_epoch=first - 1)
 
     def save_state(step: int) -> None:
-        info = {"step": step, "fingerprint": settings.fingerprint(), "loss_sums": log.sums, "loss_counts": log.counts}
+        info = {"step": step, "fingerprint": settings.fingerprint(), "captions": captions_signature, "loss_sums": log.sums, "loss_counts": log.counts}
         save_training_state(state, modules=parts, ema=ema, optimizer=optimizer, generator=generator, info=info)
         clock.saved()
 
@@ -454,7 +539,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
     continues from what is there. Without ``resume`` an unfinished build in the way is refused, never deleted.
     """
     prefer_torchvision_free_processors()
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     if seed == HOLDOUT_SEED:
         raise ValueError(f"seed {HOLDOUT_SEED} is the held-out data stream of the build report; pick another --seed")
@@ -480,7 +565,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
 
     vae_dir = parts / "vae"
     if (vae_dir / "config.json").is_file():
-        vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval().requires_grad_(False)
+        vae = load_part(vae_dir)
         vae_curve = json.loads((parts / "vae_curve.json").read_text())
         if vae.config.block_out_channels != list(settings.vae_channels):
             raise ValueError(f"{vae_dir} was trained with other VAE widths than these settings; move {parts} away to start over")
@@ -488,9 +573,22 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
     else:
         vae, vae_curve = train_vae(images, settings, seed)
         atomic_write_text(parts / "vae_curve.json", json.dumps(vae_curve))
-        saving = Path(tempfile.mkdtemp(prefix=".vae.", dir=parts))  # renamed when whole: a killed save leaves no half VAE
-        vae.save_pretrained(str(saving))
-        os.replace(saving, vae_dir)
+        save_part(vae, parts, vae_dir)
+    decoder_curve = None
+    if settings.decoder_adversarial_steps:
+        decoder_dir = parts / "vae-decoder"
+        # The denoiser's fingerprint leaves these settings out, so the decoder part records them itself.
+        decoder_settings = {name: getattr(settings, name) for name in DECODER_FIELDS}
+        if (decoder_dir / "config.json").is_file():
+            record = json.loads((parts / "decoder_curve.json").read_text())
+            if record["settings"] != decoder_settings:
+                raise ValueError(f"{decoder_dir} was fine-tuned with other decoder settings ({record['settings']}); move it and {parts / 'decoder_curve.json'} away to fine-tune again")
+            vae, decoder_curve = load_part(decoder_dir), record["curve"]
+            tqdm.write(f"VAE decoder: taken from {decoder_dir} (an earlier part)")
+        else:
+            vae, decoder_curve = finetune_decoder(vae, images, settings, seed)
+            atomic_write_text(parts / "decoder_curve.json", json.dumps({"settings": decoder_settings, "curve": decoder_curve}))
+            save_part(vae, parts, decoder_dir)
     vae_unscaled = encode_means(vae, images)
     scaling_factor = float(1.0 / vae_unscaled.std())
     vae.register_to_config(scaling_factor=scaling_factor)
@@ -531,7 +629,7 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         times["total"] += times["report"]
         report = build_report(
             settings=settings, seed=seed, quick=quick, times=times, loads=(load_before, os.getloadavg()[0]), pipe=pipe, folder_mb=folder_megabytes(work),
-            psnr=psnr, scaling_factor=scaling_factor, vae_curve=vae_curve, unet_stats=unet_stats, quality=quality,
+            psnr=psnr, scaling_factor=scaling_factor, vae_curve=vae_curve, decoder_curve=decoder_curve, unet_stats=unet_stats, quality=quality,
             grid_prompts=holdout_captions[: grid_columns(settings)], out_dir=out_dir,
         )
         atomic_write_text(work / "BUILD.md", report)
@@ -541,6 +639,25 @@ def build_pocket_pipeline(out_dir: str | Path, *, seed: int = 0, quick: bool = F
         shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(parts)  # the build is complete: its parts are in out_dir now
     return out_dir
+
+
+def save_part(vae, parts: Path, folder: Path) -> None:
+    """Save ``vae`` as the part ``folder``, renamed into place when whole: a killed save leaves no half VAE."""
+    saving = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parts))
+    vae.save_pretrained(str(saving))
+    os.replace(saving, folder)
+
+
+def load_part(folder: Path):
+    """The VAE saved as the part ``folder``, frozen. Built from its config and weights rather than with
+    ``from_pretrained``, which records the folder it read as ``_name_or_path``: the shipped config would name the
+    build machine's parts folder."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(folder)))
+    vae.load_state_dict(load_file(str(folder / "diffusion_pytorch_model.safetensors")))
+    return vae.eval().requires_grad_(False)
 
 
 PART_IN_PROGRESS = "times.part.json"
@@ -632,7 +749,7 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, scaling_factor, vae_curve, unet_stats, quality, grid_prompts, out_dir) -> str:
+def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, scaling_factor, vae_curve, decoder_curve, unet_stats, quality, grid_prompts, out_dir) -> str:
     """``BUILD.md``: how the model was made and what it measured, in enough detail to rebuild it."""
     preset = next((name for name, value in PRESETS.items() if value == settings), "custom settings")
     command = f"python -m unifl.pocket.models.ldm --out {display_path(out_dir)} --seed {seed}" + (" --quick" if quick else f" --preset {preset}")
@@ -642,6 +759,9 @@ def build_report(*, settings, seed, quick, times, loads, pipe, folder_mb, psnr, 
     curve = lambda values: ", ".join(f"{v:.4f}" for v in values)  # noqa: E731
     prompt_list = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(grid_prompts))
     sharp = {k: f"{v:.4f}" for k, v in quality.items()}
+    decoder_phase = "" if decoder_curve is None else (
+        f"; then the decoder alone {settings.decoder_adversarial_steps} steps × {settings.decoder_batch} images against a patch discriminator, adaptive weight × {settings.decoder_adversarial_weight:g}")
+    decoder_line = "" if decoder_curve is None else f"\n- Decoder fine-tune's reconstruction loss (L1 + MSE) per tenth: {curve(decoder_curve)}"
     return f"""# Pocket LDM build
 
 Command: `{command}`{' (quick smoke build: not a usable model)' if quick else ''}{in_parts}
@@ -652,7 +772,7 @@ Built with torch {torch.__version__}, {torch.get_num_threads()} thread(s) on {os
 | phase | wall time |
 |---|---|
 | render {settings.num_images} training + {settings.num_holdout} held-out images | {minutes['render']} |
-| VAE ({settings.vae_crop_steps} steps × {settings.vae_crop_batch} crops of {settings.vae_crop} px, {settings.vae_full_steps} × {settings.vae_full_batch} images) + encoding all images | {minutes['vae']} |
+| VAE ({settings.vae_crop_steps} steps × {settings.vae_crop_batch} crops of {settings.vae_crop} px, {settings.vae_full_steps} × {settings.vae_full_batch} images{decoder_phase}) + encoding all images | {minutes['vae']} |
 | UNet + text encoder ({settings.unet_steps} steps × {settings.unet_batch}) | {minutes['unet']} |
 | save + samples + report | {minutes['report']} |
 | **total** | **{minutes['total']}** |
@@ -671,7 +791,7 @@ Data: pocket world stream {seed} (training), stream {HOLDOUT_SEED} (held out), {
 ## Measurements
 
 - VAE reconstruction PSNR on {settings.num_holdout} held-out images: **{psnr:.2f} dB**; `scaling_factor` = {scaling_factor:.4f} (1 / std of training latents).
-- VAE L1 per tenth of training: {curve(vae_curve)}
+- VAE L1 per tenth of training: {curve(vae_curve)}{decoder_line}
 - Denoiser loss (min-SNR-{settings.snr_gamma:g} weighted ε-MSE{'' if settings.high_noise_weight_cap is None else f', below SNR 1 min(1/SNR, {settings.high_noise_weight_cap:g})'}) per tenth of training: {curve(unet_stats['loss_curve'])}
 - Held-out ε-MSE: raw weights {unet_stats['val_loss_raw']:.4f}, EMA ({settings.ema_decay}) {unet_stats['val_loss_ema']:.4f}; shipped: **{unet_stats['kept']}**.
 - Sharpness (luminance Laplacian variance) over {settings.report_prompts} held-out captions, CFG {GRID_CFG:g}: real {sharp['real_sharpness']},
@@ -708,7 +828,7 @@ def add_part_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> Path | None:
     """Build; ``None`` when a part finished before the build did (run again with ``--resume``)."""
     parser = build_arguments("ldm", __doc__, pocket_model_dir(), "pipeline")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="v1", help="named build settings (default: v1)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full", help="named build settings (default: full, the shipped model's)")
     add_part_arguments(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -67,7 +67,7 @@ MAX_TOKENS = 40
 
 _PAD, _BOS, _UNKNOWN = 0, 1, 2
 _WORD_IDS = {word: i + 3 for i, word in enumerate(VOCABULARY)}
-_MIRRORED_WORD = {"left": "right", "right": "left"}
+_MIRRORED_WORD = {"left": "right", "right": "left", "west": "east", "east": "west"}
 
 
 def tokenize(prompts: Sequence[str], max_tokens: int = MAX_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +277,7 @@ def generate_pairs(aspect: str, count: int, seed: int, config: WorldConfig = Wor
 
 
 def mirror_left_right(batch: PreferencePairs, generator: torch.Generator) -> PreferencePairs:
-    """Flip a random half of the pairs left–right and swap "left"/"right" in their captions.
+    """Flip a random half of the pairs left–right and swap "left"/"right" and "west"/"east" in their captions.
 
     Mirroring keeps every pocket pair truthful — relations, light direction, shapes (all left–right
     symmetric up to their random rotation) — so it is free extra data. Vertical flips are not: they
@@ -439,7 +439,7 @@ def _build_markdown(report: dict, command: str) -> str:
         f"- wall time: {report['wall_seconds']:.0f} s (pair generation, training, evaluation, writing)",
         f"- pairs: {settings.train_pairs} training and {settings.held_out_pairs} held-out pairs per aspect and seed, "
         f"{MODEL_RESOLUTION} px, strength ~ U{STRENGTH_RANGE}; each aspect model also sees the first {settings.tie_share:.0%} of every "
-        "other aspect's training pairs as ties (preference ½); training batches mirrored left–right with \"left\"/\"right\" swapped, "
+        "other aspect's training pairs as ties (preference ½); training batches mirrored left–right with \"left\"/\"right\" and \"west\"/\"east\" swapped, "
         f"{CAPTION_DROPOUT:.0%} of captions emptied",
         f"- rewards (`pocket-reward`, what UniFL trains against): pair seed {REWARD_SEED}, held-out seed {HELD_OUT_SEED}; "
         f"{settings.steps} steps per aspect, {settings.global_steps} for `global` (all aspects' pairs, no ties), "

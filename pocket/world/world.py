@@ -25,7 +25,7 @@ reason about; ``instance_labels`` use the same ids.
 
 Captions are written from the scene in a closed vocabulary (``VOCABULARY``, alphabetic words only, so a
 word-level CLIP tokenizer covers it): ``"a large red striped circle left of a small blue square on a dark
-grey tiled background lit from the left"``. Solid objects carry no pattern word; stripe orientation, exact
+grey tiled background lit from the west"``. Solid objects carry no pattern word; stripe orientation, exact
 tints, rotation and exposure are deliberately left out, as real captions leave details out. With two or
 three objects the caption chains them in scene order, and each consecutive pair is joined by a relation
 only when it is unambiguous (see :func:`relation`), otherwise by ``"and"``.
@@ -68,6 +68,11 @@ BACKGROUND_PATTERNS = ("grainy", "tiled", "speckled", "hatched")
 
 LIGHT_DIRECTIONS = ("left", "right", "top", "bottom")
 OPPOSITE_DIRECTION = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
+# The caption names the light's side by compass words of its own: with "left"/"right" shared by the relations
+# ("left of"), a denoiser learnt the vertical light from the caption and never the horizontal one, and with
+# words of its own it learnt both in the same steps (weights/ldm/TRIALS.md, "Why the light direction is at
+# chance"). The scene keeps the image's sides; only the caption's word changes.
+LIGHT_WORDS = {"left": "west", "right": "east", "top": "north", "bottom": "south"}
 RELATIONS = ("left of", "right of", "above", "below")
 
 # Unit shapes (scale 1, centred, y down). Sizes are chosen so that shapes of one size look similarly big.
@@ -525,7 +530,7 @@ def caption(scene: Scene, config: WorldConfig = WorldConfig()) -> str:
     for previous, obj in zip(scene.objects, scene.objects[1:]):
         parts += [relation(previous, obj, config.relation_margin) or "and", describe(obj)]
     bg, light = scene.background, scene.lighting
-    setting = f"a {bg.tone} {bg.colour} {bg.pattern} background lit from the {light.direction}"
+    setting = f"a {bg.tone} {bg.colour} {bg.pattern} background lit from the {LIGHT_WORDS[light.direction]}"
     parts.append(f"on {setting}" if parts else setting)
     return " ".join(parts)
 
@@ -534,7 +539,7 @@ VOCABULARY: list[str] = sorted(
     {"a", "and", "on", "background", "lit", "from", "the"}
     | {word for r in RELATIONS for word in r.split()}
     | set(SIZES) | set(PALETTE) | set(PATTERNS) - {"solid"} | set(SHAPES)
-    | set(BACKGROUND_TONES) | set(BACKGROUND_COLOURS) | set(BACKGROUND_PATTERNS) | set(LIGHT_DIRECTIONS)
+    | set(BACKGROUND_TONES) | set(BACKGROUND_COLOURS) | set(BACKGROUND_PATTERNS) | set(LIGHT_WORDS.values())
 )
 """Every word a caption can contain (lower-case, alphabetic), for a word-level tokenizer."""
 
