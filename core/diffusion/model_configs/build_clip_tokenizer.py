@@ -5,9 +5,12 @@ CLIP's tokenizer (SD1.x's ``tokenizer`` and both SDXL tokenizers) is fully deter
 applies OpenAI ``simple_tokenizer.py``'s construction, so the shipped files can be checked or rebuilt
 offline without a model hub::
 
-    pip download open-clip-torch --no-deps -d /tmp/oc
-    unzip -o /tmp/oc/open_clip_torch-*.whl 'open_clip/bpe_simple_vocab_16e6.txt.gz' -d /tmp/oc
-    python core/diffusion/model_configs/build_clip_tokenizer.py /tmp/oc/open_clip/bpe_simple_vocab_16e6.txt.gz   # with the project installed (make setup)
+    scratch=$(mktemp -d)
+    pip download open-clip-torch --no-deps -d "$scratch"
+    unzip -o "$scratch"/open_clip_torch-*.whl 'open_clip/bpe_simple_vocab_16e6.txt.gz' -d "$scratch"
+    python core/diffusion/model_configs/build_clip_tokenizer.py "$scratch"/open_clip/bpe_simple_vocab_16e6.txt.gz   # with the project installed (make setup)
+
+(``model_configs/README.md`` has the pinned version and the comparison with the shipped files.)
 
 Construction: skip the header line, keep the next 49152 - 256 - 2 merges; the vocabulary is the 256
 byte symbols, the same with ``</w>``, one token per merge, then ``<|startoftext|>`` and
