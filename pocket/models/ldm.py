@@ -22,7 +22,8 @@ blurry and misshapen: what UniFL's feedback learning is meant to improve (``weig
 it got there).
 
 Build it with ``python -m unifl.pocket.models.ldm --out pocket/weights/ldm`` (about 4 hours on 2 cores, in parts of
-``--part-hours`` continued with ``--resume``; ``--quick`` for a seconds-long smoke build). The shipped folder also holds ``BUILD.md`` and a ``samples.png`` grid.
+``--part-hours`` continued with ``--resume``; ``--quick`` for a seconds-long smoke build). The shipped folder also
+holds ``BUILD.md`` and a ``samples.png`` grid.
 """
 
 from __future__ import annotations
