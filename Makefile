@@ -74,25 +74,30 @@ demo: setup
 # The tuning run (once per change of the code or the base model): every learning-rate and discriminator-rate sweep
 # of UniFL's stages and of each peer with both LoRA variants, on the validation split, first training seed;
 # out/arena-tune/report.md shows every candidate. Resumable job by job; prints its predicted wall time first.
+# `$(PY) -m unifl.pocket.arena.tuned out/arena-tune` then exports its choices to pocket/arena/tuned/ for the commit;
+# TUNING_FROM=pocket/arena/tuned sweeps only what is not committed yet (a tuning run over several sittings).
+TUNING_FROM ?=
 arena-tune: setup
-	$(PY) -m unifl arena --tune
+	$(PY) -m unifl arena --tune $(if $(TUNING_FROM),--tuning-from $(TUNING_FROM))
 
-# The standard run: UniFL, the peers (`make peers peer-venvs` first) with the tuning run's choices (each peer's better
-# LoRA variant) and every row's post-filter control on the test split, five training seeds; resumable job by job
-# (rerun to continue); prints its predicted wall time first; out/arena/report.md and metrics.json. Then
-# `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs.
-arena: arena-tune
+# The standard run: UniFL, the peers (`make peers peer-venvs` first) with the committed tuning choices
+# (pocket/arena/tuned/: each peer's better LoRA variant) and every row's post-filter control on the test split,
+# five training seeds; resumable job by job (rerun to continue); prints its predicted wall time first;
+# out/arena/report.md and metrics.json. Then `$(PY) -m unifl.pocket.arena.docs out/arena/metrics.json` writes the docs.
+arena: setup
 	$(PY) -m unifl arena --split test
 
 # UniFL's ablations (stage 1 without PeFL, with one global reward; stage 2 without the adversarial term) beside its
 # stages, five seeds on the test split, with the tuning run's choices; out/arena-ablations.
-arena-ablations: arena-tune
+arena-ablations: setup
 	$(PY) -m unifl arena --split test --ablations --peers '' --out out/arena-ablations
 
-# The candidate defaults of issue 20 beside today's UniFL (docs/paper-choices.md): the stage-2 step-count schedules and
-# cheaper steps, then the LoRA targets and ranks; validation split, five seeds, the tuning run's rates; each decided
-# by its own Holm-corrected family; out/arena-choices-<set>/report.md.
-arena-choices: arena-tune
+# The candidate defaults beside today's UniFL (docs/paper-choices.md): stage 1's aesthetic thresholds and rollout
+# guidance, issue 20's stage-2 step-count schedules and cheaper steps, then the LoRA targets and ranks; validation
+# split, five seeds, the committed tuning rates; each decided by its own Holm-corrected family;
+# out/arena-choices-<set>/report.md.
+arena-choices: setup
+	$(PY) -m unifl arena --choices stage1
 	$(PY) -m unifl arena --choices stage2
 	$(PY) -m unifl arena --choices lora
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 
 TUNING_OUT = "out/arena-tune"
-"""Where ``make arena-tune`` sweeps and ``make arena`` takes its choices from."""
-VARIANT_SET_NAMES = ("lora", "stage2")
+"""Where ``make arena-tune`` sweeps."""
+COMMITTED_TUNING = "pocket/arena/tuned"
+"""Where ``make arena`` takes the sweeps' choices from: the tuning run's, exported and committed
+(``pocket/arena/plan.py``'s ``COMMITTED_TUNING``, named here so the CLI starts without importing torch)."""
+VARIANT_SET_NAMES = ("lora", "stage1", "stage2")
 """``pocket/arena/plan.py``'s ``VARIANT_SETS`` (named here so the CLI starts without importing torch)."""
 
 
@@ -17,11 +20,11 @@ def run(args) -> int:
     if args.quick:
         settings = ArenaSettings.smoke()
     elif args.tune:
-        settings = ArenaSettings.tuning()
+        settings = ArenaSettings.tuning(tuning_from=args.tuning_from or "")
     elif args.choices:
-        settings = ArenaSettings.choices(args.choices, tuning_from=TUNING_OUT if args.tuning_from is None else args.tuning_from)
+        settings = ArenaSettings.choices(args.choices, tuning_from=COMMITTED_TUNING if args.tuning_from is None else args.tuning_from)
     elif args.split == "test":
-        settings = ArenaSettings.standard(tuning_from=TUNING_OUT if args.tuning_from is None else args.tuning_from)
+        settings = ArenaSettings.standard(tuning_from=COMMITTED_TUNING if args.tuning_from is None else args.tuning_from)
         if not settings.tuning_from:  # sweeping in this run: both LoRA variants are trained and reported
             settings = settings.with_(lora_variants=("unifl", "own"))
     else:
@@ -55,7 +58,8 @@ def add_command(subparsers) -> None:
     p.add_argument("--split", choices=("validation", "test"), default="test",
                    help="test (default): the standard run, five seeds with the tuning run's choices; validation: a whole arena on the validation split")
     p.add_argument("--tuning-from", default=None, metavar="FOLDER",
-                   help=f"take the sweeps' choices from this arena (default for the test split: {TUNING_OUT}; '' sweeps in this run)")
+                   help=f"take the sweeps' choices from this arena (default for the test split and --choices: the committed {COMMITTED_TUNING}; '' sweeps in this run; "
+                        "with --tune: sweep only what this folder lacks)")
     p.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=None,
                    help="also train UniFL's ablations (`make arena-ablations`; default: off in the standard and tuning runs, on otherwise)")
     p.add_argument("--out", default=None, help=f"output folder (default out/arena, {TUNING_OUT} with --tune); a rerun skips every job whose outputs are there")

@@ -3,7 +3,7 @@ split at today's tuned rates, and decided against today's rows by a Holm-correct
 
 import pytest
 from unifl.pocket.arena import claims as arena_claims
-from unifl.pocket.arena.plan import VARIANT_SETS, ArenaSettings, Variant, rows, trainings, tuning_of
+from unifl.pocket.arena.plan import REAL_Q10_ALPHAS, VARIANT_SETS, ArenaSettings, Variant, pocket_rewards, rows, trainings, tuning_of
 
 
 def test_a_choices_run_trains_each_candidate_beside_todays_and_samples_it_at_every_count():
@@ -26,10 +26,32 @@ def test_every_candidate_is_a_valid_config_so_no_run_fails_hours_in():
         for variant in variant_set:
             config = load_config(None, ["stage=2", *variant.overrides], preset="pocket")
             for override in variant.overrides:
+                if override.startswith("rewards="):
+                    assert [spec.aspect for spec in config.rewards] == ["color", "layout", "detail", "lighting"], override
+                    continue
                 (section, key), raw = override.split("=")[0].split("."), override.split("=")[1]
                 value = getattr(getattr(config, section), key)
                 assert value == type(value)(raw), override  # the key exists and took the value
     assert ("attention+ff", 16) not in [(v.overrides[0].split("=")[1], int(v.overrides[1].split("=")[1])) for v in VARIANT_SETS["lora"]]  # today's is the baseline
+
+
+def test_the_real_quantile_thresholds_are_the_rewards_own_on_real_renders_and_reach_the_trainer():
+    """The stage-1 candidates' α_d: each pocket reward's 10 % quantile on real training renders (recomputed here, so a
+    rebuilt reward cannot leave them stale), set per aspect by the override and read by the config as given."""
+    import torch
+    from unifl.core.config import load_config
+    from unifl.pocket.models.rewards import load_pocket_model
+    from unifl.pocket.world.world import PocketDataset, WorldConfig
+
+    world = PocketDataset(512, 1, WorldConfig(resolution=64))
+    items = [world[i] for i in range(len(world))]
+    images, captions = torch.stack([item.image for item in items]), [item.caption for item in items]
+    for aspect, alpha in REAL_Q10_ALPHAS.items():
+        with torch.no_grad():
+            scores = load_pocket_model("pocket-reward", aspect).eval()(images, captions)
+        assert abs(float(scores.quantile(0.1)) - alpha) < 2e-3, aspect
+    config = load_config(None, [pocket_rewards({"detail": 0.0})], preset="pocket")
+    assert {spec.aspect: spec.threshold for spec in config.rewards} == {"color": None, "layout": None, "detail": 0.0, "lighting": None}
 
 
 def test_the_choices_family_compares_each_candidate_with_todays_rows_only():
@@ -41,7 +63,7 @@ def test_the_choices_family_compares_each_candidate_with_todays_rows_only():
     assert ("stage1_v_wide_20", "stage1_20") in {(c.a, c.b) for c in family}
 
 
-def test_the_cli_starts_a_choices_run_from_the_tuning_runs_rates(monkeypatch):
+def test_the_cli_starts_a_choices_run_from_the_committed_tuning_rates(monkeypatch):
     from unifl.cli import main
     from unifl.cli.arena import VARIANT_SET_NAMES
     from unifl.pocket.arena import run
@@ -50,7 +72,7 @@ def test_the_cli_starts_a_choices_run_from_the_tuning_runs_rates(monkeypatch):
     runs = []
     monkeypatch.setattr(run, "run_arena", lambda out_dir, settings: runs.append((out_dir, settings)))
     assert main(["arena", "--choices", "lora"]) == 0
-    assert runs == [("out/arena-choices-lora", ArenaSettings.choices("lora", tuning_from="out/arena-tune"))]
+    assert runs == [("out/arena-choices-lora", ArenaSettings.choices("lora", tuning_from="pocket/arena/tuned"))]
 
 
 @pytest.mark.slow

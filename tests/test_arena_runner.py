@@ -2,6 +2,7 @@
 one is missing), post-filter controls applied to a row's own test images, per-image judge values that agree with
 the judge's own summary, training compute summed over a LoRA's lineage, and the budget curve's levels and figure."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -265,10 +266,45 @@ def test_the_cli_runs_the_tuning_the_standard_and_the_ablations_arenas(monkeypat
 
     runs = []
     monkeypatch.setattr(run, "run_arena", lambda out_dir, settings: runs.append((out_dir, settings)))
-    for argv in (["arena", "--tune"], ["arena"], ["arena", "--ablations", "--peers", "", "--out", "out/arena-ablations"], ["arena", "--tuning-from", ""]):
+    for argv in (["arena", "--tune"], ["arena"], ["arena", "--ablations", "--peers", "", "--out", "out/arena-ablations"], ["arena", "--tuning-from", ""],
+                 ["arena", "--tune", "--tuning-from", "pocket/arena/tuned"]):
         assert main(argv) == 0
-    (tune_out, tune), (out, standard), (ablation_out, ablations), (_, sweeping) = runs
+    (tune_out, tune), (out, standard), (ablation_out, ablations), (_, sweeping), (_, continued) = runs
     assert (tune_out, tune) == ("out/arena-tune", ArenaSettings.tuning())
-    assert (out, standard) == ("out/arena", ArenaSettings.standard(tuning_from="out/arena-tune"))
-    assert ablation_out == "out/arena-ablations" and ablations.ablations and ablations.peers == () and ablations.tuning_from == "out/arena-tune"
+    assert (out, standard) == ("out/arena", ArenaSettings.standard(tuning_from="pocket/arena/tuned"))
+    assert ablation_out == "out/arena-ablations" and ablations.ablations and ablations.peers == () and ablations.tuning_from == "pocket/arena/tuned"
     assert sweeping.tuning_from == "" and sweeping.lora_variants == ("unifl", "own")
+    assert continued == ArenaSettings.tuning(tuning_from="pocket/arena/tuned") and continued.sweep_missing
+
+
+def test_a_tuning_run_sweeps_only_what_the_committed_choices_lack_and_the_export_names_no_machine_path(tmp_path, monkeypatch):
+    """The sweeps take longer than a sitting: their choices are exported (runs relative to the tuning folder, the
+    machine and commit beside them) and a later tuning run adopts those and sweeps the rest; the standard run
+    refuses a missing choice with the command that makes it."""
+    from unifl.pocket.arena import run
+    from unifl.pocket.arena.run import adopt_tuning, plan_jobs, write_json
+    from unifl.pocket.arena.tuned import export
+
+    monkeypatch.setattr(run, "missing_reason", lambda method: "")
+    tune = tmp_path / "tune"
+    write_json(tune / "settings.json", {"split": "validation"})
+    for name, row, metric in [("stage1", "stage1_20", "prompt_accuracy"), ("stage2", "stage2_4", "fd")]:
+        choice = _choice(name, row, metric, 1e-4, {1e-4: 0.9, 2e-4: 0.8})
+        choice["run"] = choice["axes"][0]["run"] = str(tune / "tuning" / name / "lr0.0001")
+        write_json(tune / "tuning" / name / "choice.json", choice)
+    committed = tmp_path / "committed"
+    assert export(tune, committed) == ["stage1", "stage2"]
+    exported = (committed / "tuning" / "stage1" / "choice.json").read_text()
+    assert str(tmp_path) not in exported and json.loads(exported)["run"] == "tuning/stage1/lr0.0001"
+    readme = (committed / "README.md").read_text()
+    assert "| stage1 | stage1_20 | prompt_accuracy | learning_rate | 0.0001 |" in readme and "Machine:" in readme
+
+    settings = ArenaSettings.tuning(tuning_from=str(committed), peers=("pcm",))
+    out = tmp_path / "continued"
+    adopt_tuning(committed, out, settings)
+    jobs, _ = plan_jobs(out, settings, post_filters=False)
+    swept = {job.name.split("~")[0] for job in jobs if "~" in job.name}
+    assert swept == {"stage2_from_base", "pcm", "pcm_own"}  # stage 1 and stage 2 were committed
+    assert json.loads((out / "tuning" / "stage1" / "choice.json").read_text())["run"] == ""
+    with pytest.raises(FileNotFoundError, match=r"arena.tuned out/arena-tune"):
+        adopt_tuning(committed, tmp_path / "standard", ArenaSettings.standard(tuning_from=str(committed), peers=()))

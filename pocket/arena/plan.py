@@ -106,6 +106,21 @@ class Variant:
     overrides: tuple[str, ...]
 
 
+REAL_Q10_ALPHAS = {"color": -1.607, "layout": -1.199, "detail": 0.640, "lighting": -0.091}
+"""Each pocket aspect reward's 10 % quantile on 512 real renders of the training stream (world seed 1) with their
+captions: a hinge that lifts only the samples worse than nine real renders in ten, where the paper's rule (the mean
+reward of the preferred images of held-out pairs) sits near the real renders' mean and so pushes half of them."""
+
+
+def pocket_rewards(alphas: dict[str, float]) -> str:
+    """The pocket preset's ``rewards`` override with these thresholds α_d (an aspect not named keeps its file's)."""
+    tables = []
+    for aspect in ("color", "layout", "detail", "lighting"):
+        threshold = f", threshold = {alphas[aspect]!r}" if aspect in alphas else ""
+        tables.append(f'{{aspect = "{aspect}", kind = "pocket-reward", path = "{aspect}"{threshold}}}')
+    return f"rewards=[{', '.join(tables)}]"
+
+
 VARIANT_PREFIX = {"stage1": "stage1_v_", "stage2": "stage2_v_"}
 """A variant's training names: ``stage2_v_<name>`` (and ``stage1_v_<name>`` for a "both" variant)."""
 VARIANT_SETS = {
@@ -120,13 +135,27 @@ VARIANT_SETS = {
         Variant("prefix", "stage2", ("aesthetic.prefix_steps=4",)),
         Variant("prefix_both", "both", ("aesthetic.prefix_steps=4", "pefl.prefix_steps=2")),
     ),
+    # stage 1's aesthetic term pushes every aspect past real renders on the pocket base (docs/paper-choices.md):
+    # the paper's lower detail threshold, thresholds at the real renders' 10 % quantile, a rollout at the sampling CFG
+    "stage1": (
+        Variant("detail_alpha0", "both", (pocket_rewards({"detail": 0.0}),)),
+        Variant("real_q10", "both", (pocket_rewards(REAL_Q10_ALPHAS),)),
+        Variant("cfg3", "both", ("aesthetic.cfg=3.0",)),
+        Variant("cfg3_real_q10", "both", ("aesthetic.cfg=3.0", pocket_rewards(REAL_Q10_ALPHAS))),
+    ),
     "lora": tuple(
         Variant(f"{targets.replace('+', '_')}_r{rank}", "both", (f"lora.targets={targets}", f"lora.rank={rank}", f"lora.alpha={rank}"))
         for targets in ("attention", "attention+ff", "all") for rank in (16, 64) if (targets, rank) != ("attention+ff", 16)  # today's
     ),
 }
-"""The candidate defaults of issue 20 (``docs/paper-choices.md``): ``stage2``, the step-count schedules and the cheaper
-steps; ``lora``, the LoRA targets and ranks for the real-size presets (today: ``attention+ff`` rank 16)."""
+"""The candidate defaults (``docs/paper-choices.md``): ``stage1``, the aesthetic term's thresholds and rollout guidance;
+``stage2``, the step-count schedules and the cheaper steps of issue 20; ``lora``, the LoRA targets and ranks for the
+real-size presets (today: ``attention+ff`` rank 16)."""
+
+
+COMMITTED_TUNING = "pocket/arena/tuned"
+"""The tuning run's choices as committed (:mod:`.tuned`), relative to this repository's root: what the standard run
+and the choices runs take, so that a fresh clone need not repeat the sweeps (hours) before them."""
 
 
 CONTROL_SUFFIX = "+filter"
@@ -181,8 +210,12 @@ class ArenaSettings:
     peer_min_steps: int = 0
     """Quick runs: stop a peer after this many steps even inside its budget (0: the budget alone)."""
     tuning_from: str = ""
-    """Another arena folder whose sweeps' choices this run takes instead of sweeping (the budget curves' ×4 and ×16
-    take the standard run's: sweeping at ×16 would cost more than the run)."""
+    """Another arena folder whose sweeps' choices this run takes instead of sweeping (the standard run the committed
+    :data:`COMMITTED_TUNING`, the budget curves' ×4 and ×16 the standard run's: sweeping at ×16 would cost more than
+    the run). A relative path is read from the working folder, else from this repository's root."""
+    sweep_missing: bool = False
+    """With ``tuning_from``: sweep each training whose choice the source lacks, instead of refusing (the tuning run
+    continued from committed choices: ``unifl arena --tune --tuning-from pocket/arena/tuned``)."""
     unifl_overrides: tuple[str, ...] = ()
     """``KEY=VALUE`` config changes for every UniFL training (both stages, their ablations): the validation runs
     that choose a default (``docs/paper-choices.md``) compare arenas that differ in these alone."""
@@ -205,18 +238,20 @@ class ArenaSettings:
     @classmethod
     def tuning(cls, **changes) -> "ArenaSettings":
         """``make arena-tune``: every sweep (UniFL's stages, each peer with both LoRA variants) on the validation split
-        at the first training seed, and that seed's rows on validation; its choices are what :meth:`standard` adopts.
-        Run once per change of the code or the base model (the ablations and controls wait for the standard run)."""
-        return cls(split="validation", seeds=TRAINING_SEEDS[:1], ablations=False, controls=False, lora_variants=("unifl", "own")).with_(**changes)
+        at the first training seed, and that seed's rows on validation; its choices, exported to
+        :data:`COMMITTED_TUNING` (:mod:`.tuned`), are what :meth:`standard` adopts. Run once per change of the code or
+        the base model (the ablations and controls wait for the standard run)."""
+        return cls(split="validation", seeds=TRAINING_SEEDS[:1], ablations=False, controls=False, lora_variants=("unifl", "own"), sweep_missing=True).with_(**changes)
 
     @classmethod
-    def standard(cls, tuning_from: str = "out/arena-tune", **changes) -> "ArenaSettings":
+    def standard(cls, tuning_from: str = COMMITTED_TUNING, **changes) -> "ArenaSettings":
         """``make arena``: five seeds on the test split with every post-filter control, UniFL's stages and each peer
-        with the hyperparameters and LoRA variant :meth:`tuning` chose (``make arena-ablations`` adds the ablations)."""
+        with the hyperparameters and LoRA variant :meth:`tuning` chose, as committed (``make arena-ablations`` adds
+        the ablations)."""
         return cls(split="test", tuning_from=tuning_from, ablations=False, lora_variants=("best",)).with_(**changes)
 
     @classmethod
-    def choices(cls, variant_set: str, tuning_from: str = "out/arena-tune", **changes) -> "ArenaSettings":
+    def choices(cls, variant_set: str, tuning_from: str = COMMITTED_TUNING, **changes) -> "ArenaSettings":
         """``make arena-choices``: one set of candidate defaults (:data:`VARIANT_SETS`) beside today's UniFL on the
         validation split, five seeds, today's tuned rates, no peers, ablations or controls: what picks a default."""
         return cls(split="validation", tuning_from=tuning_from, peers=(), ablations=False, controls=False, variants=VARIANT_SETS[variant_set]).with_(**changes)

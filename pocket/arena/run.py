@@ -157,8 +157,8 @@ def plan_jobs(out: Path, settings: ArenaSettings, judge_path: str = "", post_fil
     choice_job = {}
     for name, t in present.items():
         spec = tuning_spec(name)
-        if spec is None or settings.tuning_from:
-            continue
+        if spec is None or (tuning_dir(out, name) / "choice.json").is_file() or (settings.tuning_from and not settings.sweep_missing):
+            continue  # no sweep, or its choice is here (made, or adopted from another arena)
         previous = ()
         for k, axis in enumerate(spec.axes):
             candidates = []
@@ -464,7 +464,7 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     out = Path(out_dir).resolve()  # absolute: each peer runs in its own folder, where a relative path means another place
     _check_settings(out, settings)
     if settings.tuning_from:
-        adopt_tuning(Path(settings.tuning_from).resolve(), out, settings)
+        adopt_tuning(tuning_source(settings.tuning_from), out, settings)
 
     started = time.time()
     jobs, plan = plan_jobs(out, settings, judge_path)
@@ -491,10 +491,28 @@ def run_arena(out_dir: str | Path = "out/arena", settings: ArenaSettings | None 
     return metrics
 
 
+def tuning_source(folder: str) -> Path:
+    """``--tuning-from``'s folder: as given, or, when relative and not under the working folder, under this
+    repository's root (the committed choices, ``pocket/arena/tuned``, from wherever ``unifl arena`` is started)."""
+    path = Path(folder)
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    return path.resolve()
+
+
+def shown_path(path: Path) -> str:
+    """A path as the report names it: relative to this repository when inside it (no machine's folders in the docs)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def adopt_tuning(source: Path, out: Path, settings: ArenaSettings) -> None:
-    """Take another arena's chosen hyperparameters (the standard run the tuning run's, the budget curve's ×4 and ×16
-    the standard run's): each ``choice.json`` is copied without its candidate run, which trained on another split
-    or budget. A peer whose LoRA is ``"best"`` takes the variant whose chosen candidate scored better there."""
+    """Take another arena's chosen hyperparameters (the standard run the committed tuning run's, the budget curve's
+    ×4 and ×16 the standard run's): each ``choice.json`` is copied without its candidate run, which trained on another
+    split or budget. A peer whose LoRA is ``"best"`` takes the variant whose chosen candidate scored better there.
+    A missing choice is refused, unless ``settings.sweep_missing`` (this run sweeps it)."""
     planned = trainings(settings)
     for name, training in planned.items():
         if tuning_spec(name) is None or (training.method != "unifl" and missing_reason(training.method)):
@@ -504,12 +522,14 @@ def adopt_tuning(source: Path, out: Path, settings: ArenaSettings) -> None:
             continue
         path = tuning_dir(source, name) / "choice.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run the tuning arena (`make arena-tune`, `unifl arena --tune --out {source}`) first, "
-                                    f"or give --tuning-from another folder")
+            if settings.sweep_missing:
+                continue
+            raise FileNotFoundError(f"{path} is missing: run the tuning arena (`make arena-tune`) and export its choices "
+                                    f"(`python -m unifl.pocket.arena.tuned out/arena-tune`) first, or give --tuning-from another folder")
         choice = json.loads(path.read_text())
         if training.lora == "best" and "lora" not in choice:
             choice = better_lora_variant(choice, tuning_dir(source, own_lora(name)) / "choice.json")
-        write_json(target, {**choice, "run": "", "from": str(path)})
+        write_json(target, {**choice, "run": "", "from": shown_path(path)})
 
 
 def chosen_score(choice: dict) -> float:
