@@ -135,7 +135,7 @@ def build_config(request: TrainRequest, architecture: str, run_dir: Path, lora_s
     aspects = [m.aspect for m in request.rewards]
     if len(set(aspects)) != len(aspects):
         raise ValueError(f"two reward models judge the same aspect ({', '.join(sorted({a for a in aspects if aspects.count(a) > 1}))}); give each a different aspect on its loader")
-    merged = merge(preset_dict("sdxl" if architecture == "sdxl" else "sd15"), inputs)
+    merged = merge(preset_dict("sdxl" if architecture == "sdxl" else "sd15", request.stage), inputs)
     for line in extra_lines(request.extra_settings):
         merged = merge(merged, parse_override(line))
     try:

@@ -41,6 +41,7 @@ PRESETS: dict[str, dict] = {
         "lora": {"rank": 4, "alpha": 4.0},
         "optim": {"learning_rate": 1e-3, "max_steps": 10},
         "logging": {"checkpoint_every": 5, "validate_every": 0, "tensorboard": False},
+        "stages": {"2": {"optim": {"learning_rate": 5e-4}}},  # a per-stage value, so that forms and tests meet one
     },
 }
 

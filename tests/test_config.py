@@ -35,6 +35,19 @@ def test_file_preset_and_overrides_compose(tmp_path):
     assert c.model.path == "/models/x.safetensors" and c.stage == "1" and c.rewards[0].kind == "sharpness"
 
 
+def test_a_preset_can_set_values_for_one_stage_below_the_users(tmp_path, monkeypatch):
+    """A preset's ``stages`` table applies in that stage's runs only, under the file's and the overrides' values."""
+    from unifl.core.config import presets
+
+    monkeypatch.setitem(presets.PRESETS, "staged", {"optim": {"learning_rate": 1e-5, "max_steps": 3}, "adversarial": {"weight": 0.0}, "rewards": presets.STATISTIC_REWARDS, "stages": {"2": {"optim": {"learning_rate": 2e-4}}}})
+    assert load_config(None, [], preset="staged").optim.learning_rate == 1e-5
+    assert load_config(None, ["stage=2"], preset="staged").optim.learning_rate == 2e-4
+    assert load_config(write(tmp_path, 'preset = "staged"\nstage = 2\n'), []).optim.learning_rate == 2e-4  # the file's stage
+    staged = load_config(None, ["stage=2", "optim.learning_rate=5e-5"], preset="staged")
+    assert (staged.optim.learning_rate, staged.optim.max_steps) == (5e-5, 3)
+    assert presets.stage_fields("staged") == {"optim.learning_rate"} and presets.stage_fields("sd15") == set()
+
+
 def test_cross_field_validation_messages():
     with pytest.raises(ConfigError, match="pefl.grad_levels"):
         load_config(None, ["pefl.grad_levels=[0, 25]"])

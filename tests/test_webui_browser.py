@@ -124,6 +124,12 @@ def test_train_watch_stop_and_find_the_lora(server, sync_playwright):
         expect(page.locator("#unifl_data_resolution input")).to_have_value("512", timeout=30_000)  # auto preset: SD1.5
         choose(page, "unifl_preset", "tiny")
         expect(page.locator("#unifl_data_resolution input")).to_have_value("64", timeout=30_000)
+        learning_rate = page.locator("#unifl_optim_learning_rate input")
+        expect(learning_rate).to_have_value("0.001")
+        page.locator("#unifl_stage label", has_text="2").click()  # the tiny preset's stage 2 has a rate of its own
+        expect(learning_rate).to_have_value("0.0005", timeout=30_000)
+        page.locator("#unifl_stage label", has_text="1").click()
+        expect(learning_rate).to_have_value("0.001", timeout=30_000)
         fill(page, "unifl_logging_output_name", "../outside")
         page.locator("#unifl_train").click()
         expect(status(page)).to_have_attribute("data-unifl-state", "error", timeout=30_000)

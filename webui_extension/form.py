@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.config import PRESETS, TrainConfig, explain, load_config
+from ..core.config import PRESETS, TrainConfig, explain, load_config, stage_fields
 from ..core.lora.kohya import LoRAFileError, read_lora_metadata
 from ..core.feedback.public_models import RECIPE_PERCEPTION, STATISTIC_KINDS, default_feedback, public_models
 from ..core.lora.peft import TARGET_PRESETS
@@ -185,8 +185,13 @@ def shown_feedback(config: TrainConfig, unifl_dir: Path) -> tuple[dict[str, str]
             {aspect: chosen["perception"].get(aspect, OFF) for aspect in PERCEPTION_ASPECTS})
 
 
-def preset_config(preset: str, model_path: str) -> TrainConfig:
-    return load_config(None, [], preset=resolve_preset(preset, model_path))
+def preset_config(preset: str, model_path: str, stage: str = "1") -> TrainConfig:
+    return load_config(None, [f"stage={stage}"], preset=resolve_preset(preset, model_path))
+
+
+def stage_refilled(preset: str, model_path: str) -> set[str]:
+    """Fields whose preset value depends on the stage (``stages`` in the preset): refilled when the stage changes."""
+    return stage_fields(resolve_preset(preset, model_path))
 
 
 # -- form → config ----------------------------------------------------------------------------------

@@ -149,10 +149,10 @@ def build_tab(host: Host) -> gr.Blocks:
 
         refillable = [f for f in form.FIELDS if f not in (form.STAGE, form.OUTPUT_NAME)]
 
-        def refill(checkpoint_label, preset_name):
-            """A new checkpoint or preset: show that preset's values (stage and name stay the user's)."""
+        def refill(checkpoint_label, preset_name, stage_value):
+            """A new checkpoint or preset: show that preset's values for the stage (stage and name stay the user's)."""
             try:
-                config = form.preset_config(preset_name, _model_path(host, checkpoint_label))
+                config = form.preset_config(preset_name, _model_path(host, checkpoint_label), stage_value)
             except START_ERRORS as error:
                 return [gr.update() for _ in range(len(refillable) + len(rewards) + len(perception))] + [views.error_html(str(error))]
             values = form.form_values(config)
@@ -161,8 +161,19 @@ def build_tab(host: Host) -> gr.Blocks:
                     + [perception_values[a] for a in form.PERCEPTION_ASPECTS] + [views.status_html(_snapshot())])
 
         refill_outputs = [fields[f.key] for f in refillable] + rewards + perception + [status]
-        checkpoint.change(refill, inputs=[checkpoint, preset], outputs=refill_outputs)
-        preset.change(refill, inputs=[checkpoint, preset], outputs=refill_outputs)
+        checkpoint.change(refill, inputs=[checkpoint, preset, fields[form.STAGE.key]], outputs=refill_outputs)
+        preset.change(refill, inputs=[checkpoint, preset, fields[form.STAGE.key]], outputs=refill_outputs)
+
+        def restage(checkpoint_label, preset_name, stage_value):
+            """A new stage: only the values the preset sets per stage (the user's other edits stay)."""
+            try:
+                model_path = _model_path(host, checkpoint_label)
+                values, staged = form.form_values(form.preset_config(preset_name, model_path, stage_value)), form.stage_refilled(preset_name, model_path)
+            except START_ERRORS:
+                return [gr.update() for _ in refillable]
+            return [values[f.key] if f.key in staged else gr.update() for f in refillable]
+
+        fields[form.STAGE.key].change(restage, inputs=[checkpoint, preset, fields[form.STAGE.key]], outputs=[fields[f.key] for f in refillable])
 
         def refresh():
             reward_catalog = [form.OFF, *form.model_catalog("rewards", host.unifl_dir())]

@@ -17,6 +17,7 @@ else:  # pragma: no cover
 
 from ..files import NotARegularFile, TextFileError, read_text
 from .schema import ConfigError, TrainConfig
+from .tables import merge
 
 #: Old config keys → their new names (the error says so in one line).
 RENAMED = {"data.num_pocket_images": "data.source_images", "data.pocket_seed": "data.source_seed"}
@@ -82,14 +83,6 @@ def to_dict(obj) -> dict:
     return out
 
 
-def merge(base: dict, override: dict) -> dict:
-    """Recursive dict update: tables merge, everything else (lists included) replaces."""
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def parse_override(text: str) -> dict:
     """``"optim.learning_rate=1e-5"`` → ``{"optim": {"learning_rate": 1e-5}}`` (the value is parsed as TOML)."""
     if "=" not in text:
@@ -110,7 +103,8 @@ def parse_override(text: str) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), preset: str | None = None) -> TrainConfig:
-    """Preset (from the file's ``preset = "…"`` key or ``preset``) ← TOML file ← ``--set`` overrides."""
+    """Preset (from the file's ``preset = "…"`` key or ``preset``, with its values for the run's stage) ← TOML file
+    ← ``--set`` overrides."""
     from .presets import preset_dict
 
     data: dict = {}
@@ -127,10 +121,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), prese
     preset = data.pop("preset", None) or preset
     if preset is not None and not isinstance(preset, str):
         raise ConfigError(f"{path}: preset = {preset!r}: name a preset, e.g. preset = 'sd15'")
-    merged = preset_dict(preset) if preset else {}
-    merged = merge(merged, data)
+    chosen = data
     for text in overrides:
-        merged = merge(merged, parse_override(text))
+        chosen = merge(chosen, parse_override(text))
+    merged = merge(preset_dict(preset, str(chosen.get("stage", "1"))), chosen) if preset else chosen
     try:
         return from_dict(TrainConfig, merged).validate()
     except ConfigError as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 from .schema import ConfigError
+from .tables import merge
 
 # Weight-free feedback models that exist everywhere: the honest default where no learned model exists.
 # Their thresholds α_d sit above what an untrained model scores, so the hinge has work to do.
@@ -40,12 +41,29 @@ PRESETS: dict[str, dict] = {
 }
 
 
+STAGES_KEY = "stages"
+"""A preset's values for one stage only: ``{"stages": {"2": {...}}}`` applies over the rest of the preset in a
+stage-2 run. Stage 2 continues stage 1's LoRA with other terms and is tuned on its own (its learning rate, say)."""
+
+
 def register_preset(name: str, values: dict) -> None:
-    """Make ``preset = name`` available; ``values`` holds only what differs from the dataclass defaults."""
+    """Make ``preset = name`` available; ``values`` holds only what differs from the dataclass defaults (and, under
+    :data:`STAGES_KEY`, what differs for one stage)."""
     PRESETS[name] = values
 
 
-def preset_dict(name: str) -> dict:
+def preset_dict(name: str, stage: str = "1") -> dict:
+    """The preset's values for a run of ``stage``."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    values = copy.deepcopy(PRESETS[name])
+    return merge(values, values.pop(STAGES_KEY, {}).get(str(stage), {}))
+
+
+def stage_fields(name: str) -> set[str]:
+    """Dotted keys (``optim.learning_rate``) the preset sets differently for some stage: what a form refills when
+    the user switches stage."""
+    def keys(table: dict, prefix: str = "") -> set[str]:
+        return set().union(*(keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"} for k, v in table.items()))
+
+    return set().union(*(keys(values) for values in PRESETS.get(name, {}).get(STAGES_KEY, {}).values()))
