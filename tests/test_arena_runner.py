@@ -292,12 +292,13 @@ def test_a_tuning_run_sweeps_only_what_the_committed_choices_lack_and_the_export
         choice = _choice(name, row, metric, 1e-4, {1e-4: 0.9, 2e-4: 0.8})
         choice["run"] = choice["axes"][0]["run"] = str(tune / "tuning" / name / "lr0.0001")
         write_json(tune / "tuning" / name / "choice.json", choice)
+        write_json(tune / "tuning" / name / "lr0.0001" / "result.json", {"version": "this repository@0123456789abcdef"})
     committed = tmp_path / "committed"
     assert export(tune, committed) == ["stage1", "stage2"]
     exported = (committed / "tuning" / "stage1" / "choice.json").read_text()
     assert str(tmp_path) not in exported and json.loads(exported)["run"] == "tuning/stage1/lr0.0001"
     readme = (committed / "README.md").read_text()
-    assert "| stage1 | stage1_20 | prompt_accuracy | learning_rate | 0.0001 |" in readme and "Machine:" in readme
+    assert "| stage1 | stage1_20 | prompt_accuracy | learning_rate | 0.0001 |" in readme and "Candidates trained at commit(s) `0123456789ab`" in readme
 
     settings = ArenaSettings.tuning(tuning_from=str(committed), peers=("pcm",))
     out = tmp_path / "continued"

@@ -82,3 +82,5 @@ def test_claims_are_checked_with_their_margins():
     assert holds == [True, True, False, True]  # 100 is not ≥ 20 % below 120; it is within 25 % of 100
     models["stage2_4"] = _model(95, 0.5, 0.1)
     assert [h for _, h, _ in check_claims(models)][2]
+    models["stage1_20"] = _model(90, 0.505, 0.02)  # a stage 1 that barely moves the base holds no claim
+    assert [h for _, h, _ in check_claims(models)][:2] == [False, False]

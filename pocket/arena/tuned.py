@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from .plan import COMMITTED_TUNING
-from .report import environment, environment_line, tuning_table
+from .report import environment, tuning_table
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,10 +57,25 @@ def export(source: str | Path, target: str | Path = REPO_ROOT / COMMITTED_TUNING
     provenance = target / "environment.json"
     known = json.loads(provenance.read_text()) if provenance.is_file() else {}
     settings = json.loads((source / "settings.json").read_text()) if (source / "settings.json").is_file() else {}
-    known.update({name: {"environment": environment(), "settings": settings} for name in exported})
+    here = environment()
+    for name in exported:
+        known[name] = {"machine": here["machine"], "libraries": here["libraries"], "trained_at": trained_at(source / "tuning" / name),
+                       "exported_at": here["commit"], "settings": settings}
     provenance.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
     write_readme(target)
     return exported
+
+
+def trained_at(sweep: Path) -> list[str]:
+    """The commits a sweep's candidates recorded when they trained (``result.json``'s ``version``)."""
+    versions = {json.loads(path.read_text()).get("version", "") for path in sweep.glob("*/result.json")}
+    return sorted(version.split("@", 1)[-1][:12] for version in versions if version)
+
+
+def provenance_line(entry: dict) -> str:
+    libraries = ", ".join(f"{name} {version}" for name, version in entry["libraries"].items())
+    return (f"Machine: {entry['machine']}. Libraries: {libraries}. Candidates trained at commit(s) "
+            f"{', '.join(f'`{commit}`' for commit in entry['trained_at']) or 'unknown'}; exported at `{entry['exported_at'][:12]}`.")
 
 
 def write_readme(target: Path) -> None:
@@ -69,7 +84,7 @@ def write_readme(target: Path) -> None:
     provenance = json.loads((target / "environment.json").read_text())
     made = {}
     for name in tuning:
-        made.setdefault(environment_line(provenance[name]), []).append(name)
+        made.setdefault(provenance_line(provenance[name]), []).append(name)
     lines = ["# The tuning run's choices", "",
              "Written by `python -m unifl.pocket.arena.tuned out/arena-tune` from a tuning arena (`make arena-tune`): each",
              "training's sweep on the validation split, first training seed. `make arena` and `make arena-choices` take the",

@@ -190,15 +190,25 @@ def _plot_curves(log_csv: Path, out_png: Path, title: str) -> Path | None:
     return out_png
 
 
+STAGE1_IOU_MARGIN = 0.01
+"""The structure IoU a stage-1 LoRA must add to the base's for the demo's claim to hold. The demo has one seed and no
+interval, so a smaller change is not read as a gain either way; the arena decides with intervals over five seeds."""
+STAGE1_AESTHETIC_MARGIN = 0.05
+"""The same for the mean held-out aesthetic score (the aspect judges' scores run from about −3 to 3)."""
+
+
 def check_claims(models: dict) -> list[tuple[str, bool, str]]:
     """The paper's claims in miniature, each with whether it holds here and the numbers behind it."""
     def mean_aes(m):
         return sum(m["aesthetic"].values()) / len(m["aesthetic"])
 
     b20, s20, b4, s4 = (models[k] for k in ("base_20", "stage1_20", "base_4", "stage2_4"))
+    # One seed: a stage-1 gain counts only beyond these margins (a LoRA that barely moves the base is no gain)
     claims = [
-        ("Stage 1 improves structure IoU over the base at 20 steps", s20["structure_iou"] > b20["structure_iou"], f"{b20['structure_iou']:.3f} → {s20['structure_iou']:.3f}"),
-        ("Stage 1 improves the mean held-out aesthetic score over the base at 20 steps", mean_aes(s20) > mean_aes(b20), f"{mean_aes(b20):.3f} → {mean_aes(s20):.3f}"),
+        (f"Stage 1 improves structure IoU over the base at 20 steps (by ≥ {STAGE1_IOU_MARGIN:g})", s20["structure_iou"] >= b20["structure_iou"] + STAGE1_IOU_MARGIN,
+         f"{b20['structure_iou']:.3f} → {s20['structure_iou']:.3f}"),
+        (f"Stage 1 improves the mean held-out aesthetic score over the base at 20 steps (by ≥ {STAGE1_AESTHETIC_MARGIN:g})", mean_aes(s20) >= mean_aes(b20) + STAGE1_AESTHETIC_MARGIN,
+         f"{mean_aes(b20):.3f} → {mean_aes(s20):.3f}"),
         ("Stage 2 at 4 steps has a clearly lower FD than the base at 4 steps (≥ 20 % lower)", s4["fd"] < 0.8 * b4["fd"], f"{b4['fd']:.2f} → {s4['fd']:.2f}"),
         ("Stage 2 at 4 steps is close to the base at 20 steps (FD within 25 %)", s4["fd"] <= 1.25 * b20["fd"], f"base 20 steps {b20['fd']:.2f}, stage 2 4 steps {s4['fd']:.2f}"),
     ]
