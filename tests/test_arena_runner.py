@@ -307,5 +307,9 @@ def test_a_tuning_run_sweeps_only_what_the_committed_choices_lack_and_the_export
     swept = {job.name.split("~")[0] for job in jobs if "~" in job.name}
     assert swept == {"stage2_from_base", "pcm", "pcm_own"}  # stage 1 and stage 2 were committed
     assert json.loads((out / "tuning" / "stage1" / "choice.json").read_text())["run"] == ""
+    write_json(out / "tuning" / "pcm" / "choice.json", _choice("pcm", "pcm_4", "fd", 2e-4, {2e-4: 50.0}))
+    assert export(out, committed) == ["pcm"]  # the continued run's own sweep; stage 1 and 2 stay as swept
+    assert json.loads((committed / "tuning" / "stage1" / "choice.json").read_text())["run"] == "tuning/stage1/lr0.0001"
+    assert json.loads((committed / "environment.json").read_text())["stage1"]["trained_at"] == ["0123456789ab"]
     with pytest.raises(FileNotFoundError, match=r"arena.tuned out/arena-tune"):
         adopt_tuning(committed, tmp_path / "standard", ArenaSettings.standard(tuning_from=str(committed), peers=()))

@@ -40,11 +40,12 @@ def _relative(path: str, source: Path) -> str:
 
 def export(source: str | Path, target: str | Path = REPO_ROOT / COMMITTED_TUNING) -> list[str]:
     """Copy the finished sweeps of the tuning arena ``source`` into ``target`` (replacing a training's earlier
-    choice, keeping the trainings ``source`` has not swept); returns the trainings copied."""
+    choice, keeping the trainings ``source`` has not swept, nor those it adopted); returns the trainings copied."""
     source, target = Path(source).resolve(), Path(target)
-    choices = sorted((source / "tuning").glob("*/choice.json"))
+    # a choice this arena adopted ("from") was swept elsewhere: the export keeps the sweep's own copy
+    choices = [path for path in sorted((source / "tuning").glob("*/choice.json")) if not json.loads(path.read_text()).get("from")]
     if not choices:
-        raise FileNotFoundError(f"{source / 'tuning'} holds no finished sweep (choice.json): run `make arena-tune` first")
+        raise FileNotFoundError(f"{source / 'tuning'} holds no finished sweep of its own (choice.json): run `make arena-tune` first")
     exported = []
     for path in choices:
         choice = _relative_runs(json.loads(path.read_text()), source)
