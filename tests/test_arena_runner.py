@@ -298,7 +298,7 @@ def test_a_tuning_run_sweeps_only_what_the_committed_choices_lack_and_the_export
     exported = (committed / "tuning" / "stage1" / "choice.json").read_text()
     assert str(tmp_path) not in exported and json.loads(exported)["run"] == "tuning/stage1/lr0.0001"
     readme = (committed / "README.md").read_text()
-    assert "| stage1 | stage1_20 | prompt_accuracy | learning_rate | 0.0001 |" in readme and "Candidates trained at commit(s) `0123456789ab`" in readme
+    assert "| stage1 | stage1_20 | prompt_accuracy | learning_rate | 0.0001 |" in readme and "Candidates trained with `this repository@0123456789ab`" in readme
 
     settings = ArenaSettings.tuning(tuning_from=str(committed), peers=("pcm",))
     out = tmp_path / "continued"
@@ -310,6 +310,6 @@ def test_a_tuning_run_sweeps_only_what_the_committed_choices_lack_and_the_export
     write_json(out / "tuning" / "pcm" / "choice.json", _choice("pcm", "pcm_4", "fd", 2e-4, {2e-4: 50.0}))
     assert export(out, committed) == ["pcm"]  # the continued run's own sweep; stage 1 and 2 stay as swept
     assert json.loads((committed / "tuning" / "stage1" / "choice.json").read_text())["run"] == "tuning/stage1/lr0.0001"
-    assert json.loads((committed / "environment.json").read_text())["stage1"]["trained_at"] == ["0123456789ab"]
+    assert json.loads((committed / "environment.json").read_text())["stage1"]["trained_at"] == ["this repository@0123456789ab"]
     with pytest.raises(FileNotFoundError, match=r"arena.tuned out/arena-tune"):
         adopt_tuning(committed, tmp_path / "standard", ArenaSettings.standard(tuning_from=str(committed), peers=()))

@@ -68,14 +68,15 @@ def export(source: str | Path, target: str | Path = REPO_ROOT / COMMITTED_TUNING
 
 
 def trained_at(sweep: Path) -> list[str]:
-    """The commits a sweep's candidates recorded when they trained (``result.json``'s ``version``)."""
+    """The code a sweep's candidates recorded when they trained (``result.json``'s ``version``): ``this
+    repository@<commit>`` for UniFL's, the peer's repository at its commit for a peer's."""
     versions = {json.loads(path.read_text()).get("version", "") for path in sweep.glob("*/result.json")}
-    return sorted(version.split("@", 1)[-1][:12] for version in versions if version)
+    return sorted({f"{where}@{rest.split(' ')[0][:12]}" for where, _, rest in (version.partition("@") for version in versions if "@" in version)})
 
 
 def provenance_line(entry: dict) -> str:
     libraries = ", ".join(f"{name} {version}" for name, version in entry["libraries"].items())
-    return (f"Machine: {entry['machine']}. Libraries: {libraries}. Candidates trained at commit(s) "
+    return (f"Machine: {entry['machine']}. Libraries: {libraries}. Candidates trained with "
             f"{', '.join(f'`{commit}`' for commit in entry['trained_at']) or 'unknown'}; exported at `{entry['exported_at'][:12]}`.")
 
 
