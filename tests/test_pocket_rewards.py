@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from unifl.core.config import load_config
+from unifl.core.config import TrainConfig
 from unifl.core.feedback.discriminator import make_discriminator
 from unifl.core.feedback.loading import load_reward_model
 from unifl.core.feedback.losses import discriminator_loss
@@ -105,7 +105,8 @@ def test_lighting_reward_reads_the_light_direction_from_the_caption(held_out):
 
 def test_detail_reward_starts_a_sensible_trainable_discriminator(held_out):
     """What stage 2 does: a trainable copy of the detail reward (in eval mode, as make_discriminator leaves it),
-    logistic loss on real vs worse images, one step at the pocket preset's discriminator rate."""
+    logistic loss on real vs worse images, one step at the default discriminator rate, the one a detail-reward
+    discriminator trains with (the pocket preset starts its discriminator from the layout reward, at a tuned rate)."""
     discriminator = make_discriminator(load_reward_model("pocket-reward", "detail"), "all", "detail")
     parameters = [p for p in discriminator.parameters() if p.requires_grad]
     assert sum(p.numel() for p in parameters) > 10_000
@@ -117,7 +118,7 @@ def test_detail_reward_starts_a_sensible_trainable_discriminator(held_out):
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in parameters)
     assert sum(p.grad.abs().sum() for p in parameters) > 0
-    optimizer = torch.optim.AdamW(parameters, lr=load_config(None, [], preset="pocket").adversarial.discriminator_lr)
+    optimizer = torch.optim.AdamW(parameters, lr=TrainConfig().adversarial.discriminator_lr)
     optimizer.step()
     assert discriminator_loss(discriminator(real, prompts), discriminator(fake, prompts)).item() < loss.item()
 
