@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ...core.files import atomic_write_text
 from .plan import COMMITTED_TUNING
 from .report import environment, tuning_table
 
@@ -51,9 +52,7 @@ def export(source: str | Path, target: str | Path = REPO_ROOT / COMMITTED_TUNING
         choice = _relative_runs(json.loads(path.read_text()), source)
         destination = target / "tuning" / path.parent.name / "choice.json"  # an arena's layout: --tuning-from reads it as one
         destination.parent.mkdir(parents=True, exist_ok=True)
-        scratch = destination.with_suffix(".json.tmp")
-        scratch.write_text(json.dumps(choice, indent=1) + "\n")
-        scratch.replace(destination)
+        atomic_write_text(destination, json.dumps(choice, indent=1) + "\n")
         exported.append(path.parent.name)
     provenance = target / "environment.json"
     known = json.loads(provenance.read_text()) if provenance.is_file() else {}
@@ -62,7 +61,7 @@ def export(source: str | Path, target: str | Path = REPO_ROOT / COMMITTED_TUNING
     for name in exported:
         known[name] = {"machine": here["machine"], "libraries": here["libraries"], "trained_at": trained_at(source / "tuning" / name),
                        "exported_at": here["commit"], "settings": settings}
-    provenance.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(provenance, json.dumps(known, indent=1, sort_keys=True) + "\n")
     write_readme(target)
     return exported
 
@@ -94,7 +93,7 @@ def write_readme(target: Path) -> None:
              "or the base model. Candidates' runs are named relative to the tuning folder, which is not committed.", "",
              *tuning_table(tuning), "", "## Where they were swept", ""]
     lines += [f"- {', '.join(names)}: {line}" for line, names in made.items()]
-    (target / "README.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(target / "README.md", "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> list[str]:
